@@ -1,0 +1,1 @@
+//! Hold-expiry timing wheel. (being written)
