@@ -3,8 +3,16 @@
 //! Within a section, seats are indexed `0..n` in row-major order; that index is the bit position
 //! everywhere (allocator, codec, deltas).
 
+pub mod best;
+pub mod bits;
+pub mod codec;
 pub mod error;
+pub mod event;
+pub mod layout;
 pub mod limits;
+pub mod runtree;
+pub mod section;
+pub mod wire;
 pub mod wheel;
 
 #[cfg(feature = "python")]

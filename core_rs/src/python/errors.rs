@@ -110,3 +110,21 @@ impl<T> IntoPyResult<T> for Result<T, CoreError> {
         self.map_err(|e| to_py(py, e))
     }
 }
+
+/// Indices outside `0..seat_count` (negative ones included) are reported here, all of them, sorted,
+/// the way the engine reports the ones it can represent.
+pub(crate) fn to_indices(py: Python<'_>, seats: Vec<i64>, seat_count: usize) -> PyResult<Vec<u32>> {
+    let mut bad: Vec<i64> = seats.iter().copied().filter(|&s| s < 0 || s >= seat_count as i64).collect();
+    if !bad.is_empty() {
+        bad.sort_unstable();
+        bad.dedup();
+        let message = format!("seat index out of range: {bad:?}");
+        return Err(raise(py, 2, (message, bad)));
+    }
+    Ok(seats.into_iter().map(|s| s as u32).collect())
+}
+
+/// Counts and sizes from Python arrive as `i64` so a negative gets a ValueError, not OverflowError.
+pub(crate) fn non_negative(value: i64, what: &str) -> PyResult<u64> {
+    u64::try_from(value).map_err(|_| PyValueError::new_err(format!("{what} must be >= 0, got {value}")))
+}
