@@ -36,6 +36,9 @@ fn main() {
             size = compress_to_vec(&bitmap, level).len();
         }
         let micros = started.elapsed().as_secs_f64() * 1e6 / f64::from(rounds);
-        println!("level {level}: {size} bytes from {}, {micros:.1} us", bitmap.len());
+        println!(
+            "level {level}: {size} bytes from {}, {micros:.1} us",
+            bitmap.len()
+        );
     }
 }

@@ -64,14 +64,20 @@ pub fn first_fit<T>(
         if let Some(found) = locate(position) {
             return Some(found);
         }
-        debug_assert!(k > EXACT_RUN_MAX, "summary admitted a row that cannot place {k} seats");
+        debug_assert!(
+            k > EXACT_RUN_MAX,
+            "summary admitted a row that cannot place {k} seats"
+        );
         from = position + 1;
     }
     None
 }
 
 pub fn adjacent_pick(section: &Section, row: usize, start: u32, k: u32) -> Pick {
-    Pick { seats: (start..start + k).collect(), rank: section.layout().row_ranks()[row] }
+    Pick {
+        seats: (start..start + k).collect(),
+        rank: section.layout().row_ranks()[row],
+    }
 }
 
 /// Start of the best placement of `k` adjacent seats in `row`, or `None`.
@@ -88,7 +94,15 @@ pub fn place_in_row(section: &Section, row: usize, k: u32, orphan_free: bool) ->
         }
         let (lo, hi) = (run_start, run_end - k);
         let ideal = ((row_start + row_end).saturating_sub(k) / 2).clamp(lo, hi);
-        let candidates = [lo, hi, ideal.saturating_sub(2), ideal.saturating_sub(1), ideal, ideal + 1, ideal + 2];
+        let candidates = [
+            lo,
+            hi,
+            ideal.saturating_sub(2),
+            ideal.saturating_sub(1),
+            ideal,
+            ideal + 1,
+            ideal + 2,
+        ];
         for start in candidates {
             if start < lo || start > hi {
                 continue;
@@ -127,7 +141,10 @@ pub fn scattered(section: &Section, k: u32) -> Option<Pick> {
         seats.extend(free.iter().take(wanted).map(|&seat| seat as u32));
         if seats.len() == k as usize {
             seats.sort_unstable();
-            return Some(Pick { seats, rank: layout.row_ranks()[row] });
+            return Some(Pick {
+                seats,
+                rank: layout.row_ranks()[row],
+            });
         }
     }
     debug_assert!(false, "available_count promised {k} seats");

@@ -28,7 +28,11 @@ pub fn set_range(words: &mut [u64], start: usize, end: usize) {
     while at < end {
         let offset = at % 64;
         let span = (64 - offset).min(end - at);
-        let mask = if span == 64 { u64::MAX } else { ((1u64 << span) - 1) << offset };
+        let mask = if span == 64 {
+            u64::MAX
+        } else {
+            ((1u64 << span) - 1) << offset
+        };
         words[at / 64] |= mask;
         at += span;
     }
@@ -40,7 +44,11 @@ pub fn append(dst: &mut [u64], offset: usize, src: &[u64], len: usize) {
     let base = offset / 64;
     for (i, &word) in src.iter().take(words_for(len)).enumerate() {
         let valid = (len - i * 64).min(64);
-        let word = if valid == 64 { word } else { word & ((1u64 << valid) - 1) };
+        let word = if valid == 64 {
+            word
+        } else {
+            word & ((1u64 << valid) - 1)
+        };
         dst[base + i] |= word << shift;
         if shift != 0 && base + i + 1 < dst.len() {
             dst[base + i + 1] |= word >> (64 - shift);
@@ -55,7 +63,11 @@ pub fn extract(src: &[u64], start: usize, len: usize) -> Vec<u64> {
     let base = start / 64;
     for (i, word) in out.iter_mut().enumerate() {
         let low = src.get(base + i).copied().unwrap_or(0) >> shift;
-        let high = if shift == 0 { 0 } else { src.get(base + i + 1).copied().unwrap_or(0) << (64 - shift) };
+        let high = if shift == 0 {
+            0
+        } else {
+            src.get(base + i + 1).copied().unwrap_or(0) << (64 - shift)
+        };
         *word = low | high;
     }
     clear_tail(&mut out, len);

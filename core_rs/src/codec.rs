@@ -57,7 +57,11 @@ impl SeatMap {
             ));
         }
         bits::clear_tail(&mut bits, seat_count);
-        Ok(SeatMap { seat_count, version, bits })
+        Ok(SeatMap {
+            seat_count,
+            version,
+            bits,
+        })
     }
 
     pub fn all_available(seat_count: usize, version: u64) -> CoreResult<SeatMap> {
@@ -88,7 +92,10 @@ impl SeatMap {
 
     pub fn is_available(&self, seat: usize) -> CoreResult<bool> {
         if seat >= self.seat_count {
-            return Err(CoreError::InvalidSeat { seats: vec![seat as u32], reason: "seat index out of range" });
+            return Err(CoreError::InvalidSeat {
+                seats: vec![seat as u32],
+                reason: "seat index out of range",
+            });
         }
         Ok(bits::get(&self.bits, seat))
     }
@@ -113,7 +120,11 @@ impl SeatMap {
         }
         let version = reader.varint("version")?;
         let bits = read_body(&mut reader, seat_count)?;
-        Ok(SeatMap { seat_count, version, bits })
+        Ok(SeatMap {
+            seat_count,
+            version,
+            bits,
+        })
     }
 
     /// The delta that turns `self` into `newer`: the seats whose availability flipped.
@@ -129,7 +140,12 @@ impl SeatMap {
         }
         let changed: Vec<u64> = self.bits.iter().zip(&newer.bits).map(|(a, b)| a ^ b).collect();
         let mut out = header(KIND_DELTA, 0);
-        for value in [self.seat_count as u64, self.version, newer.version, newer.available_count() as u64] {
+        for value in [
+            self.seat_count as u64,
+            self.version,
+            newer.version,
+            newer.available_count() as u64,
+        ] {
             put_varint(&mut out, value);
         }
         put_varint(&mut out, bits::count_ones(&changed) as u64);
@@ -148,7 +164,10 @@ impl SeatMap {
         let mut reader = open(data, KIND_DELTA)?;
         let seat_count = reader.bounded(SECTION_SEATS_MAX as u64, "seat count")? as usize;
         if seat_count != self.seat_count {
-            return decode_err(format!("delta is for {seat_count} seats, the map has {}", self.seat_count));
+            return decode_err(format!(
+                "delta is for {seat_count} seats, the map has {}",
+                self.seat_count
+            ));
         }
         let from = reader.varint("from version")?;
         let to = reader.varint("to version")?;
@@ -156,7 +175,10 @@ impl SeatMap {
             return decode_err(format!("delta goes from version {from} to {to}"));
         }
         if from != self.version {
-            return Err(CoreError::VersionMismatch { expected: from, actual: self.version });
+            return Err(CoreError::VersionMismatch {
+                expected: from,
+                actual: self.version,
+            });
         }
         let available_after = reader.bounded(seat_count as u64, "available count")? as usize;
         let changes = reader.bounded(seat_count as u64, "change count")? as usize;
@@ -249,7 +271,9 @@ pub fn decode_event(data: &[u8], seat_counts: &[usize]) -> CoreResult<DecodedEve
     }
     let version_tag = reader.u64_le("version tag")?;
     let versions = if flags_of(data) & FLAG_VERSIONS != 0 {
-        let versions = (0..sections).map(|_| reader.varint("section version")).collect::<CoreResult<Vec<u64>>>()?;
+        let versions = (0..sections)
+            .map(|_| reader.varint("section version"))
+            .collect::<CoreResult<Vec<u64>>>()?;
         if self::version_tag(versions.iter().copied()) != version_tag {
             return decode_err("version vector does not match its tag");
         }
@@ -262,10 +286,18 @@ pub fn decode_event(data: &[u8], seat_counts: &[usize]) -> CoreResult<DecodedEve
     let mut offset = 0;
     for (index, &seat_count) in seat_counts.iter().enumerate() {
         let version = versions.as_ref().map_or(0, |v| v[index]);
-        maps.push(SeatMap::new(seat_count, version, bits::extract(&all, offset, seat_count))?);
+        maps.push(SeatMap::new(
+            seat_count,
+            version,
+            bits::extract(&all, offset, seat_count),
+        )?);
         offset += seat_count;
     }
-    Ok(DecodedEvent { version_tag, versions, maps })
+    Ok(DecodedEvent {
+        version_tag,
+        versions,
+        maps,
+    })
 }
 
 fn header(kind: u8, flags: u8) -> Vec<u8> {
@@ -289,7 +321,10 @@ fn flags_of(data: &[u8]) -> u8 {
 /// limited to the bytes before the CRC.
 fn open(data: &[u8], kind: u8) -> CoreResult<Reader<'_>> {
     if data.len() > SEATMAP_BYTES_MAX {
-        return decode_err(format!("{} bytes exceeds the {SEATMAP_BYTES_MAX}-byte limit", data.len()));
+        return decode_err(format!(
+            "{} bytes exceeds the {SEATMAP_BYTES_MAX}-byte limit",
+            data.len()
+        ));
     }
     if data.len() < MAGIC.len() + 3 + CRC_BYTES {
         return decode_err("shorter than a header");
@@ -358,7 +393,11 @@ fn put_body(out: &mut Vec<u8>, words: &[u64], len: usize) {
     }
     let deflated = compress_to_vec(&body, DEFLATE_LEVEL);
     if deflated.len() + varint_len(body.len() as u64) < body.len() {
-        tag = if tag == BODY_RUNS { BODY_DEFLATE_RUNS } else { BODY_DEFLATE_RAW };
+        tag = if tag == BODY_RUNS {
+            BODY_DEFLATE_RUNS
+        } else {
+            BODY_DEFLATE_RAW
+        };
         let mut framed = Vec::with_capacity(deflated.len() + 4);
         put_varint(&mut framed, body.len() as u64);
         framed.extend_from_slice(&deflated);

@@ -1,12 +1,13 @@
 //! All sections of one event in one object: one call per batch across the event, and
 //! best-available over every row of the venue in O(log rows) through a venue-wide rank index.
 
+use crate::batch::Batch;
 use crate::best::{self, Pick};
-use crate::error::{invalid, CoreResult};
+use crate::error::{invalid, CoreError, CoreResult};
 use crate::layout::Layout;
 use crate::limits::{BATCH_REQUESTS_MAX, EVENT_SECTIONS_MAX};
-use crate::runtree::RunTree;
-use crate::section::{Section, Transition};
+use crate::runtree::{RowSummary, RunTree};
+use crate::section::{Outcomes, Section, Transition};
 
 #[derive(Debug, Clone)]
 pub struct EventSeats {
@@ -16,10 +17,9 @@ pub struct EventSeats {
     /// `positions[section][row]` is the row's index in `order`.
     positions: Vec<Vec<u32>>,
     runs: RunTree,
+    /// Per-section marks for the batch being applied (kept to avoid an allocation per batch).
+    touched: Vec<bool>,
 }
-
-/// Per-request outcome of a batch: `None` if applied, else the seats that blocked it.
-pub type Outcomes = Vec<Option<Vec<u32>>>;
 
 impl EventSeats {
     pub fn new(layouts: Vec<Layout>) -> CoreResult<EventSeats> {
@@ -37,18 +37,26 @@ impl EventSeats {
             }
         }
         keyed.sort_unstable();
-        let mut positions: Vec<Vec<u32>> =
-            sections.iter().map(|s| vec![0; s.layout().row_count()]).collect();
+        let mut positions: Vec<Vec<u32>> = sections.iter().map(|s| vec![0; s.layout().row_count()]).collect();
         for (position, &(_, s, r)) in keyed.iter().enumerate() {
             positions[s as usize][r as usize] = position as u32;
         }
         let order = keyed.iter().map(|&(_, s, r)| (s, r)).collect();
-        let mut event = EventSeats { runs: RunTree::new(keyed.len()), sections, order, positions };
-        for s in 0..event.sections.len() {
-            let rows: Vec<u32> = (0..event.sections[s].layout().row_count() as u32).collect();
-            event.refresh(s, &rows);
-        }
-        Ok(event)
+        let mut runs = RunTree::new(keyed.len());
+        runs.set_many(
+            keyed
+                .iter()
+                .enumerate()
+                .map(|(position, &(_, s, r))| (position, sections[s as usize].row_summary(r as usize))),
+        );
+        let touched = vec![false; sections.len()];
+        Ok(EventSeats {
+            runs,
+            sections,
+            order,
+            positions,
+            touched,
+        })
     }
 
     pub fn sections(&self) -> &[Section] {
@@ -70,44 +78,76 @@ impl EventSeats {
     }
 
     pub fn apply(&mut self, section: u32, seats: &[u32], transition: Transition) -> CoreResult<()> {
-        self.section(section)?;
-        let rows = self.sections[section as usize].apply(seats, transition)?;
-        self.refresh(section as usize, &rows);
+        self.section(section)?.validate(seats)?;
+        self.sections[section as usize]
+            .try_apply(seats, transition)
+            .map_err(|seats| CoreError::SeatUnavailable { seats })?;
+        self.commit(&[section]);
         Ok(())
     }
 
     /// Requests `(section, seats)`: per-request all-or-nothing, one version bump per section
     /// touched, nothing changed if any request names an invalid section or seat.
-    pub fn apply_many(&mut self, requests: &[(u32, Vec<u32>)], transition: Transition) -> CoreResult<Outcomes> {
-        if requests.len() > BATCH_REQUESTS_MAX {
+    pub fn apply_many(
+        &mut self,
+        requests: &[(u32, Vec<u32>)],
+        transition: Transition,
+    ) -> CoreResult<Outcomes> {
+        self.apply_batch(&Batch::from_requests(requests), transition)
+    }
+
+    /// `apply_many` over a flat batch.
+    pub fn apply_batch(&mut self, batch: &Batch, transition: Transition) -> CoreResult<Outcomes> {
+        if batch.len() > BATCH_REQUESTS_MAX {
             return invalid(format!("a batch holds at most {BATCH_REQUESTS_MAX} requests"));
         }
-        let mut by_section: Vec<Vec<usize>> = vec![Vec::new(); self.sections.len()];
-        for (index, (section, seats)) in requests.iter().enumerate() {
-            self.section(*section)?.validate(seats)?;
-            by_section[*section as usize].push(index);
+        for (section, seats) in batch.iter() {
+            self.section(section)?.validate(seats)?;
         }
-        let mut outcomes: Outcomes = vec![None; requests.len()];
-        for (section, indices) in by_section.iter().enumerate() {
-            if indices.is_empty() {
-                continue;
-            }
-            let batch: Vec<Vec<u32>> = indices.iter().map(|&i| requests[i].1.clone()).collect();
-            let (results, rows) = self.sections[section].apply_many(&batch, transition)?;
-            for (&index, result) in indices.iter().zip(results) {
-                outcomes[index] = result;
-            }
-            self.refresh(section, &rows);
-        }
+        let mut touched: Vec<u32> = Vec::new();
+        let outcomes = batch
+            .iter()
+            .map(|(section, seats)| {
+                let result = self.sections[section as usize].try_apply(seats, transition).err();
+                if result.is_none() && !self.touched[section as usize] {
+                    self.touched[section as usize] = true;
+                    touched.push(section);
+                }
+                result
+            })
+            .collect();
+        touched.iter().for_each(|&s| self.touched[s as usize] = false);
+        self.commit(&touched);
         Ok(outcomes)
     }
 
     pub fn restore(&mut self, section: u32, states: &[u8], version: u64) -> CoreResult<()> {
         self.section(section)?;
-        self.sections[section as usize].restore(states, version)?;
-        let rows: Vec<u32> = (0..self.sections[section as usize].layout().row_count() as u32).collect();
-        self.refresh(section as usize, &rows);
+        let s = section as usize;
+        self.sections[s].restore(states, version)?;
+        let updates: Vec<(usize, RowSummary)> = (0..self.sections[s].layout().row_count())
+            .map(|row| (self.positions[s][row] as usize, self.sections[s].row_summary(row)))
+            .collect();
+        self.runs.set_many(updates.into_iter());
         Ok(())
+    }
+
+    /// End the change batch of each section in `sections` and carry their row changes into the
+    /// venue-wide index.
+    fn commit(&mut self, sections: &[u32]) {
+        let mut changed: Vec<(u32, RowSummary)> = Vec::new();
+        let mut updates: Vec<(usize, RowSummary)> = Vec::new();
+        for &section in sections {
+            changed.clear();
+            self.sections[section as usize].commit(&mut changed);
+            let positions = &self.positions[section as usize];
+            updates.extend(
+                changed
+                    .iter()
+                    .map(|&(row, summary)| (positions[row as usize] as usize, summary)),
+            );
+        }
+        self.runs.set_many(updates.into_iter());
     }
 
     /// Best `k` seats in one section, over `within` (all sections when `None`).
@@ -176,12 +216,5 @@ impl EventSeats {
             }
         }
         best_pick.map(|(_, s, pick)| (s, pick.seats))
-    }
-
-    fn refresh(&mut self, section: usize, rows: &[u32]) {
-        for &row in rows {
-            let summary = self.sections[section].runs().get(self.sections[section].layout().rank_position(row as usize));
-            self.runs.set(self.positions[section][row as usize] as usize, summary);
-        }
     }
 }

@@ -35,9 +35,7 @@ impl Layout {
             }
             total += len as usize;
             if total > SECTION_SEATS_MAX {
-                return invalid(format!(
-                    "a section holds at most {SECTION_SEATS_MAX} seats"
-                ));
+                return invalid(format!("a section holds at most {SECTION_SEATS_MAX} seats"));
             }
             row_starts.push(total as u32);
         }
@@ -58,7 +56,12 @@ impl Layout {
         for (position, &row) in rank_order.iter().enumerate() {
             rank_position[row as usize] = position as u32;
         }
-        Ok(Layout { row_starts, row_ranks, rank_order, rank_position })
+        Ok(Layout {
+            row_starts,
+            row_ranks,
+            rank_order,
+            rank_position,
+        })
     }
 
     pub fn seat_count(&self) -> usize {

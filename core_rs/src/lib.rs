@@ -3,6 +3,7 @@
 //! Within a section, seats are indexed `0..n` in row-major order; that index is the bit position
 //! everywhere (allocator, codec, deltas).
 
+pub mod batch;
 pub mod best;
 pub mod bits;
 pub mod codec;
@@ -12,8 +13,8 @@ pub mod layout;
 pub mod limits;
 pub mod runtree;
 pub mod section;
-pub mod wire;
 pub mod wheel;
+pub mod wire;
 
 #[cfg(feature = "python")]
 mod python;

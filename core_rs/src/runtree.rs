@@ -80,17 +80,58 @@ pub(crate) fn next_with_value(bits: &[u64], from: usize, end: usize, value: bool
 pub struct RunTree {
     leaves: usize,
     nodes: Vec<RowSummary>,
+    /// Reused by `set_many` so a commit allocates nothing.
+    scratch: Vec<usize>,
 }
+
+/// Below this many updates, walking each leaf's path is cheaper than sorting the set.
+const BULK_UPDATE_MIN: usize = 8;
 
 impl RunTree {
     pub fn new(len: usize) -> RunTree {
         let leaves = len.next_power_of_two().max(1);
-        RunTree { leaves, nodes: vec![RowSummary::default(); 2 * leaves] }
+        RunTree {
+            leaves,
+            nodes: vec![RowSummary::default(); 2 * leaves],
+            scratch: Vec::new(),
+        }
     }
 
     pub fn set(&mut self, position: usize, summary: RowSummary) {
-        let mut node = self.leaves + position;
-        self.nodes[node] = summary;
+        self.nodes[self.leaves + position] = summary;
+        self.refresh_path(self.leaves + position);
+    }
+
+    /// Set many leaves, recomputing each affected inner node once rather than once per leaf.
+    pub fn set_many(&mut self, updates: impl Iterator<Item = (usize, RowSummary)>) {
+        let mut nodes = std::mem::take(&mut self.scratch);
+        nodes.clear();
+        for (position, summary) in updates {
+            self.nodes[self.leaves + position] = summary;
+            nodes.push(self.leaves + position);
+        }
+        if nodes.len() < BULK_UPDATE_MIN {
+            for &leaf in &nodes {
+                self.refresh_path(leaf);
+            }
+        } else {
+            nodes.sort_unstable();
+            nodes.dedup();
+            while nodes.first().is_some_and(|&node| node > 1) {
+                for node in nodes.iter_mut() {
+                    *node /= 2;
+                }
+                nodes.dedup();
+                for &node in &nodes {
+                    self.nodes[node] = self.nodes[2 * node].merge(self.nodes[2 * node + 1]);
+                }
+            }
+        }
+        self.scratch = nodes;
+    }
+
+    fn refresh_path(&mut self, leaf: usize) {
+        let mut node = leaf;
         while node > 1 {
             node /= 2;
             self.nodes[node] = self.nodes[2 * node].merge(self.nodes[2 * node + 1]);
@@ -176,5 +217,28 @@ mod tests {
         assert_eq!(tree.first_from(3, |s| s.fits(4)), Some(4));
         assert_eq!(tree.first_from(0, |s| s.fits(8)), None);
         assert_eq!(tree.first_from(0, |s| s.fits(1)), Some(0));
+    }
+
+    #[test]
+    fn set_many_equals_one_by_one() {
+        let summaries: Vec<RowSummary> = (0..37usize)
+            .map(|i| RowSummary::from_runs([(0usize, (i * 7) % 11)].into_iter()))
+            .collect();
+        let mut one_by_one = RunTree::new(37);
+        let mut bulk = RunTree::new(37);
+        for (pos, s) in summaries.iter().enumerate() {
+            one_by_one.set(pos, *s);
+        }
+        bulk.set_many(summaries.iter().copied().enumerate().rev());
+        assert_eq!(one_by_one.nodes, bulk.nodes);
+        one_by_one.set(5, RowSummary::default());
+        one_by_one.set(30, RowSummary::default());
+        bulk.set_many([(30, RowSummary::default()), (5, RowSummary::default())].into_iter());
+        assert_eq!(one_by_one.nodes, bulk.nodes);
+        for pos in (0..37).step_by(3) {
+            one_by_one.set(pos, summaries[36 - pos]);
+        }
+        bulk.set_many((0..37).step_by(3).map(|pos| (pos, summaries[36 - pos])));
+        assert_eq!(one_by_one.nodes, bulk.nodes);
     }
 }

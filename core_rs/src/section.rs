@@ -4,11 +4,15 @@
 //! successful call is one change batch and bumps `version` by exactly one; a failed call changes
 //! nothing.
 
+use crate::batch::Batch;
 use crate::best;
 use crate::error::{invalid, CoreError, CoreResult};
 use crate::layout::Layout;
 use crate::limits::{BATCH_REQUESTS_MAX, OP_SEATS_MAX};
 use crate::runtree::{free_runs, RowSummary, RunTree};
+
+/// Requests up to this size are checked for repeats pairwise, without sorting a copy.
+const PAIRWISE_CHECK_SEATS_MAX: usize = 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
@@ -38,11 +42,29 @@ pub struct Transition {
     pub to: SeatState,
 }
 
-pub const HOLD: Transition = Transition { from: SeatState::Available, to: SeatState::Held };
-pub const RELEASE: Transition = Transition { from: SeatState::Held, to: SeatState::Available };
-pub const SELL: Transition = Transition { from: SeatState::Held, to: SeatState::Sold };
-pub const BLOCK: Transition = Transition { from: SeatState::Available, to: SeatState::Blocked };
-pub const UNBLOCK: Transition = Transition { from: SeatState::Blocked, to: SeatState::Available };
+/// Per-request outcome of a batch: `None` if applied, else the seats that blocked it.
+pub type Outcomes = Vec<Option<Vec<u32>>>;
+
+pub const HOLD: Transition = Transition {
+    from: SeatState::Available,
+    to: SeatState::Held,
+};
+pub const RELEASE: Transition = Transition {
+    from: SeatState::Held,
+    to: SeatState::Available,
+};
+pub const SELL: Transition = Transition {
+    from: SeatState::Held,
+    to: SeatState::Sold,
+};
+pub const BLOCK: Transition = Transition {
+    from: SeatState::Available,
+    to: SeatState::Blocked,
+};
+pub const UNBLOCK: Transition = Transition {
+    from: SeatState::Blocked,
+    to: SeatState::Available,
+};
 
 #[derive(Debug, Clone)]
 pub struct Section {
@@ -55,6 +77,9 @@ pub struct Section {
     /// Row summaries indexed by rank position.
     runs: RunTree,
     version: u64,
+    /// Rows changed since the last commit, and a mark per row so each is listed once.
+    dirty_rows: Vec<u32>,
+    row_dirty: Vec<bool>,
 }
 
 impl Section {
@@ -66,6 +91,8 @@ impl Section {
             available: 0,
             row_available: vec![0; layout.row_count()],
             runs: RunTree::new(layout.row_count()),
+            dirty_rows: Vec::new(),
+            row_dirty: vec![false; layout.row_count()],
             layout,
             version: 0,
         };
@@ -106,10 +133,13 @@ impl Section {
     }
 
     pub fn state(&self, seat: u32) -> CoreResult<SeatState> {
-        self.states.get(seat as usize).copied().ok_or_else(|| CoreError::InvalidSeat {
-            seats: vec![seat],
-            reason: "seat index out of range",
-        })
+        self.states
+            .get(seat as usize)
+            .copied()
+            .ok_or_else(|| CoreError::InvalidSeat {
+                seats: vec![seat],
+                reason: "seat index out of range",
+            })
     }
 
     /// Replace every state and the version at once (recovery from the database or a snapshot).
@@ -134,54 +164,77 @@ impl Section {
         Ok(())
     }
 
-    /// Apply one transition to all `seats` or to none. Returns the rows touched.
-    pub fn apply(&mut self, seats: &[u32], transition: Transition) -> CoreResult<Vec<u32>> {
+    /// Apply one transition to all `seats` or to none.
+    pub fn apply(&mut self, seats: &[u32], transition: Transition) -> CoreResult<()> {
         self.validate(seats)?;
-        let conflicts = self.conflicts(seats, transition.from);
-        if !conflicts.is_empty() {
-            return Err(CoreError::SeatUnavailable { seats: conflicts });
-        }
-        self.set_states(seats, transition.to);
-        self.version += 1;
-        Ok(self.refresh_rows(seats))
+        self.try_apply(seats, transition)
+            .map_err(|seats| CoreError::SeatUnavailable { seats })?;
+        self.commit(&mut Vec::new());
+        Ok(())
     }
 
     /// Many requests, one version bump: each request is all-or-nothing on its own and sees the
     /// effect of the ones before it, so two requests for the same seat cannot both win.
-    /// Returns, per request, `None` if applied or the seats that blocked it; plus the rows touched.
-    /// Invalid seat indices anywhere reject the whole batch before anything changes.
-    pub fn apply_many(
-        &mut self,
-        requests: &[Vec<u32>],
-        transition: Transition,
-    ) -> CoreResult<(Vec<Option<Vec<u32>>>, Vec<u32>)> {
-        if requests.len() > BATCH_REQUESTS_MAX {
+    /// Returns, per request, `None` if applied or the seats that blocked it. Invalid seat indices
+    /// anywhere reject the whole batch before anything changes.
+    pub fn apply_many(&mut self, requests: &[Vec<u32>], transition: Transition) -> CoreResult<Outcomes> {
+        let mut batch = Batch::with_capacity(requests.len(), requests.iter().map(Vec::len).sum());
+        requests.iter().for_each(|seats| batch.push(0, seats));
+        self.apply_batch(&batch, transition)
+    }
+
+    /// `apply_many` over a flat batch; the batch's section numbers are ignored.
+    pub fn apply_batch(&mut self, batch: &Batch, transition: Transition) -> CoreResult<Outcomes> {
+        if batch.len() > BATCH_REQUESTS_MAX {
             return invalid(format!("a batch holds at most {BATCH_REQUESTS_MAX} requests"));
         }
-        for seats in requests {
+        for (_, seats) in batch.iter() {
             self.validate(seats)?;
         }
-        let mut outcomes = Vec::with_capacity(requests.len());
-        let mut changed: Vec<u32> = Vec::new();
-        for seats in requests {
-            let conflicts = self.conflicts(seats, transition.from);
-            if conflicts.is_empty() {
-                self.set_states(seats, transition.to);
-                changed.extend_from_slice(seats);
-                outcomes.push(None);
-            } else {
-                outcomes.push(Some(conflicts));
-            }
+        let outcomes: Outcomes = batch
+            .iter()
+            .map(|(_, seats)| self.try_apply(seats, transition).err())
+            .collect();
+        if outcomes.iter().any(Option::is_none) {
+            self.commit(&mut Vec::new());
         }
-        if changed.is_empty() {
-            return Ok((outcomes, Vec::new()));
+        Ok(outcomes)
+    }
+
+    /// Apply a validated request if every seat is in `transition.from`; otherwise change nothing
+    /// and return the offending seats, sorted. Indexes are brought up to date by `commit`.
+    pub(crate) fn try_apply(&mut self, seats: &[u32], transition: Transition) -> Result<(), Vec<u32>> {
+        if seats.iter().any(|&s| self.states[s as usize] != transition.from) {
+            return Err(self.conflicts(seats, transition.from));
         }
+        self.set_states(seats, transition.to);
+        Ok(())
+    }
+
+    /// End a change batch: bump the version once and refresh the summaries of the rows touched,
+    /// appending `(row, summary)` for each to `changed` so an enclosing index can follow.
+    pub(crate) fn commit(&mut self, changed: &mut Vec<(u32, RowSummary)>) {
         self.version += 1;
-        Ok((outcomes, self.refresh_rows(&changed)))
+        let first = changed.len();
+        for &row in &self.dirty_rows {
+            self.row_dirty[row as usize] = false;
+            changed.push((row, self.row_summary(row as usize)));
+        }
+        self.dirty_rows.clear();
+        let layout = &self.layout;
+        let updates = changed[first..]
+            .iter()
+            .map(|&(row, summary)| (layout.rank_position(row as usize), summary));
+        self.runs.set_many(updates);
     }
 
     /// Best `k` seats; see `best` for the rules. `None` when nothing fits.
-    pub fn best_available(&self, k: u32, adjacent: bool, avoid_orphans: bool) -> CoreResult<Option<Vec<u32>>> {
+    pub fn best_available(
+        &self,
+        k: u32,
+        adjacent: bool,
+        avoid_orphans: bool,
+    ) -> CoreResult<Option<Vec<u32>>> {
         best::check_quantity(k)?;
         Ok(best::in_section(self, k, adjacent, avoid_orphans).map(|pick| pick.seats))
     }
@@ -193,26 +246,43 @@ impl Section {
         if seats.len() > OP_SEATS_MAX {
             return invalid(format!("at most {OP_SEATS_MAX} seats per request"));
         }
-        let mut out_of_range: Vec<u32> =
-            seats.iter().copied().filter(|&s| s as usize >= self.states.len()).collect();
+        let mut out_of_range: Vec<u32> = seats
+            .iter()
+            .copied()
+            .filter(|&s| s as usize >= self.states.len())
+            .collect();
         if !out_of_range.is_empty() {
             out_of_range.sort_unstable();
             out_of_range.dedup();
-            return Err(CoreError::InvalidSeat { seats: out_of_range, reason: "seat index out of range" });
+            return Err(CoreError::InvalidSeat {
+                seats: out_of_range,
+                reason: "seat index out of range",
+            });
+        }
+        if seats.len() <= PAIRWISE_CHECK_SEATS_MAX
+            && !(1..seats.len()).any(|i| seats[..i].contains(&seats[i]))
+        {
+            return Ok(());
         }
         let mut sorted = seats.to_vec();
         sorted.sort_unstable();
         let mut repeated: Vec<u32> = sorted.windows(2).filter(|w| w[0] == w[1]).map(|w| w[0]).collect();
         if !repeated.is_empty() {
             repeated.dedup();
-            return Err(CoreError::InvalidSeat { seats: repeated, reason: "seat index repeated" });
+            return Err(CoreError::InvalidSeat {
+                seats: repeated,
+                reason: "seat index repeated",
+            });
         }
         Ok(())
     }
 
     fn conflicts(&self, seats: &[u32], required: SeatState) -> Vec<u32> {
-        let mut conflicts: Vec<u32> =
-            seats.iter().copied().filter(|&s| self.states[s as usize] != required).collect();
+        let mut conflicts: Vec<u32> = seats
+            .iter()
+            .copied()
+            .filter(|&s| self.states[s as usize] != required)
+            .collect();
         conflicts.sort_unstable();
         conflicts
     }
@@ -226,6 +296,10 @@ impl Section {
             if was_available != now_available {
                 self.available_bits[index / 64] ^= 1u64 << (index % 64);
                 let row = self.layout.row_of(index);
+                if !self.row_dirty[row] {
+                    self.row_dirty[row] = true;
+                    self.dirty_rows.push(row as u32);
+                }
                 if now_available {
                     self.available += 1;
                     self.row_available[row] += 1;
@@ -237,23 +311,14 @@ impl Section {
         }
     }
 
-    fn refresh_rows(&mut self, seats: &[u32]) -> Vec<u32> {
-        let mut rows: Vec<u32> = seats.iter().map(|&s| self.layout.row_of(s as usize) as u32).collect();
-        rows.sort_unstable();
-        rows.dedup();
-        for &row in &rows {
-            let summary = self.row_summary(row as usize);
-            self.runs.set(self.layout.rank_position(row as usize), summary);
-        }
-        rows
-    }
-
     pub fn row_summary(&self, row: usize) -> RowSummary {
         let (start, end) = self.layout.row_range(row);
         RowSummary::from_runs(free_runs(&self.available_bits, start, end))
     }
 
     fn rebuild_indexes(&mut self) {
+        self.dirty_rows.clear();
+        self.row_dirty.iter_mut().for_each(|d| *d = false);
         self.available_bits.iter_mut().for_each(|w| *w = 0);
         self.available = 0;
         self.row_available.iter_mut().for_each(|c| *c = 0);

@@ -4,9 +4,10 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use super::errors::{non_negative, IntoPyResult};
+use super::errors::{non_negative, to_py, IntoPyResult};
 use crate::bits;
 use crate::codec::{self, SeatMap};
+use crate::error::CoreError;
 use crate::limits::SEATMAP_BYTES_MAX;
 
 /// One section's public availability (one bit per seat) at one version: what regional nodes keep
@@ -23,10 +24,11 @@ impl From<SeatMap> for PySeatMap {
     }
 }
 
-fn check_input_size(data: &[u8]) -> PyResult<()> {
+fn check_input_size(py: Python<'_>, data: &[u8]) -> PyResult<()> {
     // Checked again by the decoder; here so the GIL is not released for a hopeless input.
     if data.len() > SEATMAP_BYTES_MAX {
-        return Err(PyValueError::new_err(format!("input exceeds {SEATMAP_BYTES_MAX} bytes")));
+        let message = format!("{} bytes exceeds the {SEATMAP_BYTES_MAX}-byte limit", data.len());
+        return Err(to_py(py, CoreError::Decode(message)));
     }
     Ok(())
 }
@@ -50,7 +52,9 @@ impl PySeatMap {
         for (i, &byte) in bitmap.iter().enumerate() {
             words[i / 8] |= u64::from(byte) << (8 * (i % 8));
         }
-        Ok(PySeatMap { inner: SeatMap::new(seat_count, version, words).py(py)? })
+        Ok(PySeatMap {
+            inner: SeatMap::new(seat_count, version, words).py(py)?,
+        })
     }
 
     #[staticmethod]
@@ -58,13 +62,17 @@ impl PySeatMap {
     fn all_available(py: Python<'_>, seat_count: i64, version: i64) -> PyResult<Self> {
         let seat_count = non_negative(seat_count, "seat_count")? as usize;
         let version = non_negative(version, "version")?;
-        Ok(PySeatMap { inner: SeatMap::all_available(seat_count, version).py(py)? })
+        Ok(PySeatMap {
+            inner: SeatMap::all_available(seat_count, version).py(py)?,
+        })
     }
 
     #[staticmethod]
     fn decode(py: Python<'_>, data: &[u8]) -> PyResult<Self> {
-        check_input_size(data)?;
-        Ok(PySeatMap { inner: py.detach(|| SeatMap::decode(data)).py(py)? })
+        check_input_size(py, data)?;
+        Ok(PySeatMap {
+            inner: py.detach(|| SeatMap::decode(data)).py(py)?,
+        })
     }
 
     #[getter]
@@ -88,7 +96,9 @@ impl PySeatMap {
     }
 
     fn available_indices(&self) -> Vec<usize> {
-        (0..self.inner.seat_count()).filter(|&i| bits::get(self.inner.bits(), i)).collect()
+        (0..self.inner.seat_count())
+            .filter(|&i| bits::get(self.inner.bits(), i))
+            .collect()
     }
 
     fn bitmap<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
@@ -108,7 +118,7 @@ impl PySeatMap {
 
     /// Apply a delta built on exactly this map's version; raises `VersionMismatch` otherwise.
     fn apply_delta(&mut self, py: Python<'_>, delta: &[u8]) -> PyResult<()> {
-        check_input_size(delta)?;
+        check_input_size(py, delta)?;
         self.inner.apply_delta(delta).py(py)
     }
 
@@ -133,9 +143,15 @@ impl PySeatMap {
 /// One event seat map from per-section maps, in venue section order.
 #[pyfunction]
 #[pyo3(signature = (maps, include_versions = false))]
-pub fn encode_event<'py>(py: Python<'py>, maps: Vec<PyRef<'py, PySeatMap>>, include_versions: bool) -> PyResult<Bound<'py, PyBytes>> {
-    let parts: Vec<(&[u64], usize, u64)> =
-        maps.iter().map(|m| (m.inner.bits(), m.inner.seat_count(), m.inner.version())).collect();
+pub fn encode_event<'py>(
+    py: Python<'py>,
+    maps: Vec<PyRef<'py, PySeatMap>>,
+    include_versions: bool,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let parts: Vec<(&[u64], usize, u64)> = maps
+        .iter()
+        .map(|m| (m.inner.bits(), m.inner.seat_count(), m.inner.version()))
+        .collect();
     let encoded = codec::encode_event(&parts, include_versions).py(py)?;
     Ok(PyBytes::new(py, &encoded))
 }
@@ -143,10 +159,18 @@ pub fn encode_event<'py>(py: Python<'py>, maps: Vec<PyRef<'py, PySeatMap>>, incl
 /// Decode an event map for a venue whose sections have `seat_counts` seats:
 /// `(version_tag, versions or None, maps)`. Without versions in the map, every map's version is 0.
 #[pyfunction]
-pub fn decode_event(py: Python<'_>, data: &[u8], seat_counts: Vec<usize>) -> PyResult<(u64, Option<Vec<u64>>, Vec<PySeatMap>)> {
-    check_input_size(data)?;
+pub fn decode_event(
+    py: Python<'_>,
+    data: &[u8],
+    seat_counts: Vec<usize>,
+) -> PyResult<(u64, Option<Vec<u64>>, Vec<PySeatMap>)> {
+    check_input_size(py, data)?;
     let decoded = py.detach(|| codec::decode_event(data, &seat_counts)).py(py)?;
-    Ok((decoded.version_tag, decoded.versions, decoded.maps.into_iter().map(PySeatMap::from).collect()))
+    Ok((
+        decoded.version_tag,
+        decoded.versions,
+        decoded.maps.into_iter().map(PySeatMap::from).collect(),
+    ))
 }
 
 /// The 8-byte tag an event map carries for this version vector.

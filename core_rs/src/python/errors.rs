@@ -114,7 +114,11 @@ impl<T> IntoPyResult<T> for Result<T, CoreError> {
 /// Indices outside `0..seat_count` (negative ones included) are reported here, all of them, sorted,
 /// the way the engine reports the ones it can represent.
 pub(crate) fn to_indices(py: Python<'_>, seats: Vec<i64>, seat_count: usize) -> PyResult<Vec<u32>> {
-    let mut bad: Vec<i64> = seats.iter().copied().filter(|&s| s < 0 || s >= seat_count as i64).collect();
+    let mut bad: Vec<i64> = seats
+        .iter()
+        .copied()
+        .filter(|&s| s < 0 || s >= seat_count as i64)
+        .collect();
     if !bad.is_empty() {
         bad.sort_unstable();
         bad.dedup();

@@ -4,11 +4,12 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use super::codec::PySeatMap;
+use super::convert::{event_batch, section_batch};
 use super::errors::{non_negative, to_indices, IntoPyResult};
 use crate::codec::{encode_event, SeatMap};
 use crate::event::EventSeats;
 use crate::layout::Layout;
-use crate::section::{self, Section, SeatState, Transition};
+use crate::section::{self, SeatState, Section, Transition};
 
 #[pyclass(name = "SeatState", module = "tessera_core", eq, eq_int, frozen, hash)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -39,7 +40,8 @@ fn layout(py: Python<'_>, row_lengths: Vec<i64>, row_ranks: Option<Vec<i64>>) ->
         values
             .into_iter()
             .map(|v| {
-                u32::try_from(v).map_err(|_| pyo3::exceptions::PyValueError::new_err(format!("{what} out of range: {v}")))
+                u32::try_from(v)
+                    .map_err(|_| pyo3::exceptions::PyValueError::new_err(format!("{what} out of range: {v}")))
             })
             .collect()
     };
@@ -51,13 +53,11 @@ fn layout(py: Python<'_>, row_lengths: Vec<i64>, row_ranks: Option<Vec<i64>>) ->
 fn quantity(k: i64) -> PyResult<u32> {
     let max = crate::limits::BEST_AVAILABLE_SEATS_MAX as i64;
     if !(1..=max).contains(&k) {
-        return Err(pyo3::exceptions::PyValueError::new_err(format!("quantity must be 1 to {max}, got {k}")));
+        return Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "quantity must be 1 to {max}, got {k}"
+        )));
     }
     Ok(k as u32)
-}
-
-fn batch(py: Python<'_>, requests: Vec<Vec<i64>>, seat_count: usize) -> PyResult<Vec<Vec<u32>>> {
-    requests.into_iter().map(|seats| to_indices(py, seats, seat_count)).collect()
 }
 
 /// One section's seats: the state machine `available → held → sold`, `held → available`,
@@ -73,7 +73,9 @@ impl PySection {
     #[new]
     #[pyo3(signature = (row_lengths, row_ranks = None))]
     fn new(py: Python<'_>, row_lengths: Vec<i64>, row_ranks: Option<Vec<i64>>) -> PyResult<Self> {
-        Ok(PySection { inner: Section::new(layout(py, row_lengths, row_ranks)?) })
+        Ok(PySection {
+            inner: Section::new(layout(py, row_lengths, row_ranks)?),
+        })
     }
 
     #[getter]
@@ -142,21 +144,33 @@ impl PySection {
         self.change(py, seats, section::UNBLOCK)
     }
 
-    fn hold_many(&mut self, py: Python<'_>, requests: Vec<Vec<i64>>) -> PyResult<Vec<Option<Vec<u32>>>> {
+    fn hold_many(&mut self, py: Python<'_>, requests: &Bound<'_, PyAny>) -> PyResult<Vec<Option<Vec<u32>>>> {
         self.change_many(py, requests, section::HOLD)
     }
 
-    fn release_many(&mut self, py: Python<'_>, requests: Vec<Vec<i64>>) -> PyResult<Vec<Option<Vec<u32>>>> {
+    fn release_many(
+        &mut self,
+        py: Python<'_>,
+        requests: &Bound<'_, PyAny>,
+    ) -> PyResult<Vec<Option<Vec<u32>>>> {
         self.change_many(py, requests, section::RELEASE)
     }
 
-    fn sell_many(&mut self, py: Python<'_>, requests: Vec<Vec<i64>>) -> PyResult<Vec<Option<Vec<u32>>>> {
+    fn sell_many(&mut self, py: Python<'_>, requests: &Bound<'_, PyAny>) -> PyResult<Vec<Option<Vec<u32>>>> {
         self.change_many(py, requests, section::SELL)
     }
 
     #[pyo3(signature = (k, adjacent = true, avoid_orphans = true))]
-    fn best_available(&self, py: Python<'_>, k: i64, adjacent: bool, avoid_orphans: bool) -> PyResult<Option<Vec<u32>>> {
-        self.inner.best_available(quantity(k)?, adjacent, avoid_orphans).py(py)
+    fn best_available(
+        &self,
+        py: Python<'_>,
+        k: i64,
+        adjacent: bool,
+        avoid_orphans: bool,
+    ) -> PyResult<Option<Vec<u32>>> {
+        self.inner
+            .best_available(quantity(k)?, adjacent, avoid_orphans)
+            .py(py)
     }
 
     fn seat_map(&self) -> PySeatMap {
@@ -185,13 +199,18 @@ impl PySection {
 impl PySection {
     fn change(&mut self, py: Python<'_>, seats: Vec<i64>, transition: Transition) -> PyResult<()> {
         let seats = to_indices(py, seats, self.inner.seat_count())?;
-        self.inner.apply(&seats, transition).py(py).map(|_| ())
+        self.inner.apply(&seats, transition).py(py)
     }
 
-    fn change_many(&mut self, py: Python<'_>, requests: Vec<Vec<i64>>, transition: Transition) -> PyResult<Vec<Option<Vec<u32>>>> {
-        let requests = batch(py, requests, self.inner.seat_count())?;
+    fn change_many(
+        &mut self,
+        py: Python<'_>,
+        requests: &Bound<'_, PyAny>,
+        transition: Transition,
+    ) -> PyResult<Vec<Option<Vec<u32>>>> {
+        let batch = section_batch(py, requests, self.inner.seat_count())?;
         let inner = &mut self.inner;
-        py.detach(|| inner.apply_many(&requests, transition)).py(py).map(|(outcomes, _)| outcomes)
+        py.detach(|| inner.apply_batch(&batch, transition)).py(py)
     }
 }
 
@@ -202,8 +221,6 @@ pub struct PyEventSeats {
     inner: EventSeats,
 }
 
-type Request = (i64, Vec<i64>);
-
 #[pymethods]
 impl PyEventSeats {
     /// `sections`: per section, `(row_lengths, row_ranks or None)`.
@@ -213,7 +230,9 @@ impl PyEventSeats {
             .into_iter()
             .map(|(lengths, ranks)| layout(py, lengths, ranks))
             .collect::<PyResult<Vec<Layout>>>()?;
-        Ok(PyEventSeats { inner: EventSeats::new(layouts).py(py)? })
+        Ok(PyEventSeats {
+            inner: EventSeats::new(layouts).py(py)?,
+        })
     }
 
     #[getter]
@@ -254,7 +273,12 @@ impl PyEventSeats {
     }
 
     fn states<'py>(&self, py: Python<'py>, section: i64) -> PyResult<Bound<'py, PyBytes>> {
-        let bytes: Vec<u8> = self.section(py, section)?.states().iter().map(|&s| s as u8).collect();
+        let bytes: Vec<u8> = self
+            .section(py, section)?
+            .states()
+            .iter()
+            .map(|&s| s as u8)
+            .collect();
         Ok(PyBytes::new(py, &bytes))
     }
 
@@ -283,15 +307,19 @@ impl PyEventSeats {
         self.change(py, section, seats, section::UNBLOCK)
     }
 
-    fn hold_many(&mut self, py: Python<'_>, requests: Vec<Request>) -> PyResult<Vec<Option<Vec<u32>>>> {
+    fn hold_many(&mut self, py: Python<'_>, requests: &Bound<'_, PyAny>) -> PyResult<Vec<Option<Vec<u32>>>> {
         self.change_many(py, requests, section::HOLD)
     }
 
-    fn release_many(&mut self, py: Python<'_>, requests: Vec<Request>) -> PyResult<Vec<Option<Vec<u32>>>> {
+    fn release_many(
+        &mut self,
+        py: Python<'_>,
+        requests: &Bound<'_, PyAny>,
+    ) -> PyResult<Vec<Option<Vec<u32>>>> {
         self.change_many(py, requests, section::RELEASE)
     }
 
-    fn sell_many(&mut self, py: Python<'_>, requests: Vec<Request>) -> PyResult<Vec<Option<Vec<u32>>>> {
+    fn sell_many(&mut self, py: Python<'_>, requests: &Bound<'_, PyAny>) -> PyResult<Vec<Option<Vec<u32>>>> {
         self.change_many(py, requests, section::SELL)
     }
 
@@ -307,7 +335,9 @@ impl PyEventSeats {
         avoid_orphans: bool,
     ) -> PyResult<Option<(u32, Vec<u32>)>> {
         let within: Option<Vec<u32>> = sections.map(|list| list.into_iter().map(section_index).collect());
-        self.inner.best_available(quantity(k)?, within.as_deref(), adjacent, avoid_orphans).py(py)
+        self.inner
+            .best_available(quantity(k)?, within.as_deref(), adjacent, avoid_orphans)
+            .py(py)
     }
 
     fn seat_map(&self, py: Python<'_>, section: i64) -> PyResult<PySeatMap> {
@@ -315,7 +345,10 @@ impl PyEventSeats {
     }
 
     fn encode_section<'py>(&self, py: Python<'py>, section: i64) -> PyResult<Bound<'py, PyBytes>> {
-        Ok(PyBytes::new(py, &SeatMap::of_section(self.section(py, section)?).encode()))
+        Ok(PyBytes::new(
+            py,
+            &SeatMap::of_section(self.section(py, section)?).encode(),
+        ))
     }
 
     /// The whole event's seat map (see docs/seatmap-format.md).
@@ -353,20 +386,29 @@ impl PyEventSeats {
         self.inner.section(section_index(section)).py(py)
     }
 
-    fn change(&mut self, py: Python<'_>, section: i64, seats: Vec<i64>, transition: Transition) -> PyResult<()> {
+    fn change(
+        &mut self,
+        py: Python<'_>,
+        section: i64,
+        seats: Vec<i64>,
+        transition: Transition,
+    ) -> PyResult<()> {
         let seats = to_indices(py, seats, self.section(py, section)?.seat_count())?;
-        self.inner.apply(section_index(section), &seats, transition).py(py)
+        self.inner
+            .apply(section_index(section), &seats, transition)
+            .py(py)
     }
 
-    fn change_many(&mut self, py: Python<'_>, requests: Vec<Request>, transition: Transition) -> PyResult<Vec<Option<Vec<u32>>>> {
-        let requests = requests
-            .into_iter()
-            .map(|(section, seats)| {
-                let seat_count = self.section(py, section)?.seat_count();
-                Ok((section_index(section), to_indices(py, seats, seat_count)?))
-            })
-            .collect::<PyResult<Vec<(u32, Vec<u32>)>>>()?;
+    fn change_many(
+        &mut self,
+        py: Python<'_>,
+        requests: &Bound<'_, PyAny>,
+        transition: Transition,
+    ) -> PyResult<Vec<Option<Vec<u32>>>> {
+        let batch = event_batch(py, requests, |section| {
+            Ok(self.section(py, section)?.seat_count())
+        })?;
         let inner = &mut self.inner;
-        py.detach(|| inner.apply_many(&requests, transition)).py(py)
+        py.detach(|| inner.apply_batch(&batch, transition)).py(py)
     }
 }
