@@ -23,3 +23,6 @@ pub const SEATMAP_BYTES_MAX: usize = 4 * 1024 * 1024;
 pub const WHEEL_CAPACITY_MAX: usize = 16_777_216;
 /// Length of a hold id tracked by the expiry wheel.
 pub const WHEEL_HOLD_ID_BYTES_MAX: usize = 128;
+/// How far after the wheel's current time a hold deadline may lie: 2^36 ms (about 795 days).
+/// Six 64-slot levels of 1 ms ticks cover exactly this span.
+pub const WHEEL_HORIZON_MS: u64 = 1 << 36;

@@ -2,6 +2,7 @@
 //! work and map `CoreError` to exceptions. No seat logic lives here.
 
 mod codec;
+mod convert;
 mod errors;
 mod seats;
 mod wheel;
@@ -41,5 +42,6 @@ fn add_limits(m: &Bound<'_, PyModule>) -> PyResult<()> {
     ] {
         m.add(name, value)?;
     }
+    m.add("WHEEL_HORIZON_MS", WHEEL_HORIZON_MS)?;
     Ok(())
 }
