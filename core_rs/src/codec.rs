@@ -6,7 +6,8 @@
 //! `CoreError::Decode`, and no allocation is sized from an unchecked field.
 
 use miniz_oxide::deflate::compress_to_vec;
-use miniz_oxide::inflate::decompress_to_vec_with_limit;
+use miniz_oxide::inflate::core::{decompress, inflate_flags, DecompressorOxide};
+use miniz_oxide::inflate::TINFLStatus;
 
 use crate::bits;
 use crate::error::{decode_err, invalid, CoreError, CoreResult};
@@ -259,6 +260,7 @@ pub fn encode_event(sections: &[(&[u64], usize, u64)], include_versions: bool) -
 
 /// Decode an event map for a venue whose sections have `seat_counts` seats.
 pub fn decode_event(data: &[u8], seat_counts: &[usize]) -> CoreResult<DecodedEvent> {
+    check_layout(seat_counts)?;
     let mut reader = open(data, KIND_EVENT)?;
     let sections = reader.bounded(EVENT_SECTIONS_MAX as u64, "section count")? as usize;
     let total = reader.bounded(EVENT_SEATS_MAX as u64, "seat count")? as usize;
@@ -298,6 +300,21 @@ pub fn decode_event(data: &[u8], seat_counts: &[usize]) -> CoreResult<DecodedEve
         versions,
         maps,
     })
+}
+
+/// The caller's venue layout, checked before it sizes anything.
+fn check_layout(seat_counts: &[usize]) -> CoreResult<()> {
+    if seat_counts.is_empty() || seat_counts.len() > EVENT_SECTIONS_MAX {
+        return invalid(format!("a venue layout has 1 to {EVENT_SECTIONS_MAX} sections"));
+    }
+    if let Some(bad) = seat_counts.iter().find(|&&n| n == 0 || n > SECTION_SEATS_MAX) {
+        return invalid(format!("a section has 1 to {SECTION_SEATS_MAX} seats, got {bad}"));
+    }
+    // Cannot overflow: at most EVENT_SECTIONS_MAX terms of at most SECTION_SEATS_MAX each.
+    if seat_counts.iter().sum::<usize>() > EVENT_SEATS_MAX {
+        return invalid(format!("a venue layout has at most {EVENT_SEATS_MAX} seats"));
+    }
+    Ok(())
 }
 
 fn header(kind: u8, flags: u8) -> Vec<u8> {
@@ -410,7 +427,9 @@ fn put_body(out: &mut Vec<u8>, words: &[u64], len: usize) {
 fn read_body(reader: &mut Reader<'_>, len: usize) -> CoreResult<Vec<u64>> {
     let tag = reader.u8("body encoding")?;
     let raw_len = len.div_ceil(8);
-    // A run is at most `len`, so each varint is at most this long; `len` runs at most.
+    // Each run is at most `len`, so its varint is at most `varint_len(len)` bytes, and a runs body
+    // the encoder deflates is never longer than the raw bitmap, so this bounds every body it makes
+    // (a contrived body of `len` one-seat runs after an empty first one would need one more byte).
     let runs_len_max = len * varint_len(len as u64);
     match tag {
         BODY_RAW => raw_body(reader.rest(), len),
@@ -421,14 +440,23 @@ fn read_body(reader: &mut Reader<'_>, len: usize) -> CoreResult<Vec<u64>> {
     }
 }
 
+/// Inflate exactly the declared size from exactly the remaining bytes: a stream that ends early,
+/// runs long, or is followed by stray bytes is rejected (strictness the CRC alone cannot give,
+/// since a forger can recompute it).
 fn inflate(reader: &mut Reader<'_>, limit: usize) -> CoreResult<Vec<u8>> {
     let expected = reader.bounded(limit as u64, "inflated size")? as usize;
-    let inflated = decompress_to_vec_with_limit(reader.rest(), expected)
-        .map_err(|_| CoreError::Decode("deflate stream is corrupt or longer than declared".into()))?;
-    if inflated.len() != expected {
-        return decode_err("deflate stream shorter than declared");
+    let input = reader.rest();
+    let mut output = vec![0u8; expected];
+    let mut state = Box::<DecompressorOxide>::default();
+    let flags = inflate_flags::TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF;
+    let (status, read, written) = decompress(&mut state, input, &mut output, 0, flags);
+    match status {
+        TINFLStatus::Done if written == expected && read == input.len() => Ok(output),
+        TINFLStatus::Done if read != input.len() => decode_err("bytes after the deflate stream"),
+        TINFLStatus::Done => decode_err("deflate stream shorter than declared"),
+        TINFLStatus::HasMoreOutput => decode_err("deflate stream longer than declared"),
+        _ => decode_err("deflate stream is corrupt or truncated"),
     }
-    Ok(inflated)
 }
 
 fn raw_body(body: &[u8], len: usize) -> CoreResult<Vec<u64>> {

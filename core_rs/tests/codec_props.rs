@@ -179,3 +179,50 @@ fn oversized_and_foreign_inputs() {
     future_format[2] = 9;
     assert!(SeatMap::decode(&reseal(future_format)).is_err());
 }
+
+#[test]
+fn bytes_after_a_deflate_stream_are_rejected() {
+    // A fragmented map is stored as deflated raw bitmap; stray bytes after the stream, with the
+    // checksum recomputed, must not decode.
+    let mut words = vec![0u64; 4_000usize.div_ceil(64)];
+    for seat in (0..4_000).filter(|s| (s * 7919) % 5 < 2) {
+        words[seat / 64] |= 1 << (seat % 64);
+    }
+    let encoded = SeatMap::new(4_000, 3, words).unwrap().encode();
+    assert!(
+        matches!(encoded[8], 2 | 3),
+        "the fixture must use a deflated body"
+    );
+    let mut padded = encoded[..encoded.len() - 4].to_vec();
+    padded.extend_from_slice(b"abc");
+    padded.extend_from_slice(&[0; 4]);
+    assert!(matches!(
+        SeatMap::decode(&reseal(padded)),
+        Err(CoreError::Decode(_))
+    ));
+}
+
+#[test]
+fn impossible_layouts_are_rejected_before_anything_is_sized() {
+    let maps = [
+        SeatMap::all_available(10, 0).unwrap(),
+        SeatMap::all_available(20, 0).unwrap(),
+    ];
+    let parts: Vec<(&[u64], usize, u64)> = maps
+        .iter()
+        .map(|m| (m.bits(), m.seat_count(), m.version()))
+        .collect();
+    let encoded = encode_event(&parts, false).unwrap();
+    // Counts whose sum wraps to the right total and whose u32 casts hash like the real layout.
+    let wrapping = [
+        10 + (1usize << 52),
+        20usize.wrapping_add(usize::MAX - (1 << 52) + 1),
+    ];
+    for counts in [&wrapping[..], &[], &[0, 30], &[70_000, 10]] {
+        assert!(
+            matches!(decode_event(&encoded, counts), Err(CoreError::InvalidArgument(_))),
+            "{counts:?}"
+        );
+    }
+    assert!(decode_event(&encoded, &[10, 20]).is_ok());
+}

@@ -162,9 +162,13 @@ pub fn encode_event<'py>(
 pub fn decode_event(
     py: Python<'_>,
     data: &[u8],
-    seat_counts: Vec<usize>,
+    seat_counts: Vec<i64>,
 ) -> PyResult<(u64, Option<Vec<u64>>, Vec<PySeatMap>)> {
     check_input_size(py, data)?;
+    let seat_counts = seat_counts
+        .into_iter()
+        .map(|n| non_negative(n, "seat count").map(|n| usize::try_from(n).unwrap_or(usize::MAX)))
+        .collect::<PyResult<Vec<usize>>>()?;
     let decoded = py.detach(|| codec::decode_event(data, &seat_counts)).py(py)?;
     Ok((
         decoded.version_tag,
