@@ -5,6 +5,8 @@ benchmark is measured against. Written for clarity, not speed: no indexes, every
 
 from __future__ import annotations
 
+import struct
+import zlib
 from collections.abc import Sequence
 
 from tessera_core import BEST_AVAILABLE_SEATS_MAX, InvalidSeat, SeatUnavailable
@@ -175,13 +177,14 @@ class EventModel:
             self.section(section).check_range(seats)
         for section, seats in requests:
             self.section(section).check_repeats(seats)
+        by_section: dict[int, list[int]] = {}
+        for i, (section, _) in enumerate(requests):
+            by_section.setdefault(section, []).append(i)
         outcomes: list[list[int] | None] = [None] * len(requests)
-        for index, section in enumerate(self.sections):
-            mine = [i for i, (s, _) in enumerate(requests) if s == index]
-            if mine:
-                results = section.apply_many(op, [requests[i][1] for i in mine])
-                for i, result in zip(mine, results, strict=True):
-                    outcomes[i] = result
+        for section, mine in sorted(by_section.items()):
+            results = self.sections[section].apply_many(op, [requests[i][1] for i in mine])
+            for i, result in zip(mine, results, strict=True):
+                outcomes[i] = result
         return outcomes
 
     def best_available(
@@ -212,3 +215,80 @@ class EventModel:
             return None
         _, s, seats = min(picks, key=lambda p: (p[0], p[1]))
         return s, seats
+
+    def encode(self, include_versions: bool = False) -> bytes:
+        """The whole event's seat map in the documented format, built the plain way."""
+        return encode_event(
+            [s.availability() for s in self.sections],
+            [s.version for s in self.sections],
+            include_versions,
+        )
+
+
+# --- a plain-Python encoder of docs/seatmap-format.md (event maps) ---
+
+_KIND_EVENT, _FLAG_VERSIONS = 2, 1
+_BODY_RAW, _BODY_RUNS, _DEFLATE_OFFSET = 0, 1, 2
+_DEFLATE_INPUT_MIN_BYTES = 16
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _runs(bits: list[bool]) -> bytes:
+    out = bytearray()
+    current, length = False, 0
+    for bit in bits:
+        if bit == current:
+            length += 1
+        else:
+            out += _varint(length)
+            current, length = bit, 1
+    out += _varint(length)
+    return bytes(out)
+
+
+def _raw(bits: list[bool]) -> bytes:
+    out = bytearray((len(bits) + 7) // 8)
+    for index, bit in enumerate(bits):
+        if bit:
+            out[index // 8] |= 1 << (index % 8)
+    return bytes(out)
+
+
+def _body(bits: list[bool]) -> bytes:
+    raw, runs = _raw(bits), _runs(bits)
+    tag, body = (_BODY_RUNS, runs) if len(runs) < len(raw) else (_BODY_RAW, raw)
+    if len(body) >= _DEFLATE_INPUT_MIN_BYTES:
+        compressor = zlib.compressobj(1, zlib.DEFLATED, -15)
+        deflated = compressor.compress(body) + compressor.flush()
+        framed = _varint(len(body)) + deflated
+        if len(framed) < len(body):
+            return bytes([tag + _DEFLATE_OFFSET]) + framed
+    return bytes([tag]) + body
+
+
+def version_tag(versions: Sequence[int]) -> int:
+    tag = 0xCBF29CE484222325
+    for byte in b"".join(struct.pack("<Q", v) for v in versions):
+        tag = ((tag ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return tag
+
+
+def encode_event(
+    sections: Sequence[list[bool]], versions: Sequence[int], include_versions: bool = False
+) -> bytes:
+    counts = b"".join(struct.pack("<I", len(bits)) for bits in sections)
+    out = bytearray(b"TS" + bytes([1, _KIND_EVENT, _FLAG_VERSIONS if include_versions else 0]))
+    out += _varint(len(sections)) + _varint(sum(len(bits) for bits in sections))
+    out += struct.pack("<IQ", zlib.crc32(counts), version_tag(versions))
+    if include_versions:
+        out += b"".join(_varint(v) for v in versions)
+    out += _body([bit for bits in sections for bit in bits])
+    return bytes(out + struct.pack("<I", zlib.crc32(out)))

@@ -31,7 +31,9 @@ def outcome(call: Any) -> tuple[str, Any]:
 class SectionMachine(RuleBasedStateMachine):
     @initialize(data=st.data(), lengths=row_lengths)
     def build(self, data: st.DataObject, lengths: list[int]) -> None:
-        ranks = data.draw(st.none() | st.lists(st.integers(0, 5), min_size=len(lengths), max_size=len(lengths)))
+        ranks = data.draw(
+            st.none() | st.lists(st.integers(0, 5), min_size=len(lengths), max_size=len(lengths))
+        )
         self.engine = tessera_core.Section(lengths, ranks)
         self.model = SectionModel(lengths, ranks)
         self.seats = st.lists(st.integers(-1, self.model.seat_count), min_size=0, max_size=5)
@@ -70,7 +72,9 @@ class SectionMachine(RuleBasedStateMachine):
     def round_trip_map(self) -> None:
         seat_map = tessera_core.SeatMap.decode(self.engine.encode())
         assert seat_map == self.engine.seat_map()
-        assert [seat_map.is_available(i) for i in range(seat_map.seat_count)] == self.model.availability()
+        assert [
+            seat_map.is_available(i) for i in range(seat_map.seat_count)
+        ] == self.model.availability()
 
     @invariant()
     def same_state(self) -> None:
@@ -83,7 +87,12 @@ class EventMachine(RuleBasedStateMachine):
     @initialize(data=st.data(), sections=st.lists(row_lengths, min_size=1, max_size=4))
     def build(self, data: st.DataObject, sections: list[list[int]]) -> None:
         spec = [
-            (lengths, data.draw(st.lists(st.integers(0, 6), min_size=len(lengths), max_size=len(lengths))))
+            (
+                lengths,
+                data.draw(
+                    st.lists(st.integers(0, 6), min_size=len(lengths), max_size=len(lengths))
+                ),
+            )
             for lengths in sections
         ]
         self.engine = tessera_core.EventSeats(spec)
@@ -92,7 +101,11 @@ class EventMachine(RuleBasedStateMachine):
         self.previous = [self.engine.seat_map(s) for s in range(len(spec))]
 
     def seats_for(self, data: st.DataObject, section: int) -> list[int]:
-        top = self.model.sections[section].seat_count if 0 <= section < len(self.model.sections) else 3
+        top = (
+            self.model.sections[section].seat_count
+            if 0 <= section < len(self.model.sections)
+            else 3
+        )
         return data.draw(st.lists(st.integers(-1, top), min_size=1, max_size=4))
 
     @rule(data=st.data(), op=st.sampled_from(OPS))
@@ -117,7 +130,9 @@ class EventMachine(RuleBasedStateMachine):
         adjacent=st.booleans(),
         avoid_orphans=st.booleans(),
     )
-    def best_available(self, data: st.DataObject, k: int, adjacent: bool, avoid_orphans: bool) -> None:
+    def best_available(
+        self, data: st.DataObject, k: int, adjacent: bool, avoid_orphans: bool
+    ) -> None:
         within = data.draw(st.none() | st.lists(self.section_ids, max_size=3))
         got = outcome(lambda: self.engine.best_available(k, within, adjacent, avoid_orphans))
         want = outcome(lambda: self.model.best_available(k, within, adjacent, avoid_orphans))
@@ -145,7 +160,9 @@ class EventMachine(RuleBasedStateMachine):
     @rule(include_versions=st.booleans())
     def event_map_round_trip(self, include_versions: bool) -> None:
         counts = self.engine.section_seat_counts()
-        tag, versions, maps = tessera_core.decode_event(self.engine.encode(include_versions), counts)
+        tag, versions, maps = tessera_core.decode_event(
+            self.engine.encode(include_versions), counts
+        )
         assert tag == tessera_core.version_tag(self.engine.versions())
         assert versions == (self.engine.versions() if include_versions else None)
         for s, seat_map in enumerate(maps):
@@ -158,7 +175,12 @@ class EventMachine(RuleBasedStateMachine):
             assert self.engine.version(s) == section.version
 
 
-SETTINGS = settings(max_examples=150, stateful_step_count=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=150,
+    stateful_step_count=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 TestSection = SectionMachine.TestCase
 TestSection.settings = SETTINGS
 TestEvent = EventMachine.TestCase
@@ -175,3 +197,34 @@ def test_model_and_engine_pick_the_same_in_a_known_case() -> None:
 
 
 pytestmark = pytest.mark.filterwarnings("error")
+
+
+def test_reference_encoder_output_decodes_in_the_engine() -> None:
+    """The plain-Python encoder (the benchmark's baseline) writes the documented format: the
+    engine's strict decoder accepts it and sees the same seats, for every body encoding."""
+    spec: list[tuple[list[int], list[int] | None]] = [([30] * 40, None), ([25] * 30, None)]
+    engine, model = tessera_core.EventSeats(spec), EventModel(spec)
+    fills = [
+        [],  # all available: runs
+        [(0, list(range(r * 30, r * 30 + 15))) for r in range(20)],  # regular runs: deflated
+        [(0, [i]) for i in range(600, 1200, 3)]
+        + [(1, [i]) for i in range(0, 750, 2)],  # fragmented
+    ]
+    body_tags = set()
+    for fill in fills:
+        # Header: 5 fixed bytes, section count (1), seat count (2), layout hash (4), tag (8).
+        body_tags.add(model.encode()[20])
+        for section, seats in fill:
+            engine.hold(section, seats)
+            model.apply("hold", section, seats)
+        for include_versions in (False, True):
+            data = model.encode(include_versions)
+            tag, versions, maps = tessera_core.decode_event(data, engine.section_seat_counts())
+            assert tag == tessera_core.version_tag(engine.versions())
+            assert versions == (engine.versions() if include_versions else None)
+            assert [m.bitmap() for m in maps] == [
+                engine.seat_map(s).bitmap() for s in range(engine.section_count)
+            ]
+    body_tags.add(model.encode()[20])
+    assert body_tags >= {1, 3}, "runs and deflated runs"
+    assert body_tags & {0, 2}, "a raw bitmap, plain or deflated"
