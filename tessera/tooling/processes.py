@@ -1,0 +1,85 @@
+"""Tessera's own services as processes (tests, `tessera up`): start, wait until ready, stop."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from tessera import limits
+from tessera.tooling.servers import ServerStartError, free_port
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    url: str
+    port: int
+    log_path: Path
+    command: list[str]
+    env: dict[str, str]
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
+        log.close()
+        wait_ready(self)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=limits.service_stop_timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def log_tail(self, lines: int = 40) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+
+def wait_ready(service: ServiceProcess) -> None:
+    deadline = time.monotonic() + limits.service_start_timeout_s
+    while time.monotonic() < deadline:
+        assert service.process is not None
+        if service.process.poll() is not None:
+            raise ServerStartError(f"{service.name} exited:\n{service.log_tail()}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{service.url}/readyz", timeout=1.0).status_code == 200:
+                return
+        time.sleep(0.1)
+    service.kill()
+    raise ServerStartError(f"{service.name} not ready in time:\n{service.log_tail()}")
+
+
+def start_writer(workdir: Path, env: dict[str, str], port: int | None = None) -> ServiceProcess:
+    """The global writer (`python -m global_writer`), configured by `TESSERA_*` in `env`."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    service = ServiceProcess(
+        name="global_writer",
+        url=f"http://127.0.0.1:{port}",
+        port=port,
+        log_path=workdir / "writer.log",
+        command=[sys.executable, "-m", "global_writer", "--port", str(port)],
+        env={**os.environ, **env},
+    )
+    service.start()
+    return service

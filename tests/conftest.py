@@ -1,0 +1,150 @@
+"""Real servers for the tests, started from pip-installed binaries on free ports.
+
+Session-scoped, started lazily (only when a test asks), one each:
+
+- `postgres_admin_url`: admin URL of a PostgreSQL server (`postgres` database, trust auth);
+- `redis_url`: `redis://` URL of a Valkey server;
+- `nats_url`: `nats://` URL of a NATS server with JetStream.
+
+Each can point at an external server instead: `TESSERA_TEST_DATABASE_URL` (an admin URL; the
+server must allow at least 200 connections), `TESSERA_TEST_REDIS_URL`, `TESSERA_TEST_NATS_URL`.
+Servers already running on the standard ports are never used.
+
+Function-scoped:
+
+- `database_url`: a fresh, empty database for the test (dropped afterwards), SERIALIZABLE;
+- `fresh_nats`: the test's own NATS server (a `RunningServer` it may `kill()` and `restart()`),
+  always local, even when `TESSERA_TEST_NATS_URL` is set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import writer_support
+
+from global_writer.settings import Settings
+from tessera.tooling.processes import ServiceProcess, start_writer
+from tessera.tooling.servers import (
+    RunningServer,
+    create_database,
+    drop_database,
+    start_nats,
+    start_postgres,
+    start_valkey,
+)
+
+# Keeps concurrent runs against one external server from dropping each other's databases.
+_RUN_TOKEN = secrets.token_hex(3)
+
+
+def _external(variable: str) -> str | None:
+    return os.environ.get(variable) or None
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    external = _external("TESSERA_TEST_DATABASE_URL")
+    if external is not None:
+        yield external
+        return
+    server = start_postgres(tmp_path_factory.mktemp("postgres"))
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    external = _external("TESSERA_TEST_REDIS_URL")
+    if external is not None:
+        yield external
+        return
+    server = start_valkey(tmp_path_factory.mktemp("valkey"))
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    external = _external("TESSERA_TEST_NATS_URL")
+    if external is not None:
+        yield external
+        return
+    server = start_nats(tmp_path_factory.mktemp("nats"))
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+def _database_name(node: pytest.Item) -> str:
+    """`t_<test name>_<hash>`: readable, unique per test and run, within 63 characters."""
+    slug = re.sub(r"[^a-z0-9]+", "_", node.name.lower()).strip("_")[:40]
+    digest = hashlib.sha256(f"{_RUN_TOKEN}:{node.nodeid}".encode()).hexdigest()[:10]
+    return f"t_{slug}_{digest}"
+
+
+@pytest.fixture
+def database_url(request: pytest.FixtureRequest, postgres_admin_url: str) -> Iterator[str]:
+    node = request.node
+    assert isinstance(node, pytest.Item)
+    name = _database_name(node)
+    url = create_database(postgres_admin_url, name)
+    try:
+        yield url
+    finally:
+        drop_database(postgres_admin_url, name)
+
+
+@pytest.fixture
+def fresh_nats(tmp_path: Path) -> Iterator[RunningServer]:
+    server = start_nats(tmp_path / "nats")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# --- the global writer (helpers in tests/writer_support.py) ---
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def writer_settings(database_url: str, redis_url: str, nats_url: str) -> Settings:
+    return writer_support.settings(database_url, redis_url, nats_url)
+
+
+@pytest.fixture
+def writer_process(writer_settings: Settings, tmp_path: Path) -> Iterator[ServiceProcess]:
+    """A real writer: `python -m global_writer` served by Granian on a free port."""
+    service = start_writer(tmp_path / "writer", writer_support.writer_env(writer_settings))
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+@pytest.fixture
+async def writer_api(
+    writer_process: ServiceProcess, writer_settings: Settings
+) -> AsyncIterator[writer_support.WriterApi]:
+    limits = httpx.Limits(max_connections=1_000, max_keepalive_connections=1_000)
+    async with httpx.AsyncClient(
+        base_url=writer_process.url, limits=limits, timeout=30.0
+    ) as client:
+        yield writer_support.WriterApi(client, writer_settings)

@@ -1,0 +1,109 @@
+"""Helpers for tests of the global writer (importable by name: `tests/` is on pytest's
+pythonpath, see pyproject.toml)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from global_writer.settings import ENV_FIELDS, Settings
+from tessera.auth import mint_token
+
+WRITER_ADMIN_KEY = "test-admin-key-" + "k" * 24
+WRITER_JWT_SECRET = "test-jwt-secret-" + "s" * 32
+THEATRE = Path(__file__).resolve().parent.parent / "examples" / "venues" / "theatre-500.json"
+
+
+def settings(database_url: str, redis_url: str, nats_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "redis_url": redis_url,
+        "nats_url": nats_url,
+        "admin_key": WRITER_ADMIN_KEY,
+        "jwt_secret": WRITER_JWT_SECRET,
+        "payment_slow_s": 0.5,
+        **overrides,
+    }
+    return Settings(**values)
+
+
+def writer_env(settings: Settings) -> dict[str, str]:
+    """The `TESSERA_*` environment of a writer process with these settings."""
+    env = {}
+    for field, variable in ENV_FIELDS.items():
+        value = getattr(settings, field)
+        if value == "":
+            continue
+        env[variable] = str(value).lower() if isinstance(value, bool) else str(value)
+    return env
+
+
+def event_body(
+    venue: dict[str, Any] | None = None,
+    *,
+    hold_ttl_s: int = 600,
+    per_user_limit: int = 8,
+    onsale_at: str = "2020-01-01T00:00:00Z",
+) -> dict[str, Any]:
+    return {
+        "name": "Test night",
+        "venue": venue if venue is not None else json.loads(THEATRE.read_bytes()),
+        "onsale_at": onsale_at,
+        "hold_ttl_s": hold_ttl_s,
+        "per_user_limit": per_user_limit,
+        "home_region": "local",
+    }
+
+
+class WriterApi:
+    """The writer's HTTP API as tests use it: tokens, idempotency keys, events."""
+
+    def __init__(self, client: httpx.AsyncClient, settings: Settings) -> None:
+        self.client = client
+        self.settings = settings
+
+    @staticmethod
+    def token(user_id: str) -> str:
+        return mint_token(user_id, WRITER_JWT_SECRET)
+
+    def headers(self, user_id: str, key: str | None = None) -> dict[str, str]:
+        headers = {"Authorization": f"Bearer {self.token(user_id)}"}
+        if key is not None:
+            headers["Idempotency-Key"] = key
+        return headers
+
+    async def create_event(
+        self,
+        *,
+        venue: dict[str, Any] | None = None,
+        hold_ttl_s: int = 600,
+        per_user_limit: int = 8,
+        onsale_at: str = "2020-01-01T00:00:00Z",
+    ) -> str:
+        response = await self.client.post(
+            "/v1/admin/events",
+            headers={"X-Admin-Key": WRITER_ADMIN_KEY},
+            json=event_body(
+                venue, hold_ttl_s=hold_ttl_s, per_user_limit=per_user_limit, onsale_at=onsale_at
+            ),
+        )
+        assert response.status_code == 201, response.text
+        event_id: str = response.json()["event_id"]
+        return event_id
+
+    async def hold(
+        self, event_id: str, user_id: str, body: dict[str, Any], key: str
+    ) -> httpx.Response:
+        return await self.client.post(
+            f"/v1/events/{event_id}/holds", headers=self.headers(user_id, key), json=body
+        )
+
+    async def order(self, user_id: str, hold_id: str, token: str, key: str) -> httpx.Response:
+        return await self.client.post(
+            "/v1/orders",
+            headers=self.headers(user_id, key),
+            json={"hold_id": hold_id, "payment_token": token},
+        )
