@@ -2,8 +2,9 @@
 
     tessera venue generate --kind stadium|theatre [--seats N] [--seed S] [--out PATH]
     tessera venue validate PATH
+    tessera token --user ID [--ttl-s N]      (secret from $TESSERA_JWT_SECRET)
 
-Exit codes: 0 success, 1 I/O error, 2 usage error or invalid venue.
+Exit codes: 0 success, 1 I/O error, 2 usage error, invalid venue, or a missing or short secret.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
+from tessera import limits
+from tessera.auth import JWT_SECRET_ENV, check_secret, mint_token
 from tessera.tooling import venue_gen
 from tessera.venue import Venue, VenueError, dump_venue, load_venue_file
 
@@ -75,7 +78,28 @@ def _validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _seat_count(text: str) -> int:
+def _token(args: argparse.Namespace) -> int:
+    """Print a dev token. The secret comes only from the environment: a command-line argument
+    would show up in `ps` and shell history."""
+    secret = os.environ.get(JWT_SECRET_ENV)
+    if not secret:
+        print(f"tessera token: {JWT_SECRET_ENV} is not set", file=sys.stderr)
+        return EXIT_INVALID
+    try:
+        check_secret(secret)
+    except ValueError as exc:  # the message gives the length rule, never the secret
+        print(f"tessera token: {JWT_SECRET_ENV}: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    try:
+        token = mint_token(args.user, secret, ttl_s=args.ttl_s)
+    except ValueError as exc:  # bad user id or ttl
+        print(f"tessera token: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    print(token)
+    return EXIT_OK
+
+
+def _whole_number(text: str) -> int:
     try:
         return int(text)
     except ValueError:
@@ -96,7 +120,7 @@ def _parser() -> argparse.ArgumentParser:
         for low, high in [venue_gen.seat_bounds(kind)]
     )
     generate.add_argument(
-        "--seats", type=_seat_count, help=f"exact seat count (default 70000 / 500; {bounds})"
+        "--seats", type=_whole_number, help=f"exact seat count (default 70000 / 500; {bounds})"
     )
     generate.add_argument("--seed", type=int, default=1, help="same seed, same venue (default 1)")
     generate.add_argument("--out", type=Path, help="output file (default: standard output)")
@@ -105,6 +129,22 @@ def _parser() -> argparse.ArgumentParser:
     validate = venue_commands.add_parser("validate", help="check a venue file and summarise it")
     validate.add_argument("path", type=Path)
     validate.set_defaults(handler=_validate)
+
+    token = commands.add_parser(
+        "token", help=f"print a fan JWT signed with ${JWT_SECRET_ENV} (for development)"
+    )
+    token.add_argument(
+        "--user",
+        required=True,
+        help=f"user id: 1-{limits.user_id_chars_max} characters of [A-Za-z0-9._-]",
+    )
+    token.add_argument(
+        "--ttl-s",
+        type=_whole_number,
+        default=limits.jwt_default_ttl_s,
+        help=f"lifetime in seconds, 1..{limits.jwt_ttl_s_max} (default {limits.jwt_default_ttl_s})",
+    )
+    token.set_defaults(handler=_token)
     return parser
 
 

@@ -1,0 +1,114 @@
+"""`tessera token`: dev tokens signed with the secret from the environment."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jwt
+import pytest
+
+from tessera import limits
+from tessera.auth import JWT_SECRET_ENV, verify_token
+from tessera.tooling.cli import main
+
+REPO = Path(__file__).resolve().parents[3]
+SECRET = "cli-test-secret-0123456789-abcdefghij"
+
+
+@pytest.fixture
+def secret(monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv(JWT_SECRET_ENV, SECRET)
+    return SECRET
+
+
+def lifetime_s(token: str) -> int:
+    payload = jwt.decode(token, SECRET, algorithms=["HS256"], audience="tessera")
+    return int(payload["exp"]) - int(payload["iat"])
+
+
+def test_prints_a_token_that_verifies(secret: str, capsys: pytest.CaptureFixture[str]) -> None:
+    before = time.time()
+    assert main(["token", "--user", "fan-42"]) == 0
+    out, err = capsys.readouterr()
+    token = out.strip()
+    assert out == token + "\n"
+    assert err == ""
+    principal = verify_token(token, secret)
+    assert principal.user_id == "fan-42"
+    assert principal.expires_at >= int(before) + limits.jwt_default_ttl_s
+    assert lifetime_s(token) == limits.jwt_default_ttl_s
+
+
+def test_ttl_option_sets_the_lifetime(secret: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["token", "--user", "fan-42", "--ttl-s", "60"]) == 0
+    assert lifetime_s(capsys.readouterr().out.strip()) == 60
+
+
+@pytest.mark.parametrize("value", [None, ""], ids=["unset", "empty"])
+def test_a_missing_secret_is_a_usage_error(
+    value: str | None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if value is None:
+        monkeypatch.delenv(JWT_SECRET_ENV, raising=False)
+    else:
+        monkeypatch.setenv(JWT_SECRET_ENV, value)
+    assert main(["token", "--user", "fan-42"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == f"tessera token: {JWT_SECRET_ENV} is not set\n"
+
+
+def test_a_short_secret_is_a_usage_error_that_does_not_echo_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(JWT_SECRET_ENV, "hunter2-hunter2")
+    assert main(["token", "--user", "fan-42"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert f"at least {limits.jwt_secret_bytes_min} bytes" in err
+    assert JWT_SECRET_ENV in err
+    assert "hunter2" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--user", "has space"], "user id"),
+        (["--user", "x" * (limits.user_id_chars_max + 1)], "user id"),
+        (["--user", "fan", "--ttl-s", "0"], "ttl_s"),
+        (["--user", "fan", "--ttl-s", str(limits.jwt_ttl_s_max + 1)], "ttl_s"),
+    ],
+)
+def test_bad_arguments_are_usage_errors(
+    argv: list[str], message: str, secret: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["token", *argv]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert message in err
+    assert secret not in err
+
+
+@pytest.mark.parametrize("argv", [[], ["--user"], ["--user", "fan", "--ttl-s", "soon"]])
+def test_malformed_command_lines_exit_2(argv: list[str], secret: str) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["token", *argv])
+    assert info.value.code == 2
+
+
+def test_token_from_the_module_entry_point() -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO), JWT_SECRET_ENV: SECRET}
+    result = subprocess.run(
+        [sys.executable, "-m", "tessera.tooling.cli", "token", "--user", "fan-7", "--ttl-s", "90"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert verify_token(result.stdout.strip(), SECRET).user_id == "fan-7"
+    assert lifetime_s(result.stdout.strip()) == 90
