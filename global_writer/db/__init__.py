@@ -1,0 +1,1 @@
+"""The writer's database layer: schema, engine, the serialization-retry helper."""

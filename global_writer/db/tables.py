@@ -1,0 +1,199 @@
+"""The schema, as SQLAlchemy Core tables: the source of truth for Alembic migrations and for every
+query the writer runs. SQL stays within what both PostgreSQL and CockroachDB accept.
+
+The no-oversell invariant is `seat_claims`' primary key: one row per seat that is held or sold.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+NOW = sa.text("now()")
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("event_id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("venue", pg.JSONB, nullable=False),
+    sa.Column("onsale_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("hold_ttl_s", sa.Integer, nullable=False),
+    sa.Column("per_user_limit", sa.Integer, nullable=False),
+    sa.Column("home_region", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
+    sa.CheckConstraint("status IN ('scheduled', 'onsale', 'closed')", name="status"),
+    sa.CheckConstraint("hold_ttl_s BETWEEN 1 AND 3600", name="hold_ttl"),
+    sa.CheckConstraint("per_user_limit BETWEEN 1 AND 1000", name="per_user_limit"),
+)
+
+# One row per venue section of an event. `version` counts committed change batches (the change
+# feed's sequence); `lease_owner`/`lease_epoch` fence writers: every batch bumps versions only
+# where the epoch it holds is still the current one.
+sections = sa.Table(
+    "sections",
+    metadata,
+    sa.Column(
+        "event_id", pg.UUID(as_uuid=True), sa.ForeignKey("events.event_id"), primary_key=True
+    ),
+    sa.Column("section_id", sa.Text, primary_key=True),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("seat_count", sa.Integer, nullable=False),
+    sa.Column("version", sa.BigInteger, nullable=False, server_default=sa.text("0")),
+    sa.Column("lease_owner", sa.Text, nullable=True),
+    sa.Column("lease_epoch", sa.BigInteger, nullable=False, server_default=sa.text("0")),
+    sa.Column("lease_expires_at", sa.DateTime(timezone=True), nullable=True),
+    sa.UniqueConstraint("event_id", "position"),
+)
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("user_id", sa.Text, primary_key=True),
+    sa.Column("share_purchases", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
+)
+
+friendships = sa.Table(
+    "friendships",
+    metadata,
+    sa.Column("user_id", sa.Text, sa.ForeignKey("users.user_id"), primary_key=True),
+    sa.Column("friend_id", sa.Text, sa.ForeignKey("users.user_id"), primary_key=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
+    sa.CheckConstraint("user_id <> friend_id", name="not_self"),
+)
+
+holds = sa.Table(
+    "holds",
+    metadata,
+    sa.Column("hold_id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("event_id", pg.UUID(as_uuid=True), sa.ForeignKey("events.event_id"), nullable=False),
+    sa.Column("user_id", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("seat_count", sa.Integer, nullable=False),
+    # Public seat ids, kept after the claims are gone so a released hold can still be shown.
+    sa.Column("seats", pg.ARRAY(sa.Text), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("extended", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),
+    sa.CheckConstraint("status IN ('active', 'released', 'expired', 'purchased')", name="status"),
+    # The startup sweep and the reaper look for active holds by deadline.
+    sa.Index(
+        "ix_holds_active_expires_at", "expires_at", postgresql_where=sa.text("status = 'active'")
+    ),
+    sa.Index("ix_holds_event_id_user_id", "event_id", "user_id"),
+)
+
+seat_claims = sa.Table(
+    "seat_claims",
+    metadata,
+    sa.Column("event_id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("section_id", sa.Text, primary_key=True),
+    sa.Column("seat_index", sa.Integer, primary_key=True),
+    sa.Column("hold_id", pg.UUID(as_uuid=True), sa.ForeignKey("holds.hold_id"), nullable=False),
+    sa.Column("user_id", sa.Text, nullable=False),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("order_id", pg.UUID(as_uuid=True), nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
+    sa.CheckConstraint("state IN ('held', 'sold')", name="state"),
+    sa.CheckConstraint("seat_index >= 0", name="seat_index"),
+    sa.Index("ix_seat_claims_hold_id", "hold_id"),
+    sa.Index("ix_seat_claims_event_id_user_id", "event_id", "user_id"),
+)
+
+orders = sa.Table(
+    "orders",
+    metadata,
+    sa.Column("order_id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("event_id", pg.UUID(as_uuid=True), sa.ForeignKey("events.event_id"), nullable=False),
+    sa.Column("user_id", sa.Text, nullable=False),
+    sa.Column("hold_id", pg.UUID(as_uuid=True), sa.ForeignKey("holds.hold_id"), nullable=False),
+    sa.Column("seats", pg.ARRAY(sa.Text), nullable=False),
+    sa.Column("amount_minor", sa.BigInteger, nullable=False),
+    sa.Column("currency", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
+    sa.UniqueConstraint("hold_id"),
+    sa.CheckConstraint("status IN ('confirmed', 'refunded')", name="status"),
+    sa.Index("ix_orders_event_id_user_id", "event_id", "user_id"),
+)
+
+payments = sa.Table(
+    "payments",
+    metadata,
+    sa.Column("payment_id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("hold_id", pg.UUID(as_uuid=True), sa.ForeignKey("holds.hold_id"), nullable=False),
+    sa.Column("order_id", pg.UUID(as_uuid=True), nullable=True),
+    sa.Column("user_id", sa.Text, nullable=False),
+    sa.Column("provider", sa.Text, nullable=False),
+    sa.Column("provider_ref", sa.Text, nullable=False),
+    sa.Column("amount_minor", sa.BigInteger, nullable=False),
+    sa.Column("currency", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
+    sa.CheckConstraint(
+        "status IN ('authorized', 'captured', 'voided', 'capture_failed')", name="status"
+    ),
+)
+
+# IETF httpapi-idempotency-key: keys are scoped per user, stored with the effect's transaction,
+# kept 24 h. `request_hash` is the fingerprint of method + path + body.
+idempotency_keys = sa.Table(
+    "idempotency_keys",
+    metadata,
+    sa.Column("user_id", sa.Text, primary_key=True),
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("request_hash", sa.LargeBinary, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("response_status", sa.Integer, nullable=True),
+    sa.Column("response_body", sa.LargeBinary, nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.CheckConstraint("status IN ('in_flight', 'done')", name="status"),
+    sa.Index("ix_idempotency_keys_expires_at", "expires_at"),
+)
+
+# Written in the same transaction as the change it describes; published to JetStream after commit
+# with `Nats-Msg-Id = msg_id` so the stream drops duplicates; `published_at` marks it sent.
+outbox = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(always=False), primary_key=True),
+    sa.Column("subject", sa.Text, nullable=False),
+    sa.Column("msg_id", sa.Text, nullable=False),
+    sa.Column("headers", pg.JSONB, nullable=False),
+    sa.Column("payload", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
+    sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
+    sa.UniqueConstraint("msg_id"),
+    sa.Index("ix_outbox_unpublished", "id", postgresql_where=sa.text("published_at IS NULL")),
+)
+
+# Tables whose rows belong to one region in a CockroachDB multi-region cluster (REGIONAL BY ROW),
+# and the ones read everywhere and written rarely (GLOBAL). ARCHITECTURE.md §3.
+# `sections` is regional, not GLOBAL, although it describes the event: every committed batch bumps
+# its `version` (and lease renewals write it), and a write to a GLOBAL table waits out the
+# cluster's clock offset before it commits, which would add that wait to every batch.
+REGIONAL_BY_ROW = (
+    "holds",
+    "seat_claims",
+    "orders",
+    "payments",
+    "idempotency_keys",
+    "outbox",
+    "sections",
+)
+GLOBAL_TABLES = ("events", "users", "friendships")
