@@ -35,3 +35,166 @@ venue_seats_max: Final = 4_194_304
 row_rank_max: Final = 2**31 - 1
 # Any ticket even in tiny-unit currencies (IDR, VND); 256-seat order totals stay far inside int64.
 price_minor_max: Final = 10**12
+
+# --- global writer: requests ---
+# A fan buys for a household, not a block; 10,000-seat holds are abuse, rejected with 422.
+seats_per_hold_max: Final = 10
+# Holds: the event's TTL is chosen by the organiser within this range.
+hold_ttl_s_min: Final = 1
+hold_ttl_s_max: Final = 3_600
+# One extension per hold, by at most this much: enough to finish a slow checkout.
+hold_extension_s_max: Final = 600
+per_user_limit_max: Final = 1_000
+# Request bodies: the largest is an admin event with a venue document inside.
+request_body_bytes_max: Final = 8 * 1024 * 1024
+# Fan requests (holds, orders) are tiny; a bigger body is malformed or hostile.
+fan_request_body_bytes_max: Final = 16 * 1024
+# Idempotency-Key: a client-chosen token (UUIDs are 36 characters).
+idempotency_key_chars_max: Final = 128
+# Keys are kept this long, as the IETF draft suggests.
+idempotency_key_ttl_s: Final = 24 * 3_600
+# An in-flight key older than this belongs to a request that died; its effect never committed
+# (the effect and the key's completion share one transaction), so the key may be reused.
+idempotency_in_flight_s_max: Final = 30
+
+# --- global writer: group commit ---
+# Requests arriving within this window go into one transaction (ARCHITECTURE.md §3: 1-5 ms).
+batch_window_ms: Final = 2
+# Requests per transaction: bounds statement size and the latency of the batch's last request.
+batch_requests_max: Final = 256
+# Waiting operations per event; past it, writers answer 503 rather than queue without bound.
+actor_queue_ops_max: Final = 10_000
+# A request waits at most this long for its batch to commit before answering 503.
+actor_reply_timeout_s: Final = 10.0
+
+# --- global writer: expiry, outbox, snapshots ---
+# How often the reaper wakes when nothing is due sooner: holds are released within ~1 s.
+reaper_tick_s: Final = 0.2
+# Expired holds released per reaper transaction.
+reaper_batch_holds_max: Final = 512
+# The relay republishes outbox rows older than this that the live publisher did not mark sent.
+relay_age_s_min: Final = 1.0
+relay_interval_s: Final = 1.0
+relay_batch_rows_max: Final = 1_000
+# Committed-but-unpublished messages queued for the live publisher.
+publish_queue_messages_max: Final = 100_000
+# A section snapshot goes to the KV bucket every this many versions, or this often if changed.
+snapshot_gap_versions_max: Final = 50
+snapshot_interval_s: Final = 5.0
+# Section leases: renewed well before they lapse.
+lease_ttl_s: Final = 30
+lease_renew_s: Final = 10
+# Redis calls on the request path give up quickly: Redis is a mirror, never the decider.
+redis_timeout_s: Final = 0.25
+
+# --- auth: fan JWTs and the admin key (tessera/auth.py) ---
+# RFC 7518 §3.2: an HS256 key must be at least as long as the hash output (256 bits).
+jwt_secret_bytes_min: Final = 32
+# Our tokens are ~200 chars; anything far longer is garbage, refused before base64 and HMAC work.
+bearer_token_chars_max: Final = 2048
+# User ids are opaque ids from the identity system; 64 chars covers UUIDs and provider subs.
+user_id_chars_max: Final = 64
+# A fan session spans one onsale; an hour means a leaked token is useless by the next one.
+jwt_default_ttl_s: Final = 3600
+# Dev and test tokens never live longer than a day; verify refuses longer-lived tokens too.
+jwt_ttl_s_max: Final = 86_400
+# Minting and verifying hosts' clocks may disagree by this much before `iat` looks future.
+jwt_clock_skew_s: Final = 30
+# NumericDate claims past 2242 are garbage; also keeps iat + ttl far inside int64 and JSON.
+jwt_timestamp_s_max: Final = 2**33
+
+# --- payments (global_writer/payments.py) ---
+# Any order at the top ticket price, even of 256 seats (the engine's best-available cap): 2.56e14
+# minor units stay far inside int64.
+payment_amount_minor_max: Final = price_minor_max * best_available_seats_max
+# Stripe and Braintree tokens are < 100 chars; encrypted-card blobs (Adyen CSE) reach ~2 KiB.
+payment_token_chars_max: Final = 4096
+# Stripe's cap on idempotency keys: room for the writer's user id + ":" + Idempotency-Key.
+payment_idempotency_key_chars_max: Final = 255
+# Providers' authorization ids (Stripe's `pi_…` are ~27 chars); stored with each order.
+payment_authorization_id_chars_max: Final = 255
+# A provider's name (`sandbox`, `stripe`) is a label in orders and metrics, not prose.
+payment_provider_name_chars_max: Final = 32
+# The sandbox's `tok_slow` answers after this delay: long enough to overlap requests in tests.
+payment_sandbox_slow_delay_s: Final = 2.0
+# Idempotency records the sandbox keeps per process: a 70k-seat onsale with retries fits (~100 MB).
+payment_sandbox_attempts_max: Final = 200_000
+
+# --- observability: structured logs (tessera/observability.py) ---
+# A string field longer than this is cut, so one bad value cannot flood the log pipeline.
+log_field_chars_max: Final = 4096
+# Nesting deeper than this in a log field is summarised; also stops self-referencing structures.
+log_field_depth_max: Final = 8
+# Items logged from one list or mapping; the rest are counted, not written.
+log_field_items_max: Final = 256
+
+# --- test and local servers (tessera/tooling/servers.py) ---
+# initdb + start take ~2 s on 2 cores; slow CI disks get ample headroom before a clear error.
+server_start_timeout_s: Final = 30.0
+# initdb writes ~40 MB of catalog files; taking longer means a broken disk or binary.
+postgres_initdb_timeout_s: Final = 60.0
+# A server asked to stop gets this long to exit cleanly before it is SIGKILLed.
+server_stop_timeout_s: Final = 10.0
+# Readiness is polled this often: adds little to startup and costs little CPU on 2 cores.
+server_poll_interval_s: Final = 0.02
+# One readiness probe (TCP connect, PING, HTTP /healthz) gives up after this long.
+server_probe_timeout_s: Final = 1.0
+# A ServerStartError quotes this much of the end of the server's log: enough for the cause.
+server_log_tail_bytes: Final = 4 * 1024
+# Tests drive 500 concurrent clients through pools; the local PostgreSQL admits this many.
+postgres_connections_max: Final = 300
+# PostgreSQL truncates identifiers past 63 bytes (NAMEDATALEN - 1): longer names would collide.
+database_name_chars_max: Final = 63
+# Admin connections (create / drop database) fail fast when the server is unreachable.
+postgres_connect_timeout_s: Final = 10
+# Local Valkey holds hold mirrors, rate limits, queues (megabytes); past it: errors, no eviction.
+valkey_memory_bytes: Final = 512 * 1024 * 1024
+# Local JetStream file store: test streams hold megabytes; caps the disk a runaway test can fill.
+nats_file_store_bytes: Final = 1024 * 1024 * 1024
+# Local JetStream memory store: nothing of ours uses memory storage; a small cap catches mistakes.
+nats_memory_store_bytes: Final = 256 * 1024 * 1024
+
+# --- JetStream definitions (nats/jetstream/*.json, tessera/jetstream.py) ---
+# A definition file is a few hundred bytes; anything far bigger is not a definition.
+jetstream_definition_file_bytes_max: Final = 64 * 1024
+# Stream and bucket names are short ids (SEATS, seatmap); NATS's own limit is looser.
+jetstream_name_chars_max: Final = 32
+# Subjects per stream: ours bind two patterns; dozens would mean a design mistake.
+jetstream_subjects_max: Final = 16
+# One subject pattern: a few tokens of ids; NATS accepts far longer, we never need them.
+jetstream_subject_chars_max: Final = 256
+# Descriptions are one sentence for operators.
+jetstream_description_chars_max: Final = 512
+# NATS's default max_payload (1 MiB): a larger per-message limit could never be reached.
+jetstream_msg_bytes_max: Final = 1024 * 1024
+# Duplicate detection keeps every id of the window in server memory; a day is far beyond any retry.
+jetstream_duplicate_window_s_max: Final = 86_400
+# The change feed is derived data, replayable from the database: a year of retention is plenty.
+jetstream_max_age_s_max: Final = 365 * 86_400
+# KV history per key: nats-py and the server refuse more than 64.
+jetstream_kv_history_max: Final = 64
+# JetStream clusters have 3 or 5 nodes; the server refuses more than 5 replicas.
+jetstream_replicas_max: Final = 5
+
+# --- global writer: database engine and serialization retries (global_writer/db/) ---
+# Pooled connections per writer process: group commit needs few, and CockroachDB sizes a cluster
+# for about 4 active connections per vCPU across all clients, so more per process only queues.
+db_pool_size_max: Final = 64
+# Connections above the pool during bursts; capped so a few writers cannot exhaust the server.
+db_pool_overflow_max: Final = 64
+# Longest wait for a free pooled connection: past it a request should fail, not queue unseen.
+db_pool_timeout_s_max: Final = 30
+# TCP + TLS + auth handshake: a dead host fails fast instead of hanging every request behind it.
+db_connect_timeout_s_max: Final = 60
+# Attempts per transaction (first try + retries): contention that outlasts this is an outage.
+db_retry_attempts_max: Final = 32
+# Ceiling for the backoff cap between attempts: a longer sleep outlives any client's deadline.
+db_retry_backoff_ms_max: Final = 10_000
+# Region names are SQL identifiers ("us-east1"); PostgreSQL-style names stop at 63 bytes.
+db_region_name_chars_max: Final = 63
+
+# --- service processes (tests, local stack) ---
+# A writer runs migrations and connects to three servers before it is ready.
+service_start_timeout_s: Final = 60.0
+# Graceful stop (drain NATS, close pools) before it is killed.
+service_stop_timeout_s: Final = 10.0

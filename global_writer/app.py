@@ -1,0 +1,59 @@
+"""`create_app()`: the global writer as a Litestar app (serve it with Granian, see README)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.exceptions import HTTPException
+from litestar.openapi import OpenAPIConfig
+
+from global_writer import errors
+from global_writer.controllers.admin import AdminController
+from global_writer.controllers.events import EventsController
+from global_writer.controllers.health import HealthController
+from global_writer.controllers.holds import HoldsController
+from global_writer.controllers.orders import OrdersController
+from global_writer.db.retry import TransactionRetriesExhausted
+from global_writer.payments import PaymentProvider
+from global_writer.service import Writer
+from global_writer.settings import Settings, from_env
+from tessera import limits
+
+
+def create_app(
+    settings: Settings | None = None, payments: PaymentProvider | None = None
+) -> Litestar:
+    writer = Writer(settings or from_env(), payments)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        app.state.writer = writer
+        await writer.start()
+        try:
+            yield
+        finally:
+            await writer.stop()
+
+    return Litestar(
+        route_handlers=[
+            AdminController,
+            EventsController,
+            HoldsController,
+            OrdersController,
+            HealthController,
+        ],
+        lifespan=[lifespan],
+        exception_handlers={
+            errors.WriterError: errors.handle_writer_error,
+            HTTPException: errors.handle_http_exception,
+            TransactionRetriesExhausted: errors.handle_contention,
+            Exception: errors.handle_unexpected,
+        },
+        request_max_body_size=limits.request_body_bytes_max,
+        openapi_config=OpenAPIConfig(
+            title="Tessera global writer", version="0.1.0", path="/schema"
+        ),
+        debug=False,
+    )

@@ -1,0 +1,65 @@
+"""What every controller needs: the writer, the caller, the body, ids, replies."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from litestar import Request, Response
+
+from global_writer import errors, idempotency
+from global_writer.ops import Idem, Reply
+from global_writer.service import Writer
+from tessera import auth, limits
+
+JSON = "application/json"
+SEATMAP = "application/vnd.tessera.seatmap"
+
+
+def writer_of(request: Request[Any, Any, Any]) -> Writer:
+    writer: Writer = request.app.state.writer
+    return writer
+
+
+def user_of(request: Request[Any, Any, Any]) -> str:
+    try:
+        token = auth.bearer_token(request.headers.get("authorization"))
+        principal = auth.verify_token(token, writer_of(request).settings.jwt_secret)
+    except auth.AuthError as error:
+        raise errors.Unauthorized(str(error), reason=error.code) from None
+    return principal.user_id
+
+
+def parse_id(value: str, what: str) -> uuid.UUID:
+    """Ids are UUIDs; anything else names nothing, so it is a 404 like an unknown id."""
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise errors.NotFound(f"no {what} {value[:64]!r}") from None
+
+
+async def body_of(
+    request: Request[Any, Any, Any], bytes_max: int = limits.fan_request_body_bytes_max
+) -> bytes:
+    content_type = request.headers.get("content-type", JSON).split(";")[0].strip().lower()
+    if content_type not in (JSON, "") and not content_type.endswith("+json"):
+        raise errors.UnsupportedMediaType(f"send {JSON}, not {content_type}")
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > bytes_max:
+        raise errors.PayloadTooLarge(f"body over {bytes_max} bytes")
+    body = await request.body()
+    if len(body) > bytes_max:
+        raise errors.PayloadTooLarge(f"body over {bytes_max} bytes")
+    return body
+
+
+def idem_of(request: Request[Any, Any, Any], user_id: str, body: bytes) -> Idem:
+    key = idempotency.parse_key(request.headers.get("idempotency-key"))
+    fingerprint = idempotency.fingerprint(request.method, request.url.path, body)
+    return Idem(user_id, key, fingerprint)
+
+
+def reply(result: Reply) -> Response[bytes]:
+    headers = {"Idempotent-Replayed": "true"} if result.replayed else {}
+    media_type = JSON if result.body else None
+    return Response(result.body, status_code=result.status, media_type=media_type, headers=headers)

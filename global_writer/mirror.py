@@ -1,0 +1,84 @@
+"""Redis mirror of active holds (PX = time left) and per-user held-seat counts, for cheap
+"my cart" reads. Nothing here decides a sale: every call is best-effort with a short timeout,
+and a flushed or unreachable Redis only makes reads fall back to the database."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import UTC, datetime
+from typing import Final
+
+import msgspec
+from redis.asyncio import Redis
+
+from global_writer.schemas import HoldView
+
+log = logging.getLogger("global_writer.mirror")
+
+
+class MirrorHold(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    user_id: str
+    hold: HoldView
+
+
+_decoder: Final = msgspec.json.Decoder(MirrorHold)
+
+
+def hold_key(hold_id: uuid.UUID) -> str:
+    return f"tessera:hold:{hold_id}"
+
+
+def count_key(event_id: uuid.UUID, user_id: str) -> str:
+    return f"tessera:held:{event_id}:{user_id}"
+
+
+class HoldMirror:
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+
+    async def put(self, user_id: str, hold: HoldView) -> None:
+        ttl_ms = int((hold.expires_at - datetime.now(UTC)).total_seconds() * 1000)
+        if ttl_ms <= 0:
+            return
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.set(
+                    hold_key(hold.hold_id),
+                    msgspec.json.encode(MirrorHold(user_id, hold)),
+                    px=ttl_ms,
+                )
+                pipe.incrby(count_key(hold.event_id, user_id), len(hold.seats))
+                pipe.pexpire(count_key(hold.event_id, user_id), ttl_ms)
+                await pipe.execute()
+        except Exception:
+            log.warning("mirror put failed for hold %s", hold.hold_id, exc_info=True)
+
+    async def drop(self, event_id: uuid.UUID, user_id: str, hold_id: uuid.UUID, seats: int) -> None:
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.delete(hold_key(hold_id))
+                pipe.decrby(count_key(event_id, user_id), seats)
+                await pipe.execute()
+        except Exception:
+            log.warning("mirror drop failed for hold %s", hold_id, exc_info=True)
+
+    async def get(self, hold_id: uuid.UUID) -> tuple[str, HoldView] | None:
+        try:
+            raw = await self.redis.get(hold_key(hold_id))
+        except Exception:
+            log.warning("mirror read failed; using the database", exc_info=True)
+            return None
+        if raw is None:
+            return None
+        try:
+            cached = _decoder.decode(raw)
+        except msgspec.DecodeError:
+            return None
+        return cached.user_id, cached.hold
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.redis.ping())
+        except Exception:
+            return False

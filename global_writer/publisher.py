@@ -1,0 +1,133 @@
+"""From the outbox to JetStream.
+
+The live publisher sends each batch's messages right after commit, in commit order, with
+`Nats-Msg-Id` so the stream drops duplicates, then marks the rows sent. The relay republishes,
+in id order, whatever stayed unsent (a crash between commit and publish, NATS down). Section
+snapshots go to the `seatmap` KV bucket so readers bootstrap without the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from global_writer.actor import OutboxMessage, Publisher
+from global_writer.db import tables as t
+from global_writer.db.retry import run_transaction
+from tessera import contracts, limits
+
+log = logging.getLogger("global_writer.publisher")
+
+
+class JetStreamPublisher(Publisher):
+    def __init__(self, engine: AsyncEngine, js: JetStreamContext) -> None:
+        self.engine = engine
+        self.js = js
+        self.queue: asyncio.Queue[tuple[list[OutboxMessage], dict[str, bytes]]] = asyncio.Queue(
+            limits.publish_queue_messages_max
+        )
+        self._kv: KeyValue | None = None
+        self.published = 0
+
+    def enqueue(self, messages: list[OutboxMessage], snapshots: dict[str, bytes]) -> None:
+        try:
+            self.queue.put_nowait((messages, snapshots))
+        except asyncio.QueueFull:
+            # The rows are committed; the relay will send them.
+            log.warning("publish queue full; %d messages left to the relay", len(messages))
+
+    async def kv(self) -> KeyValue:
+        if self._kv is None:
+            self._kv = await self.js.key_value(contracts.SEATMAP_KV_BUCKET)
+        return self._kv
+
+    async def run(self) -> None:
+        while True:
+            messages, snapshots = await self.queue.get()
+            sent = await publish_all(self.js, messages)
+            self.published += len(sent)
+            await mark_published(self.engine, sent)
+            await self.put_snapshots(snapshots)
+
+    async def put_snapshots(self, snapshots: dict[str, bytes]) -> None:
+        if not snapshots:
+            return
+        try:
+            kv = await self.kv()
+            for key, value in snapshots.items():
+                await kv.put(key, value)
+        except Exception:
+            log.exception("snapshot put failed; the next one will carry the state")
+
+    async def relay(self) -> None:
+        """Republish committed messages the live path did not mark sent."""
+        while True:
+            try:
+                await relay_once(self.engine, self.js, limits.relay_age_s_min)
+            except Exception:
+                log.exception("relay pass failed")
+            await asyncio.sleep(limits.relay_interval_s)
+
+
+async def publish_all(js: JetStreamContext, messages: Sequence[OutboxMessage]) -> list[int]:
+    """Publish in order; stop at the first failure so a later version never overtakes an
+    earlier one (the relay resumes from the first unsent row)."""
+    sent: list[int] = []
+    for message in messages:
+        headers = {**message.headers, "Nats-Msg-Id": message.msg_id}
+        try:
+            await js.publish(message.subject, message.payload, headers=headers)
+        except Exception:
+            log.warning("publish of %s failed; left to the relay", message.msg_id, exc_info=True)
+            break
+        sent.append(message.row_id)
+    return sent
+
+
+async def mark_published(engine: AsyncEngine, row_ids: list[int]) -> None:
+    if not row_ids:
+        return
+
+    async def write(conn: AsyncConnection) -> None:
+        await conn.execute(
+            t.outbox.update().where(t.outbox.c.id.in_(row_ids)).values(published_at=sa.func.now())
+        )
+
+    try:
+        await run_transaction(engine, write)
+    except Exception:
+        # Harmless: the relay republishes them and the stream drops the duplicates.
+        log.warning("could not mark %d outbox rows sent", len(row_ids), exc_info=True)
+
+
+async def relay_once(engine: AsyncEngine, js: JetStreamContext, age_s: float) -> int:
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                sa.select(
+                    t.outbox.c.id,
+                    t.outbox.c.subject,
+                    t.outbox.c.msg_id,
+                    t.outbox.c.headers,
+                    t.outbox.c.payload,
+                )
+                .where(
+                    t.outbox.c.published_at.is_(None),
+                    t.outbox.c.created_at <= sa.func.now() - sa.text(f"interval '{age_s} seconds'"),
+                )
+                .order_by(t.outbox.c.id)
+                .limit(limits.relay_batch_rows_max)
+            )
+        ).all()
+    messages = [OutboxMessage(r.id, r.subject, r.msg_id, dict(r.headers), r.payload) for r in rows]
+    sent = await publish_all(js, messages)
+    await mark_published(engine, sent)
+    if sent:
+        log.info("relay published %d outbox messages", len(sent))
+    return len(sent)

@@ -1,0 +1,52 @@
+"""Rendering of the replies decided inside a batch (they are stored for idempotent replay)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from global_writer import errors
+from global_writer.ops import HoldOp, Reply, SellOp
+from global_writer.runtime import EventRuntime
+from global_writer.schemas import HoldView, OrderView, encoder
+
+
+def error_reply(error: errors.WriterError) -> Reply:
+    return Reply(error.status, encoder.encode(error.body()))
+
+
+def hold_reply(
+    runtime: EventRuntime,
+    op: HoldOp,
+    expires_at: dict[uuid.UUID, datetime],
+    lost: dict[uuid.UUID, list[str]],
+) -> Reply:
+    if op.failure is not None:
+        return error_reply(op.failure)
+    if op.hold_id in lost:
+        taken = lost[op.hold_id]
+        return error_reply(
+            errors.SeatsUnavailable(f"{len(taken)} of the seats were just taken", seats=taken)
+        )
+    view = HoldView(
+        hold_id=op.hold_id,
+        event_id=runtime.event_id,
+        status="active",
+        seats=[runtime.seat_id(p, i) for p, i in op.picked],
+        expires_at=expires_at[op.hold_id],
+        extended=False,
+    )
+    return Reply(201, encoder.encode(view))
+
+
+def order_reply(runtime: EventRuntime, op: SellOp, seats: list[tuple[int, int]]) -> Reply:
+    view = OrderView(
+        order_id=op.order_id,
+        hold_id=op.hold_id,
+        event_id=runtime.event_id,
+        seats=sorted(runtime.seat_id(p, i) for p, i in seats),
+        amount=op.amount_minor,
+        currency=op.currency,
+        status="confirmed",
+    )
+    return Reply(201, encoder.encode(view))

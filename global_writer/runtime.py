@@ -1,0 +1,283 @@
+"""One event as the writer holds it in memory: its venue, the seat engine mirroring the committed
+claims, per-user seat counts, the lease it writes under, and the expiry wheel of its holds.
+
+Invariant: for every section, the engine's version equals `sections.version` of the last batch
+this process committed, and its states equal the committed claims (the actor restores both from
+what each transaction wrote). Only the lease holder changes claims, so nothing else moves them.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import msgspec
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+import tessera_core as tc
+from global_writer import errors
+from global_writer.db import tables as t
+from tessera import limits
+from tessera.venue import Venue, VenueError, VenueSpec
+
+STATE_BYTE = {"held": 1, "sold": 2}
+
+
+class StaleLease(Exception):
+    """Another writer took this event's sections (a higher fencing epoch): stop writing."""
+
+
+@dataclass
+class EventRuntime:
+    event_id: uuid.UUID
+    name: str
+    venue: Venue
+    onsale_at: datetime
+    hold_ttl_s: int
+    per_user_limit: int
+    home_region: str
+    seats: tc.EventSeats
+    section_ids: list[str]
+    lease_epoch: int
+    owner: bool = True
+    user_seats: dict[str, int] = field(default_factory=dict)
+    wheel: tc.ExpiryWheel = field(
+        default_factory=lambda: tc.ExpiryWheel(limits.wheel_capacity_max, now_ms())
+    )
+    # Scratch sections (one per venue section) used to encode a batch's result before commit.
+    scratch: list[tc.Section] = field(default_factory=list)
+    snapshot_versions: dict[int, int] = field(default_factory=dict)
+    snapshot_times: dict[int, float] = field(default_factory=dict)
+    positions: dict[str, int] = field(default_factory=dict)
+    _event_document: bytes | None = None
+
+    @property
+    def currency(self) -> str:
+        tiers = list(self.venue.price_tiers.values())
+        return tiers[0].currency if tiers else "USD"
+
+    def on_sale(self, now: datetime) -> bool:
+        return now >= self.onsale_at
+
+    def parse_seat(self, seat_id: str) -> tuple[int, int]:
+        """`"<section>:<row>:<seat>"` → `(section position, seat index)`, or 422."""
+        try:
+            layout, index = self.venue.locate(seat_id)
+        except VenueError as error:
+            raise errors.InvalidSeat(str(error), seats=[seat_id]) from None
+        return self.position_of[layout.section_id], index
+
+    def seat_id(self, position: int, index: int) -> str:
+        return self.venue.layouts[position].seat_id(index)
+
+    def section_position(self, section_id: str) -> int:
+        position = self.position_of.get(section_id)
+        if position is None:
+            raise errors.InvalidRequest(f"unknown section {section_id!r}", sections=[section_id])
+        return position
+
+    @property
+    def position_of(self) -> dict[str, int]:
+        return self.positions
+
+    def price(self, seats: list[tuple[int, int]]) -> int:
+        total = 0
+        for position, index in seats:
+            tier = self.venue.layouts[position].price_tier(index)
+            if tier is not None:
+                total += self.venue.price_tiers[tier].price_minor
+        return total
+
+    def document(self) -> bytes:
+        """`GET /v1/events/{id}`: built once, the venue never changes."""
+        if self._event_document is None:
+            self._event_document = msgspec.json.encode(event_view(self))
+        return self._event_document
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def event_view(runtime: EventRuntime) -> dict[str, Any]:
+    sections = []
+    for layout in runtime.venue.layouts:
+        rows = []
+        for row, row_id in enumerate(layout.row_ids):
+            start = layout.row_starts[row]
+            seats = [layout.seat_id(i) for i in range(start, start + layout.row_lengths[row])]
+            rows.append({"row_id": row_id, "rank": layout.row_ranks[row], "seats": seats})
+        section = {"section_id": layout.section_id, "name": layout.name, "rows": rows}
+        sections.append(section)
+    tiers = [
+        {"id": tier.id, "name": tier.name, "price": tier.price_minor, "currency": tier.currency}
+        for tier in runtime.venue.price_tiers.values()
+    ]
+    return {
+        "event_id": str(runtime.event_id),
+        "name": runtime.name,
+        "status": "onsale"
+        if runtime.on_sale(datetime.now(runtime.onsale_at.tzinfo))
+        else "scheduled",
+        "onsale_at": runtime.onsale_at.isoformat(),
+        "hold_ttl_s": runtime.hold_ttl_s,
+        "per_user_limit": runtime.per_user_limit,
+        "home_region": runtime.home_region,
+        "price_tiers": tiers,
+        "sections": sections,
+    }
+
+
+def section_states(venue: Venue, position: int) -> bytearray:
+    """A fresh section's states: everything available but the venue's blocked seats."""
+    layout = venue.layouts[position]
+    states = bytearray(layout.seat_count)
+    for index in layout.blocked_indices:
+        states[index] = 3
+    return states
+
+
+async def acquire_lease(conn: AsyncConnection, event_id: uuid.UUID, owner: str) -> int:
+    """Take every section of the event under one new fencing epoch, if free, expired or ours."""
+    epoch = (
+        await conn.execute(
+            sa.select(sa.func.max(t.sections.c.lease_epoch)).where(
+                t.sections.c.event_id == event_id
+            )
+        )
+    ).scalar_one()
+    new_epoch = int(epoch or 0) + 1
+    taken = await conn.execute(
+        t.sections.update()
+        .where(
+            t.sections.c.event_id == event_id,
+            sa.or_(
+                t.sections.c.lease_owner.is_(None),
+                t.sections.c.lease_owner == owner,
+                t.sections.c.lease_expires_at < sa.func.now(),
+            ),
+        )
+        .values(
+            lease_owner=owner,
+            lease_epoch=new_epoch,
+            lease_expires_at=sa.func.now() + sa.text(f"interval '{limits.lease_ttl_s} seconds'"),
+        )
+    )
+    total = (
+        await conn.execute(sa.select(sa.func.count()).where(t.sections.c.event_id == event_id))
+    ).scalar_one()
+    if taken.rowcount != total:
+        raise StaleLease(f"event {event_id} is leased by another writer")
+    return new_epoch
+
+
+async def renew_lease(engine: AsyncEngine, runtime: EventRuntime, owner: str) -> None:
+    async with engine.begin() as conn:
+        renewed = await conn.execute(
+            t.sections.update()
+            .where(
+                t.sections.c.event_id == runtime.event_id,
+                t.sections.c.lease_owner == owner,
+                t.sections.c.lease_epoch == runtime.lease_epoch,
+            )
+            .values(
+                lease_expires_at=sa.func.now() + sa.text(f"interval '{limits.lease_ttl_s} seconds'")
+            )
+        )
+    if renewed.rowcount != len(runtime.section_ids):
+        raise StaleLease(f"lost the lease of event {runtime.event_id}")
+
+
+async def load_event(engine: AsyncEngine, event_id: uuid.UUID, owner: str) -> EventRuntime:
+    """Rebuild the event from the database (claims, versions), under a freshly taken lease."""
+    async with engine.begin() as conn:
+        row = (await conn.execute(sa.select(t.events).where(t.events.c.event_id == event_id))).one()
+        epoch = await acquire_lease(conn, event_id, owner)
+        versions: dict[str, int] = {
+            row[0]: row[1]
+            for row in await conn.execute(
+                sa.select(t.sections.c.section_id, t.sections.c.version).where(
+                    t.sections.c.event_id == event_id
+                )
+            )
+        }
+        claims = (
+            await conn.execute(
+                sa.select(
+                    t.seat_claims.c.section_id,
+                    t.seat_claims.c.seat_index,
+                    t.seat_claims.c.state,
+                    t.seat_claims.c.user_id,
+                ).where(t.seat_claims.c.event_id == event_id)
+            )
+        ).all()
+        active = (
+            await conn.execute(
+                sa.select(t.holds.c.hold_id, t.holds.c.expires_at).where(
+                    t.holds.c.event_id == event_id, t.holds.c.status == "active"
+                )
+            )
+        ).all()
+    runtime = build_runtime(row, epoch)
+    restore_claims(runtime, claims, versions)
+    for hold_id, expires_at in active:
+        runtime.wheel.schedule(str(hold_id), int(expires_at.timestamp() * 1000))
+    return runtime
+
+
+async def reload_state(engine: AsyncEngine, runtime: EventRuntime) -> None:
+    """Bring memory back to the committed claims and versions (after a detected drift)."""
+    async with engine.connect() as conn:
+        versions: dict[str, int] = {
+            row[0]: row[1]
+            for row in await conn.execute(
+                sa.select(t.sections.c.section_id, t.sections.c.version).where(
+                    t.sections.c.event_id == runtime.event_id
+                )
+            )
+        }
+        claims = (
+            await conn.execute(
+                sa.select(
+                    t.seat_claims.c.section_id,
+                    t.seat_claims.c.seat_index,
+                    t.seat_claims.c.state,
+                    t.seat_claims.c.user_id,
+                ).where(t.seat_claims.c.event_id == runtime.event_id)
+            )
+        ).all()
+    runtime.user_seats.clear()
+    restore_claims(runtime, claims, versions)
+
+
+def build_runtime(row: Any, epoch: int) -> EventRuntime:
+    venue = Venue(msgspec.convert(row.venue, VenueSpec))
+    seats = tc.EventSeats([(layout.row_lengths, layout.row_ranks) for layout in venue.layouts])
+    return EventRuntime(
+        event_id=row.event_id,
+        name=row.name,
+        venue=venue,
+        onsale_at=row.onsale_at,
+        hold_ttl_s=row.hold_ttl_s,
+        per_user_limit=row.per_user_limit,
+        home_region=row.home_region,
+        seats=seats,
+        section_ids=[layout.section_id for layout in venue.layouts],
+        lease_epoch=epoch,
+        scratch=[tc.Section(layout.row_lengths, layout.row_ranks) for layout in venue.layouts],
+        positions={layout.section_id: p for p, layout in enumerate(venue.layouts)},
+    )
+
+
+def restore_claims(runtime: EventRuntime, claims: Any, versions: dict[str, int]) -> None:
+    states = [section_states(runtime.venue, p) for p in range(len(runtime.section_ids))]
+    positions = runtime.position_of
+    for section_id, index, state, user_id in claims:
+        states[positions[section_id]][index] = STATE_BYTE[state]
+        runtime.user_seats[user_id] = runtime.user_seats.get(user_id, 0) + 1
+    for position, section_id in enumerate(runtime.section_ids):
+        runtime.seats.restore(position, bytes(states[position]), versions[section_id])

@@ -1,0 +1,91 @@
+"""Wire contracts of the writer's HTTP API: msgspec Structs with bounds, one decoder per type.
+Documented in docs/api.md."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Final, TypeVar
+
+import msgspec
+
+from global_writer import errors
+from tessera import limits
+from tessera.venue import VenueSpec
+
+SeatId = Annotated[str, msgspec.Meta(min_length=5, max_length=limits.seat_id_chars_max)]
+SectionId = Annotated[str, msgspec.Meta(min_length=1, max_length=limits.venue_id_chars_max)]
+Region = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
+PaymentToken = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+
+
+class Strict(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    pass
+
+
+class CreateEvent(Strict, frozen=True, kw_only=True):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=limits.venue_name_chars_max)]
+    venue: VenueSpec
+    onsale_at: datetime
+    hold_ttl_s: Annotated[int, msgspec.Meta(ge=limits.hold_ttl_s_min, le=limits.hold_ttl_s_max)]
+    per_user_limit: Annotated[int, msgspec.Meta(ge=1, le=limits.per_user_limit_max)]
+    home_region: Region
+
+
+class BestAvailable(Strict, frozen=True, kw_only=True):
+    quantity: Annotated[int, msgspec.Meta(ge=1, le=limits.seats_per_hold_max)]
+    sections: Annotated[list[SectionId], msgspec.Meta(max_length=limits.event_sections_max)] = []
+    adjacent: bool = True
+
+
+class CreateHold(Strict, frozen=True, kw_only=True):
+    """Exactly one of `seats` and `best_available`."""
+
+    seats: Annotated[list[SeatId], msgspec.Meta(min_length=1, max_length=10_000)] | None = None
+    best_available: BestAvailable | None = None
+
+
+class CreateOrder(Strict, frozen=True, kw_only=True):
+    hold_id: uuid.UUID
+    payment_token: PaymentToken
+
+
+class EventCreated(msgspec.Struct):
+    event_id: uuid.UUID
+
+
+class HoldView(msgspec.Struct):
+    hold_id: uuid.UUID
+    event_id: uuid.UUID
+    status: str
+    seats: list[str]
+    expires_at: datetime
+    extended: bool
+
+
+class OrderView(msgspec.Struct):
+    order_id: uuid.UUID
+    hold_id: uuid.UUID
+    event_id: uuid.UUID
+    seats: list[str]
+    amount: int
+    currency: str
+    status: str
+
+
+T = TypeVar("T")
+
+_decoders: Final[dict[type[Any], msgspec.json.Decoder[Any]]] = {
+    kind: msgspec.json.Decoder(kind) for kind in (CreateEvent, CreateHold, CreateOrder)
+}
+encoder: Final = msgspec.json.Encoder()
+
+
+def decode(kind: type[T], body: bytes) -> T:
+    """Malformed JSON is a 400; JSON of the wrong shape (types, bounds, unknown fields) a 422."""
+    try:
+        return _decoders[kind].decode(body)  # type: ignore[no-any-return]
+    except msgspec.ValidationError as error:
+        raise errors.InvalidRequest(str(error)) from None
+    except msgspec.DecodeError as error:
+        raise errors.MalformedJson(f"request body is not valid JSON: {error}") from None

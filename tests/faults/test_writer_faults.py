@@ -1,0 +1,171 @@
+"""The writer under faults, as real processes against real servers: a SIGKILL between commit and
+publish, a stale fencing epoch, Redis flushed mid-sale."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+import redis.asyncio as aioredis
+from writer_support import WRITER_ADMIN_KEY, WriterApi, event_body, settings, writer_env
+
+import nats
+import tessera_core as tc
+from tessera.tooling.audit import audit
+from tessera.tooling.processes import ServiceProcess, start_writer
+
+pytestmark = pytest.mark.anyio
+
+ROOM = {
+    "name": "Room",
+    "sections": [{"id": "S", "name": "Stalls", "rows": [{"id": "A", "seats": 40, "rank": 1}]}],
+}
+
+
+async def deltas_on_stream(nats_url: str, event_id: str, section: str) -> list[tuple[int, bytes]]:
+    """Every section delta the stream holds, in stream order, as (version, payload)."""
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        subscription = await js.subscribe(f"seats.{event_id}.{section}", ordered_consumer=True)
+        found: list[tuple[int, bytes]] = []
+        while True:
+            try:
+                message = await subscription.next_msg(timeout=1.0)
+            except TimeoutError:
+                return found
+            assert message.headers is not None
+            found.append((int(message.headers["Tessera-Version"]), message.data))
+    finally:
+        await nc.close()
+
+
+def unpublished_outbox(database_url: str) -> int:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT count(*) FROM outbox WHERE published_at IS NULL").fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+async def create_event(url: str, **options: Any) -> str:
+    async with httpx.AsyncClient(base_url=url) as client:
+        response = await client.post(
+            "/v1/admin/events",
+            headers={"X-Admin-Key": WRITER_ADMIN_KEY},
+            json=event_body(ROOM, **options),
+        )
+        assert response.status_code == 201, response.text
+        event_id: str = response.json()["event_id"]
+        return event_id
+
+
+async def test_sigkill_between_commit_and_publish_then_relay(
+    database_url: str, redis_url: str, nats_url: str, tmp_path: Path
+) -> None:
+    crashing = settings(database_url, redis_url, nats_url, fault_crash_after_commit=True)
+    writer = start_writer(tmp_path / "a", writer_env(crashing))
+    event_id = await create_event(writer.url)
+    async with httpx.AsyncClient(base_url=writer.url) as client:
+        api = WriterApi(client, crashing)
+        with pytest.raises(httpx.HTTPError):
+            await api.hold(event_id, "ann", {"seats": ["S:A:1", "S:A:2"]}, "first")
+    assert writer.process is not None
+    # Granian's worker SIGKILLs itself; its parent then exits non-zero.
+    assert writer.process.wait(timeout=10) != 0, "the writer must have died"
+    assert unpublished_outbox(database_url) == 1, "committed, not published"
+    assert await deltas_on_stream(nats_url, event_id, "S") == []
+
+    healthy = settings(database_url, redis_url, nats_url)
+    restarted = start_writer(tmp_path / "b", writer_env(healthy))
+    try:
+        async with httpx.AsyncClient(base_url=restarted.url) as client:
+            api = WriterApi(client, healthy)
+            replay = await api.hold(event_id, "ann", {"seats": ["S:A:1", "S:A:2"]}, "first")
+            assert replay.status_code == 201, "the committed hold is acknowledged on retry"
+            assert replay.headers["idempotent-replayed"] == "true"
+            for n in range(3, 8):
+                response = await api.hold(event_id, "bob", {"seats": [f"S:A:{n}"]}, f"k{n}")
+                assert response.status_code == 201
+            snapshot = await client.get(f"/v1/events/{event_id}/sections/S/snapshot")
+        deltas = await deltas_on_stream(nats_url, event_id, "S")
+        versions = [version for version, _ in deltas]
+        assert versions == list(range(1, len(versions) + 1)), f"gap or duplicate: {versions}"
+        rebuilt = tc.SeatMap.all_available(40)
+        for _, payload in deltas:
+            rebuilt.apply_delta(payload)
+        assert rebuilt == tc.SeatMap.decode(snapshot.content)
+        assert unpublished_outbox(database_url) == 0
+        assert audit(database_url).ok
+    finally:
+        restarted.stop()
+
+
+async def test_a_stale_fencing_epoch_cannot_commit(
+    writer_process: ServiceProcess, writer_api: Any, database_url: str
+) -> None:
+    event_id = await writer_api.create_event(venue=ROOM)
+    first = await writer_api.hold(event_id, "ann", {"seats": ["S:A:1"]}, "a")
+    assert first.status_code == 201
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE sections SET lease_owner = 'usurper', lease_epoch = lease_epoch + 1,"
+            " lease_expires_at = now() + interval '1 hour' WHERE event_id = %s",
+            (event_id,),
+        )
+        versions_before = conn.execute(
+            "SELECT section_id, version FROM sections WHERE event_id = %s", (event_id,)
+        ).fetchall()
+    refused = await writer_api.hold(event_id, "bob", {"seats": ["S:A:2"]}, "b")
+    assert refused.status_code == 503
+    assert refused.json()["error"]["code"] == "unavailable"
+    later = await writer_api.hold(event_id, "cid", {"seats": ["S:A:3"]}, "c")
+    assert later.status_code == 503, "the writer stopped writing the event"
+    with psycopg.connect(database_url) as conn:
+        claims = conn.execute("SELECT seat_index FROM seat_claims ORDER BY 1").fetchall()
+        versions_after = conn.execute(
+            "SELECT section_id, version FROM sections WHERE event_id = %s", (event_id,)
+        ).fetchall()
+    assert claims == [(0,)], "only the hold made under the valid epoch exists"
+    assert versions_after == versions_before
+    assert audit(database_url).ok
+
+
+async def test_flushall_mid_sale_loses_no_hold_and_oversells_nothing(
+    writer_api: Any, database_url: str, redis_url: str
+) -> None:
+    event_id = await writer_api.create_event(per_user_limit=8)
+    redis = aioredis.from_url(redis_url)
+
+    async def fan(n: int) -> httpx.Response:
+        if n == 100:
+            await redis.flushall()
+        response: httpx.Response = await writer_api.hold(
+            event_id, f"fan{n}", {"best_available": {"quantity": 2}}, f"h{n}"
+        )
+        return response
+
+    try:
+        responses = await asyncio.gather(*(fan(n) for n in range(300)))
+        await redis.flushall()
+    finally:
+        await redis.aclose()
+    assert {r.status_code for r in responses} <= {201, 409}
+    held = [r.json() for r in responses if r.status_code == 201]
+    assert len(held) >= 200, "496 sellable seats, 2 per fan: most of the 300 fans win"
+    seats = [seat for hold in held for seat in hold["seats"]]
+    assert len(seats) == len(set(seats)), "a seat was held twice"
+    for n, response in enumerate(responses):
+        if response.status_code == 201:
+            hold = response.json()
+            fetched = await writer_api.client.get(
+                f"/v1/holds/{hold['hold_id']}", headers=writer_api.headers(f"fan{n}")
+            )
+            assert fetched.status_code == 200, "an acknowledged hold survives FLUSHALL"
+            assert fetched.json()["seats"] == hold["seats"]
+    report = audit(database_url)
+    assert report.ok, report.summary()
+    assert report.claims == len(seats)
