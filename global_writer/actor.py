@@ -37,6 +37,7 @@ from global_writer.db.retry import run_transaction
 from global_writer.ops import HoldOp, Op, Released, ReleaseOp, Reply, SellOp
 from global_writer.runtime import EventRuntime, StaleLease, reload_state
 from tessera import contracts, limits
+from tessera.observability import Metrics
 
 log = logging.getLogger("global_writer.actor")
 
@@ -91,6 +92,7 @@ class EventActor:
         batch_requests_max: int,
         crash_after_commit: bool = False,
         on_commit: Any = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.runtime = runtime
         self.engine = engine
@@ -100,6 +102,7 @@ class EventActor:
         self.batch_requests_max = batch_requests_max
         self.crash_after_commit = crash_after_commit
         self.on_commit = on_commit
+        self.metrics = metrics or Metrics()
         self.queue: asyncio.Queue[Op] = asyncio.Queue(limits.actor_queue_ops_max)
         # Set when memory may have drifted from the database; the loop reloads before going on.
         self.reload_wanted = False
@@ -142,6 +145,7 @@ class EventActor:
         releases = [op for op in batch if isinstance(op, ReleaseOp)]
         sells = [op for op in batch if isinstance(op, SellOp)]
         plan = Plan(self.runtime)
+        started = time.perf_counter()
         try:
             pick(plan, holds)
             plan.freeze()
@@ -152,7 +156,28 @@ class EventActor:
             plan.rollback()
             self.fail(batch, error)
             return
+        self.metrics.batch_commit_latency_s.observe(time.perf_counter() - started)
+        self.metrics.batch_size.observe(len(batch))
         self.finish(plan, written, holds, releases, sells)
+        self.count(written, holds, releases, sells)
+
+    def count(
+        self, written: Written, holds: list[HoldOp], releases: list[ReleaseOp], sells: list[SellOp]
+    ) -> None:
+        metrics = self.metrics
+        metrics.holds_committed.inc(len(written.expires_at))
+        for op in holds:
+            if op.failure is not None:
+                metrics.holds_rejected.labels(reason=op.failure.code).inc()
+            elif op.hold_id in written.lost:
+                metrics.holds_rejected.labels(reason="claim_conflict").inc()
+                metrics.claim_conflicts.inc()
+        metrics.orders.inc(len(written.sold))
+        now = time.time()
+        for release in releases:
+            if release.reason == "expired":
+                for _ in written.released[id(release)].hold_ids:
+                    metrics.expiry_lag_s.observe(max(0.0, now - release.due_at))
 
     def fail(self, batch: list[Op], error: Exception) -> None:
         if isinstance(error, OutOfSync):

@@ -16,20 +16,24 @@ from global_writer.controllers.health import HealthController
 from global_writer.controllers.holds import HoldsController
 from global_writer.controllers.orders import OrdersController
 from global_writer.db.retry import TransactionRetriesExhausted
+from global_writer.metrics import metrics_endpoint, metrics_middleware
 from global_writer.payments import PaymentProvider
 from global_writer.service import Writer
 from global_writer.settings import Settings, from_env
 from tessera import limits
+from tessera.observability import configure_logging
 
 
 def create_app(
     settings: Settings | None = None, payments: PaymentProvider | None = None
 ) -> Litestar:
     writer = Writer(settings or from_env(), payments)
+    configure_logging("global_writer")
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         app.state.writer = writer
+        app.state.metrics = writer.metrics
         await writer.start()
         try:
             yield
@@ -43,7 +47,9 @@ def create_app(
             HoldsController,
             OrdersController,
             HealthController,
+            metrics_endpoint,
         ],
+        middleware=[metrics_middleware],
         lifespan=[lifespan],
         exception_handlers={
             errors.WriterError: errors.handle_writer_error,

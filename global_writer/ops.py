@@ -52,6 +52,8 @@ class ReleaseOp:
     hold_ids: list[uuid.UUID]
     reason: Literal["released", "expired"]
     user_id: str | None = None
+    # For expiries: the earliest deadline in the batch (epoch seconds), to measure expiry lag.
+    due_at: float = 0.0
     future: asyncio.Future[Any] = field(default_factory=_future)
 
 

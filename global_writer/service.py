@@ -34,6 +34,7 @@ from global_writer.schemas import CreateEvent, CreateHold, HoldView, OrderView, 
 from global_writer.settings import Settings
 from tessera import contracts, limits
 from tessera.jetstream import ensure_jetstream, load_definitions
+from tessera.observability import Metrics
 from tessera.venue import Venue, VenueError
 
 log = logging.getLogger("global_writer")
@@ -60,6 +61,7 @@ class Writer:
         self.js: JetStreamContext
         self.publisher: JetStreamPublisher
         self.ready = False
+        self.metrics = Metrics()
 
     @property
     def owner(self) -> str:
@@ -129,6 +131,7 @@ class Writer:
             batch_requests_max=self.settings.batch_requests_max,
             crash_after_commit=self.settings.fault_crash_after_commit,
             on_commit=self.after_commit,
+            metrics=self.metrics,
         )
         handle = EventHandle(runtime, actor)
         handle.tasks = [
@@ -408,7 +411,8 @@ class Writer:
                 continue
             hold_ids = [uuid.UUID(key) for key, _ in due]
             try:
-                result: Released = await actor.submit(ReleaseOp(hold_ids, "expired"))
+                due_at = min(deadline for _, deadline in due) / 1000
+                result: Released = await actor.submit(ReleaseOp(hold_ids, "expired", due_at=due_at))
             except errors.WriterError:
                 for key, deadline in due:
                     runtime.wheel.schedule(key, deadline)

@@ -23,14 +23,16 @@ tables but leaves the database's regions alone: they belong to the deployment, n
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal, get_args
 
+import psycopg
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import text
@@ -244,7 +246,30 @@ def upgrade(
     config = make_config(database_url)
     if regions is not None or primary_region is not None:
         config.attributes[ATTR_MULTI_REGION] = multi_region(regions or (), primary_region)
-    command.upgrade(config, revision)
+    with migration_lock(database_url):
+        command.upgrade(config, revision)
+
+
+# Any constant works; it names "Tessera's schema migrations" among the database's advisory locks.
+MIGRATION_LOCK_KEY = 0x7E55E7A
+
+
+@contextlib.contextmanager
+def migration_lock(database_url: str) -> Iterator[None]:
+    """Writers that start together migrate one at a time (PostgreSQL's session advisory lock,
+    held on a side connection). CockroachDB accepts but ignores advisory locks; its schema
+    changes are transactional per statement, and the migration uses IF NOT EXISTS where it can."""
+    url = sync_url(database_url)
+    if url.get_backend_name() != "postgresql":
+        yield
+        return
+    conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
+        try:
+            yield
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
 
 
 def downgrade(database_url: str, revision: str = "base") -> None:

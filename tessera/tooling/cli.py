@@ -18,7 +18,7 @@ from typing import Final
 
 from tessera import limits
 from tessera.auth import JWT_SECRET_ENV, check_secret, mint_token
-from tessera.tooling import venue_gen
+from tessera.tooling import audit, venue_gen
 from tessera.venue import Venue, VenueError, dump_venue, load_venue_file
 
 EXIT_OK: Final = 0
@@ -145,7 +145,28 @@ def _parser() -> argparse.ArgumentParser:
         help=f"lifetime in seconds, 1..{limits.jwt_ttl_s_max} (default {limits.jwt_default_ttl_s})",
     )
     token.set_defaults(handler=_token)
+
+    check = commands.add_parser("audit", help="check the writer's database for oversells")
+    check.add_argument(
+        "--database-url",
+        default=os.environ.get("TESSERA_DATABASE_URL"),
+        help="postgresql:// URL (default: $TESSERA_DATABASE_URL)",
+    )
+    check.set_defaults(handler=_audit)
     return parser
+
+
+def _audit(args: argparse.Namespace) -> int:
+    """Exit 0 when every invariant holds, 1 when one does not, 2 on a usage error."""
+    if not args.database_url:
+        print("tessera audit: give --database-url or set TESSERA_DATABASE_URL", file=sys.stderr)
+        return 2
+    report = audit.audit(args.database_url)
+    print(report.summary())
+    for name, rows in report.violations.items():
+        for row in rows[:20]:
+            print(f"  {name}: {row}")
+    return 0 if report.ok else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,8 +16,10 @@ import argparse
 import io
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 from alembic import command
@@ -27,6 +29,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from global_writer.db import migrate, tables
+from tessera.tooling.cli import main
 
 REGIONS = ["us-east1", "europe-west1", "asia-southeast1"]
 
@@ -443,3 +446,31 @@ def test_sync_url_uses_psycopg() -> None:
     assert migrate.sync_url("postgresql+asyncpg://h/db").drivername == "postgresql+psycopg"
     with pytest.raises(ValueError, match="unsupported"):
         migrate.sync_url("mysql://h/db")
+
+
+def test_concurrent_upgrades_are_serialized(database_url: str) -> None:
+    """Writers starting together each run `upgrade`; the advisory lock makes that safe."""
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for future in [pool.submit(migrate.upgrade, database_url) for _ in range(4)]:
+            future.result()
+
+
+def test_tessera_audit_command(database_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`tessera audit` exits 0 on a sound database and 1 once an invariant breaks."""
+    migrate.upgrade(database_url)
+    assert main(["audit", "--database-url", database_url]) == 0
+    assert "audit ok: 0 claims, 0 sold, 0 oversells" in capsys.readouterr().out
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        event = conn.execute(
+            "INSERT INTO events (event_id, name, status, venue, onsale_at, hold_ttl_s,"
+            " per_user_limit, home_region) VALUES (gen_random_uuid(), 'e', 'scheduled', '{}',"
+            " now(), 60, 4, 'local') RETURNING event_id"
+        ).fetchone()
+        assert event is not None
+        conn.execute(
+            "INSERT INTO holds (hold_id, event_id, user_id, status, seat_count, seats, expires_at)"
+            " VALUES (gen_random_uuid(), %s, 'u', 'active', 2, '{}', now())",
+            (event[0],),
+        )
+    assert main(["audit", "--database-url", database_url]) == 1
+    assert "hold_seats_not_claimed" in capsys.readouterr().out

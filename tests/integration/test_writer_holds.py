@@ -251,3 +251,15 @@ async def test_section_snapshots_reach_the_kv_bucket(writer_api: Any, nats_url: 
         assert tc.SeatMap.decode(entry.value).seat_count == 30
     finally:
         await nc.close()
+
+
+async def test_metrics_and_health(writer_api: Any) -> None:
+    event = await writer_api.create_event()
+    await writer_api.hold(event, "ned", {"best_available": {"quantity": 2}}, "m1")
+    await writer_api.hold(event, "ned", {"seats": ["NOPE:A:1"]}, "m2")
+    text = (await writer_api.client.get("/metrics")).text
+    assert "tessera_holds_committed_total 1.0" in text
+    assert 'route="/v1/events/{event_id}/holds"' in text, "route template, not the raw path"
+    assert 'status="422"' in text
+    assert (await writer_api.client.get("/healthz")).json() == {"status": "ok"}
+    assert (await writer_api.client.get("/readyz")).status_code == 200
