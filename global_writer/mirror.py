@@ -13,6 +13,7 @@ import msgspec
 from redis.asyncio import Redis
 
 from global_writer.schemas import HoldView
+from tessera import limits
 
 log = logging.getLogger("global_writer.mirror")
 
@@ -42,26 +43,36 @@ class HoldMirror:
         if ttl_ms <= 0:
             return
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.set(
-                    hold_key(hold.hold_id),
-                    msgspec.json.encode(MirrorHold(user_id, hold)),
-                    px=ttl_ms,
-                )
-                pipe.incrby(count_key(hold.event_id, user_id), len(hold.seats))
-                pipe.pexpire(count_key(hold.event_id, user_id), ttl_ms)
-                await pipe.execute()
+            await self.redis.set(
+                hold_key(hold.hold_id), msgspec.json.encode(MirrorHold(user_id, hold)), px=ttl_ms
+            )
         except Exception:
             log.warning("mirror put failed for hold %s", hold.hold_id, exc_info=True)
 
-    async def drop(self, event_id: uuid.UUID, user_id: str, hold_id: uuid.UUID, seats: int) -> None:
+    async def drop(self, hold_id: uuid.UUID) -> None:
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.delete(hold_key(hold_id))
-                pipe.decrby(count_key(event_id, user_id), seats)
-                await pipe.execute()
+            await self.redis.delete(hold_key(hold_id))
         except Exception:
             log.warning("mirror drop failed for hold %s", hold_id, exc_info=True)
+
+    async def put_counts(self, event_id: uuid.UUID, counts: dict[str, int]) -> None:
+        """Seats each fan holds or bought: copied from the writer, whose count is authoritative."""
+        if not counts:
+            return
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for user_id, seats in counts.items():
+                    pipe.set(count_key(event_id, user_id), seats, ex=limits.hold_ttl_s_max * 2)
+                await pipe.execute()
+        except Exception:
+            log.warning("mirror count update failed", exc_info=True)
+
+    async def count(self, event_id: uuid.UUID, user_id: str) -> int | None:
+        try:
+            raw = await self.redis.get(count_key(event_id, user_id))
+        except Exception:
+            return None
+        return None if raw is None else int(raw)
 
     async def get(self, hold_id: uuid.UUID) -> tuple[str, HoldView] | None:
         try:

@@ -391,11 +391,14 @@ class Writer:
                     extended=False,
                 )
                 await self.mirror.put(op.user_id, view)
+        users = {op.user_id for op in holds} | {user for _, _, user in written.freed}
         for release in releases:
             for hold_id in written.released[id(release)].hold_ids:
-                await self.mirror.drop(runtime.event_id, release.user_id or "", hold_id, 0)
+                await self.mirror.drop(hold_id)
         for sell in sells:
-            await self.mirror.drop(runtime.event_id, sell.user_id, sell.hold_id, 0)
+            await self.mirror.drop(sell.hold_id)
+        counts = {user: runtime.user_seats.get(user, 0) for user in users}
+        await self.mirror.put_counts(runtime.event_id, counts)
 
     async def reap(self, handle: EventHandle) -> None:
         """Release holds within about a tick of their deadline (the wheel knows which)."""

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
 import nats
 import tessera_core as tc
@@ -263,3 +264,29 @@ async def test_metrics_and_health(writer_api: Any) -> None:
     assert 'status="422"' in text
     assert (await writer_api.client.get("/healthz")).json() == {"status": "ok"}
     assert (await writer_api.client.get("/readyz")).status_code == 200
+
+
+async def test_redis_mirrors_holds_and_per_fan_counts(writer_api: Any, redis_url: str) -> None:
+    event = await writer_api.create_event()
+    first = (await writer_api.hold(event, "ola", {"best_available": {"quantity": 3}}, "a")).json()
+    await writer_api.hold(event, "ola", {"best_available": {"quantity": 2}}, "b")
+    redis = aioredis.from_url(redis_url)
+    try:
+        key = f"tessera:held:{event}:ola"
+        for _ in range(50):
+            if await redis.get(key) == b"5":
+                break
+            await asyncio.sleep(0.02)
+        assert await redis.get(key) == b"5"
+        assert await redis.pttl(f"tessera:hold:{first['hold_id']}") > 0
+        await writer_api.client.delete(
+            f"/v1/holds/{first['hold_id']}", headers=writer_api.headers("ola")
+        )
+        for _ in range(50):
+            if await redis.get(key) == b"2":
+                break
+            await asyncio.sleep(0.02)
+        assert await redis.get(key) == b"2"
+        assert await redis.exists(f"tessera:hold:{first['hold_id']}") == 0
+    finally:
+        await redis.aclose()
