@@ -12,13 +12,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+import nats
 import sqlalchemy as sa
 from nats.aio.client import Client as Nats
 from nats.js import JetStreamContext
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-import nats
 from global_writer import checkout, errors, idempotency
 from global_writer.actor import EventActor, Written, complete_idempotency
 from global_writer.db import migrate

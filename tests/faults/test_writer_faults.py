@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import nats
 import psycopg
 import pytest
 import redis.asyncio as aioredis
 from writer_support import WRITER_ADMIN_KEY, WriterApi, event_body, settings, writer_env
 
-import nats
 import tessera_core as tc
 from tessera.tooling.audit import audit
 from tessera.tooling.processes import ServiceProcess, start_writer

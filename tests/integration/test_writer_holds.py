@@ -6,10 +6,10 @@ import asyncio
 import time
 from typing import Any
 
+import nats
 import pytest
 import redis.asyncio as aioredis
 
-import nats
 import tessera_core as tc
 from tessera import contracts
 from tessera.tooling.audit import audit
