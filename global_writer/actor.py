@@ -31,10 +31,11 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 import tessera_core as tc
-from global_writer import errors, replies
+from global_writer import errors, outbox, replies
 from global_writer.db import tables as t
 from global_writer.db.retry import run_transaction
 from global_writer.ops import HoldOp, Op, Released, ReleaseOp, Reply, SellOp
+from global_writer.outbox import OutboxMessage
 from global_writer.runtime import EventRuntime, StaleLease, reload_state
 from tessera import contracts, limits
 from tessera.observability import Metrics
@@ -46,15 +47,6 @@ AVAILABLE, HELD, SOLD = 0, 1, 2
 
 class OutOfSync(Exception):
     """Memory and database disagree on a section's version: reload the event."""
-
-
-@dataclass
-class OutboxMessage:
-    row_id: int
-    subject: str
-    msg_id: str
-    headers: dict[str, str]
-    payload: bytes
 
 
 @dataclass
@@ -489,14 +481,10 @@ class EventActor:
         headers: dict[str, str],
         payload: bytes,
     ) -> None:
-        row_id = (
-            await conn.execute(
-                t.outbox.insert()
-                .values(subject=subject, msg_id=msg_id, headers=headers, payload=payload)
-                .returning(t.outbox.c.id)
-            )
-        ).scalar_one()
-        written.outbox.append(OutboxMessage(row_id, subject, msg_id, headers, payload))
+        message = await outbox.insert(
+            conn, subject=subject, msg_id=msg_id, headers=headers, payload=payload
+        )
+        written.outbox.append(message)
 
     async def write_replies(
         self, conn: AsyncConnection, written: Written, holds: list[HoldOp], sells: list[SellOp]

@@ -14,6 +14,7 @@ from global_writer.controllers.admin import AdminController
 from global_writer.controllers.events import EventsController
 from global_writer.controllers.health import HealthController
 from global_writer.controllers.holds import HoldsController
+from global_writer.controllers.me import MeController
 from global_writer.controllers.orders import OrdersController
 from global_writer.db.retry import TransactionRetriesExhausted
 from global_writer.metrics import metrics_endpoint, metrics_middleware
@@ -46,6 +47,7 @@ def create_app(
             EventsController,
             HoldsController,
             OrdersController,
+            MeController,
             HealthController,
             metrics_endpoint,
         ],

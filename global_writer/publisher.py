@@ -17,9 +17,10 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from global_writer.actor import OutboxMessage, Publisher
+from global_writer.actor import Publisher
 from global_writer.db import tables as t
 from global_writer.db.retry import run_transaction
+from global_writer.outbox import OutboxMessage
 from tessera import contracts, limits
 
 log = logging.getLogger("global_writer.publisher")

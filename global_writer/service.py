@@ -19,7 +19,7 @@ from nats.js import JetStreamContext
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from global_writer import checkout, errors, idempotency
+from global_writer import checkout, errors, idempotency, outbox
 from global_writer.actor import EventActor, Written, complete_idempotency
 from global_writer.db import migrate
 from global_writer.db import tables as t
@@ -162,6 +162,15 @@ class Writer:
         except VenueError as error:
             raise errors.InvalidRequest(f"venue: {error}") from None
         event_id = uuid.uuid4()
+        info = contracts.EventInfo(
+            event_id=event_id,
+            name=body.name,
+            onsale_at=body.onsale_at,
+            hold_ttl_s=body.hold_ttl_s,
+            per_user_limit=body.per_user_limit,
+            home_region=body.home_region,
+            venue=body.venue,
+        )
         async with self.engine.begin() as conn:
             await conn.execute(
                 t.events.insert().values(
@@ -187,6 +196,15 @@ class Writer:
                     for position, layout in enumerate(venue.layouts)
                 ],
             )
+            # Readers learn the event's layout from the change feed, never from the database.
+            message = await outbox.insert(
+                conn,
+                subject=contracts.kv_subject(contracts.event_info_key(event_id)),
+                msg_id=f"event.{event_id}",
+                headers={contracts.HEADER_EVENT: str(event_id)},
+                payload=msgspec.json.encode(info),
+            )
+        self.publisher.enqueue([message], {})
         if body.home_region == self.settings.region:
             await self.open_event(event_id)
         return event_id

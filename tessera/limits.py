@@ -198,3 +198,7 @@ db_region_name_chars_max: Final = 63
 service_start_timeout_s: Final = 60.0
 # Graceful stop (drain NATS, close pools) before it is killed.
 service_stop_timeout_s: Final = 10.0
+
+# --- social graph (friends' purchases) ---
+# Friends one fan can list; the friends index answers in O(friends) per request.
+friends_per_user_max: Final = 1_000

@@ -290,3 +290,43 @@ async def test_redis_mirrors_holds_and_per_fan_counts(writer_api: Any, redis_url
         assert await redis.exists(f"tessera:hold:{first['hold_id']}") == 0
     finally:
         await redis.aclose()
+
+
+async def kv_value(nats_url: str, key: str) -> bytes:
+    nc = await nats.connect(nats_url)
+    try:
+        kv = await nc.jetstream().key_value(contracts.SEATMAP_KV_BUCKET)
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                entry = await kv.get(key)
+                assert entry.value is not None
+                return entry.value
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.05)
+    finally:
+        await nc.close()
+
+
+async def test_event_layout_and_fans_records_reach_the_kv(writer_api: Any, nats_url: str) -> None:
+    event = await writer_api.create_event()
+    info = contracts.event_info_decoder.decode(await kv_value(nats_url, f"events.{event}"))
+    assert str(info.event_id) == event
+    assert len(info.venue.sections) == 3
+    me = writer_api.headers("pam")
+    assert (
+        await writer_api.client.put("/v1/me/sharing", headers=me, json={"share": True})
+    ).status_code == 200
+    added = await writer_api.client.put("/v1/me/friends/quinn", headers=me)
+    assert added.json() == {"user_id": "pam", "share_purchases": True, "friends": ["quinn"]}
+    assert (await writer_api.client.put("/v1/me/friends/pam", headers=me)).status_code == 422
+    bad = await writer_api.client.put("/v1/me/sharing", headers=me, json={"share": "yes"})
+    assert bad.status_code == 422
+    record = contracts.user_record_decoder.decode(await kv_value(nats_url, "users.pam"))
+    assert record.friends == ["quinn"]
+    assert record.share_purchases
+    removed = await writer_api.client.delete("/v1/me/friends/quinn", headers=me)
+    assert removed.json()["friends"] == []
+    assert (await writer_api.client.get("/v1/me", headers=me)).json()["friends"] == []

@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, Response, delete, get, put
+from litestar.params import FromPath
+
+from global_writer import errors, social
+from global_writer.controllers.common import JSON, body_of, user_of, writer_of
+from global_writer.schemas import encoder
+
+
+class Sharing(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    share: bool
+
+
+_sharing = msgspec.json.Decoder(Sharing)
+
+
+class MeController(Controller):
+    path = "/v1/me"
+    tags = ["friends"]
+
+    @get("/", summary="My sharing choice and friends")
+    async def me(self, request: Request[Any, Any, Any]) -> Response[bytes]:
+        record = await social.get(writer_of(request).engine, user_of(request))
+        return Response(encoder.encode(record), media_type=JSON)
+
+    @put("/sharing", summary="Share (or stop sharing) my purchases with my friends")
+    async def sharing(self, request: Request[Any, Any, Any]) -> Response[bytes]:
+        user_id = user_of(request)
+        raw = await body_of(request)
+        try:
+            body = _sharing.decode(raw)
+        except msgspec.ValidationError as error:
+            raise errors.InvalidRequest(str(error)) from None
+        except msgspec.DecodeError as error:
+            raise errors.MalformedJson(str(error)) from None
+        writer = writer_of(request)
+        record, message = await social.set_sharing(writer.engine, user_id, body.share)
+        writer.publisher.enqueue([message], {})
+        return Response(encoder.encode(record), media_type=JSON)
+
+    @put("/friends/{friend_id:str}", summary="Add a friend")
+    async def add_friend(
+        self, request: Request[Any, Any, Any], friend_id: FromPath[str]
+    ) -> Response[bytes]:
+        return await self.change(request, friend_id, present=True)
+
+    @delete("/friends/{friend_id:str}", status_code=200, summary="Remove a friend")
+    async def remove_friend(
+        self, request: Request[Any, Any, Any], friend_id: FromPath[str]
+    ) -> Response[bytes]:
+        return await self.change(request, friend_id, present=False)
+
+    async def change(
+        self, request: Request[Any, Any, Any], friend_id: str, *, present: bool
+    ) -> Response[bytes]:
+        writer = writer_of(request)
+        record, message = await social.set_friend(
+            writer.engine, user_of(request), friend_id, present
+        )
+        writer.publisher.enqueue([message], {})
+        return Response(encoder.encode(record), media_type=JSON)
