@@ -66,6 +66,13 @@ batch_requests_max: Final = 256
 actor_queue_ops_max: Final = 10_000
 # A request waits at most this long for its batch to commit before answering 503.
 actor_reply_timeout_s: Final = 10.0
+# Idempotency keys claimed by one statement (many concurrent requests' keys at once), and how
+# many such statements may run at once; requests arriving meanwhile wait for the next one.
+idempotency_claim_batch_keys_max: Final = 512
+idempotency_claim_statements_max: Final = 2
+# Verified fan tokens remembered per writer process (each still checked for expiry on use), so a
+# fan's requests cost one HMAC check per token rather than one per request.
+verified_tokens_max: Final = 65_536
 
 # --- global writer: expiry, outbox, snapshots ---
 # How often the reaper wakes when nothing is due sooner: holds are released within ~1 s.
@@ -192,6 +199,13 @@ db_retry_attempts_max: Final = 32
 db_retry_backoff_ms_max: Final = 10_000
 # Region names are SQL identifiers ("us-east1"); PostgreSQL-style names stop at 63 bytes.
 db_region_name_chars_max: Final = 63
+# The writer's pool, without overflow (global_writer/db/engine.py): key claims, group commits,
+# the publisher and checkouts' reads share it; each batches its work, so this covers the peak
+# with room to spare, and a burst waits for a connection rather than opening (and closing) one.
+writer_db_connections_max: Final = 20
+# Pooled connections are replaced after this long, before a load balancer's idle timeout (often
+# 30-60 min) can cut them under the writer, which does not test connections on checkout.
+db_pool_recycle_s: Final = 1_800
 
 # --- service processes (tests, local stack) ---
 # A writer runs migrations and connects to three servers before it is ready.
@@ -202,3 +216,28 @@ service_stop_timeout_s: Final = 10.0
 # --- social graph (friends' purchases) ---
 # Friends one fan can list; the friends index answers in O(friends) per request.
 friends_per_user_max: Final = 1_000
+
+# --- regional read node ---
+# Compression levels for seat-map variants: each version is compressed once, so spend a little.
+seatmap_brotli_quality: Final = 9
+seatmap_zstd_level: Final = 9
+seatmap_gzip_level: Final = 9
+# Per section, recent changes kept so an SSE client can resume with Last-Event-ID.
+sse_history_versions_max: Final = 1_024
+# Deltas are coalesced and sent to SSE clients this often (ARCHITECTURE.md §4: ~100 ms).
+sse_tick_s: Final = 0.1
+# Messages queued per SSE client; a client that falls this far behind is dropped.
+sse_client_queue_events_max: Final = 64
+# Comment lines keep idle SSE connections (and proxies) alive.
+sse_heartbeat_s: Final = 15.0
+# SSE clients per node; past it new ones get 503.
+sse_clients_max: Final = 50_000
+# Change-feed consumer: messages per fetch, and how long one fetch waits for messages.
+feed_fetch_batch_max: Final = 512
+feed_fetch_timeout_s: Final = 0.5
+# No message and no successful (empty) fetch for this long: re-create the consumer.
+feed_watchdog_s: Final = 5.0
+# Ephemeral consumers the node abandons are deleted by the server after this.
+feed_consumer_inactive_s: Final = 30.0
+# Fetching the writer's snapshot endpoint (last resort of a resync).
+writer_snapshot_timeout_s: Final = 2.0

@@ -83,3 +83,20 @@ def start_writer(workdir: Path, env: dict[str, str], port: int | None = None) ->
     )
     service.start()
     return service
+
+
+def start_regional(workdir: Path, env: dict[str, str], port: int | None = None) -> ServiceProcess:
+    """A regional read node (`python -m regional`), configured by `TESSERA_*` in `env`
+    (`TESSERA_NATS_URL` of its region, `TESSERA_WRITER_URL`, `TESSERA_JWT_SECRET`)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    service = ServiceProcess(
+        name="regional",
+        url=f"http://127.0.0.1:{port}",
+        port=port,
+        log_path=workdir / "regional.log",
+        command=[sys.executable, "-m", "regional", "--port", str(port)],
+        env={**os.environ, **env},
+    )
+    service.start()
+    return service
