@@ -339,3 +339,38 @@ async def test_bad_input(stack: Stack, path: str, status: int, code: str) -> Non
     response = await stack.reader.get(path.format(event=stack.event))
     assert response.status_code == status, response.text
     assert response.json()["error"]["code"] == code
+
+
+async def test_sales_reach_both_regions_through_the_mirror(
+    database_url: str,
+    redis_url: str,
+    nats_hub: RunningServer,
+    nats_region: RunningServer,
+    tmp_path: Path,
+) -> None:
+    """The writer publishes in the hub; one node reads the hub, one reads region `eu`'s mirror."""
+    async for stack in open_stack(database_url, redis_url, nats_hub.url, tmp_path):
+        remote = start_regional(
+            tmp_path / "eu-node", regional_env(nats_region.url, stack.writer.url)
+        )
+        try:
+            async with httpx.AsyncClient(base_url=remote.url, timeout=30) as far:
+                first = await hold(stack, "ann", {"seats": ["S:A:1", "S:A:2"]}, "a")
+                second = await hold(stack, "bob", {"best_available": {"quantity": 2}}, "b")
+                await converged(stack)
+                await converged(stack, far)
+                await stack.api.client.delete(
+                    f"/v1/holds/{first['hold_id']}", headers=stack.api.headers("ann")
+                )
+                assert (
+                    await stack.api.order("bob", second["hold_id"], "tok_approve", "o")
+                ).status_code == 201
+                await converged(stack)
+                await converged(stack, far)
+                near_json = (
+                    await stack.reader.get(f"/v1/events/{stack.event}/seatmap?format=json")
+                ).json()
+                far_json = (await far.get(f"/v1/events/{stack.event}/seatmap?format=json")).json()
+                assert near_json == far_json
+        finally:
+            remote.stop()
