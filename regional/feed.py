@@ -77,6 +77,7 @@ class Feed:
         self.tasks = [
             asyncio.create_task(self.follow(self.settings.seats_stream, "seats")),
             asyncio.create_task(self.follow(self.settings.kv_stream, "kv")),
+            asyncio.create_task(self.watch_mirror()),
         ]
 
     async def stop(self) -> None:
@@ -88,6 +89,18 @@ class Feed:
         with contextlib.suppress(Exception):
             await self.nc.drain()
         await self.http.aclose()
+
+    async def watch_mirror(self) -> None:
+        """Report the mirror's health. A region cut off from the hub keeps serving its last
+        state (ARCHITECTURE.md §4), so this is a metric for operators, not a readiness check;
+        after a hub restart nats-server's own timers take 10-40 s to resume a mirror."""
+        while True:
+            with contextlib.suppress(Exception):
+                mirror = (await self.js.stream_info(self.settings.seats_stream)).mirror
+                if mirror is not None:
+                    self.metrics.mirror_lag.set(mirror.lag or 0)
+                    self.metrics.mirror_idle_s.set((mirror.active or 0) / 1e9)
+            await asyncio.sleep(limits.mirror_check_s)
 
     # --- bootstrap ---
 

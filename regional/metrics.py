@@ -31,6 +31,16 @@ class RegionalMetrics(Metrics):
         self.consumer_restarts = Counter(
             "tessera_feed_consumer_restarts", "Consumers re-created by the watchdog.", registry=on
         )
+        self.mirror_lag = Gauge(
+            "tessera_mirror_lag_messages",
+            "Messages the region's SEATS mirror is behind the hub (0 when not a mirror).",
+            registry=on,
+        )
+        self.mirror_idle_s = Gauge(
+            "tessera_mirror_idle_seconds",
+            "Since the mirror last heard from the hub: a cut-off region keeps serving, this grows.",
+            registry=on,
+        )
         self.sse_clients = Gauge("tessera_sse_clients", "Connected SSE clients.", registry=on)
         self.sse_dropped = Counter(
             "tessera_sse_dropped", "SSE clients dropped for falling behind.", registry=on

@@ -241,3 +241,5 @@ feed_watchdog_s: Final = 5.0
 feed_consumer_inactive_s: Final = 30.0
 # Fetching the writer's snapshot endpoint (last resort of a resync).
 writer_snapshot_timeout_s: Final = 2.0
+# How often a regional node reads its mirror's health (lag, time since the hub last answered).
+mirror_check_s: Final = 5.0
