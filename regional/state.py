@@ -27,7 +27,7 @@ _zstd: Final = zstandard.ZstdCompressor(level=limits.seatmap_zstd_level)
 
 def compress(data: bytes, encoding: str) -> bytes:
     if encoding == "br":
-        return bytes(brotli.compress(data, quality=limits.seatmap_brotli_quality))
+        return bytes(brotli.compress(data, quality=limits.seatmap_brotli_level))
     if encoding == "zstd":
         return _zstd.compress(data)
     if encoding == "gzip":

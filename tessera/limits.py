@@ -219,7 +219,7 @@ friends_per_user_max: Final = 1_000
 
 # --- regional read node ---
 # Compression levels for seat-map variants: each version is compressed once, so spend a little.
-seatmap_brotli_quality: Final = 9
+seatmap_brotli_level: Final = 9
 seatmap_zstd_level: Final = 9
 seatmap_gzip_level: Final = 9
 # Per section, recent changes kept so an SSE client can resume with Last-Event-ID.
