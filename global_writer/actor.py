@@ -1,13 +1,16 @@
 """The event actor: every change to an event's claims (holds, releases, expiries, sales) goes
 through one queue and is committed in batches (group commit, ARCHITECTURE.md §3).
 
-A batch runs in three steps:
+A batch runs in three steps (after claiming, in one READ COMMITTED statement committed on its
+own, the Idempotency-Keys of the hold requests that bring theirs: `claim_keys`):
 1. *Pick* in memory: the engine chooses and pre-filters seats for each hold request, tentatively
    holding them so later requests in the batch cannot take the same seats.
 2. *Write* one SERIALIZABLE transaction: releases, hold rows, `INSERT … ON CONFLICT DO NOTHING
    RETURNING` of the claims (the database decides who won), sales; then each touched section's
    version is bumped *only where this writer's fencing epoch is still current*; then one outbox
-   row per section delta, order events, and the idempotency records of every request.
+   row per section delta, order events, and the idempotency records of every request. Each of
+   these is one statement for the whole batch, of a shape that does not depend on its size.
+   A batch that changes nothing (every hold refused in memory) only stores its answers.
 3. *Finish* after commit: memory is restored to exactly what was written (states and versions),
    replies are sent, the outbox goes to the publisher.
 Any failure before commit restores memory from the snapshot taken in step 1.
@@ -21,21 +24,22 @@ import os
 import signal
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 import tessera_core as tc
-from global_writer import errors, outbox, replies
+from global_writer import errors, idempotency, outbox, replies
 from global_writer.db import tables as t
 from global_writer.db.retry import run_transaction
-from global_writer.ops import HoldOp, Op, Released, ReleaseOp, Reply, SellOp
-from global_writer.outbox import OutboxMessage
+from global_writer.ops import KEY_EXISTS, HoldOp, Idem, Op, Released, ReleaseOp, Reply, SellOp
+from global_writer.outbox import OutboxMessage, Pending
 from global_writer.runtime import EventRuntime, StaleLease, reload_state
 from tessera import contracts, limits
 from tessera.observability import Metrics
@@ -43,6 +47,46 @@ from tessera.observability import Metrics
 log = logging.getLogger("global_writer.actor")
 
 AVAILABLE, HELD, SOLD = 0, 1, 2
+
+
+def _array(name: str, item: Any) -> sa.BindParameter[Any]:
+    return sa.bindparam(name, type_=pg.ARRAY(item))
+
+
+# The batch's statements are built once, with a shape that does not depend on the batch's size
+# (arrays unnested server-side, or executemany), so SQLAlchemy compiles each once and the driver
+# prepares each once per connection.
+#
+# Who won each seat is decided here, by the primary key: rows that conflict are not inserted.
+# SQL text because SQLAlchemy does not cache its PostgreSQL `insert(…).on_conflict_…()`
+# constructs: it would compile this statement again for every batch.
+CLAIM_SEATS: Final = sa.text(
+    "INSERT INTO seat_claims (event_id, section_id, seat_index, hold_id, user_id, state)"
+    " SELECT :event_id, claim.section_id, claim.seat_index, claim.hold_id, claim.user_id, 'held'"
+    " FROM unnest(:section_ids, :seat_indexes, :hold_ids, :user_ids)"
+    " AS claim (section_id, seat_index, hold_id, user_id)"
+    " ON CONFLICT DO NOTHING"
+    " RETURNING section_id, seat_index"
+).bindparams(
+    sa.bindparam("event_id", type_=pg.UUID(as_uuid=True)),
+    _array("section_ids", sa.Text),
+    _array("seat_indexes", sa.Integer),
+    _array("hold_ids", pg.UUID(as_uuid=True)),
+    _array("user_ids", sa.Text),
+)
+# The fencing check: versions move only where this writer's epoch is still current. `now()` is
+# the transaction's timestamp, the same value the holds' `expires_at` was computed from.
+BUMP_VERSIONS: Final = (
+    t.sections.update()
+    .where(
+        t.sections.c.event_id == sa.bindparam("fence_event_id"),
+        t.sections.c.section_id == sa.any_(_array("fence_section_ids", sa.Text)),
+        t.sections.c.lease_owner == sa.bindparam("fence_owner"),
+        t.sections.c.lease_epoch == sa.bindparam("fence_epoch"),
+    )
+    .values(version=t.sections.c.version + 1)
+    .returning(t.sections.c.section_id, t.sections.c.version, sa.func.now())
+)
 
 
 class OutOfSync(Exception):
@@ -63,6 +107,10 @@ class Written:
     replies: dict[int, Reply] = field(default_factory=dict)
     outbox: list[OutboxMessage] = field(default_factory=list)
     needs_reload: bool = False
+    # The transaction's `now()`, once a statement returned it.
+    db_now: datetime | None = None
+    # Orders written, whose events (they carry `db_now`) go to the outbox with the deltas.
+    orders: list[tuple[SellOp, list[str], bool]] = field(default_factory=list)
 
 
 class Publisher:
@@ -79,6 +127,7 @@ class EventActor:
         engine: AsyncEngine,
         publisher: Publisher,
         *,
+        answers_engine: AsyncEngine | None = None,
         owner: str,
         batch_window_s: float,
         batch_requests_max: int,
@@ -88,6 +137,10 @@ class EventActor:
     ) -> None:
         self.runtime = runtime
         self.engine = engine
+        # A batch that changes nothing (every hold refused in memory) only stores its answers:
+        # one statement, which needs no SERIALIZABLE transaction of its own (READ COMMITTED,
+        # autocommit, like the keys' claims; docs/adr/0002).
+        self.answers_engine = answers_engine or engine
         self.publisher = publisher
         self.owner = owner
         self.batch_window_s = batch_window_s
@@ -96,6 +149,10 @@ class EventActor:
         self.on_commit = on_commit
         self.metrics = metrics or Metrics()
         self.queue: asyncio.Queue[Op] = asyncio.Queue(limits.actor_queue_ops_max)
+        # Holds get `now() + TTL` from the database's clock; the event's TTL never changes.
+        self.insert_holds = t.holds.insert().values(
+            expires_at=sa.func.now() + sa.text(f"interval '{int(runtime.hold_ttl_s)} seconds'")
+        )
         # Set when memory may have drifted from the database; the loop reloads before going on.
         self.reload_wanted = False
 
@@ -136,13 +193,19 @@ class EventActor:
         holds = [op for op in batch if isinstance(op, HoldOp)]
         releases = [op for op in batch if isinstance(op, ReleaseOp)]
         sells = [op for op in batch if isinstance(op, SellOp)]
+        if any(op.claim_key for op in holds):
+            holds = await self.claim_keys(holds)
+            if not (holds or releases or sells):
+                return
         plan = Plan(self.runtime)
         started = time.perf_counter()
         try:
             pick(plan, holds)
             plan.freeze()
+            effects = releases or sells or any(op.failure is None for op in holds)
             written = await run_transaction(
-                self.engine, lambda conn: self.write(conn, plan, holds, releases, sells)
+                self.engine if effects else self.answers_engine,
+                lambda conn: self.write(conn, plan, holds, releases, sells),
             )
         except Exception as error:
             plan.rollback()
@@ -153,18 +216,48 @@ class EventActor:
         self.finish(plan, written, holds, releases, sells)
         self.count(written, holds, releases, sells)
 
+    async def claim_keys(self, holds: list[HoldOp]) -> list[HoldOp]:
+        """Claim the Idempotency-Keys the batch's requests bring, in one statement committed
+        before the effect's transaction (READ COMMITTED, docs/adr/0002), as `KeyClaims` would
+        have, one stage and one round trip fewer. A request whose key exists already leaves the
+        batch with `KEY_EXISTS`; the holds that stay are returned."""
+        claiming = [op for op in holds if op.claim_key]
+        idems = [op.idem for op in claiming if op.idem is not None]
+        try:
+            if len(idems) != len(claiming):
+                raise ValueError("a hold asks for its key to be claimed but brings none")
+            new = await idempotency.claim_new(self.answers_engine, idems)
+        except Exception:
+            log.exception("claiming %d idempotency keys failed", len(claiming))
+            for op in claiming:
+                op.future.set_exception(
+                    errors.Unavailable("could not record the Idempotency-Key; retry")
+                )
+            return [op for op in holds if not op.claim_key]
+        for op, claimed in zip(claiming, new, strict=True):
+            op.claim_key = False
+            op.claimed = claimed
+            if not claimed:
+                op.future.set_result(KEY_EXISTS)
+        return [op for op in holds if not op.future.done()]
+
     def count(
         self, written: Written, holds: list[HoldOp], releases: list[ReleaseOp], sells: list[SellOp]
     ) -> None:
         metrics = self.metrics
         metrics.holds_committed.inc(len(written.expires_at))
+        rejected: Counter[str] = Counter()
         for op in holds:
             if op.failure is not None:
-                metrics.holds_rejected.labels(reason=op.failure.code).inc()
+                rejected[op.failure.code] += 1
             elif op.hold_id in written.lost:
-                metrics.holds_rejected.labels(reason="claim_conflict").inc()
-                metrics.claim_conflicts.inc()
-        metrics.orders.inc(len(written.sold))
+                rejected["claim_conflict"] += 1
+        for reason, count in rejected.items():
+            metrics.holds_rejected.labels(reason=reason).inc(count)
+        if written.lost:
+            metrics.claim_conflicts.inc(len(written.lost))
+        if written.sold:
+            metrics.orders.inc(len(written.sold))
         now = time.time()
         for release in releases:
             if release.reason == "expired":
@@ -195,17 +288,30 @@ class EventActor:
     ) -> Written:
         written = Written()
         plan.begin_attempt()
-        db_now = (await conn.execute(sa.select(sa.func.now()))).scalar_one()
         for op in releases:
             await self.write_release(conn, plan, written, op)
-        await self.write_holds(conn, plan, written, holds, db_now)
+        held = await self.write_holds(conn, plan, written, holds)
         for sell in sells:
-            await self.write_sell(conn, plan, written, sell, db_now)
+            await self.write_sell(conn, plan, written, sell)
+        pending: list[Pending] = []
+        if written.orders:
+            pending += self.order_events(written, await self.db_now(conn, written))
         if plan.touched:
             await self.bump_versions(conn, plan, written)
-            await self.write_outbox(conn, plan, written, db_now)
+            pending += self.deltas(plan, written)
+        if held:
+            # What the hold rows got: the transaction's now() plus the event's TTL.
+            ttl = timedelta(seconds=self.runtime.hold_ttl_s)
+            written.expires_at = dict.fromkeys(held, await self.db_now(conn, written) + ttl)
+        written.outbox = await outbox.insert_many(conn, pending)
         await self.write_replies(conn, written, holds, sells)
         return written
+
+    async def db_now(self, conn: AsyncConnection, written: Written) -> datetime:
+        """The transaction's `now()`: from a statement that returned it, else asked for."""
+        if written.db_now is None:
+            written.db_now = (await conn.execute(sa.select(sa.func.now()))).scalar_one()
+        return written.db_now
 
     async def write_release(
         self, conn: AsyncConnection, plan: Plan, written: Written, op: ReleaseOp
@@ -255,20 +361,16 @@ class EventActor:
         written.released[id(op)] = Released(released, still_active, reply)
 
     async def write_holds(
-        self,
-        conn: AsyncConnection,
-        plan: Plan,
-        written: Written,
-        holds: list[HoldOp],
-        db_now: datetime,
-    ) -> None:
+        self, conn: AsyncConnection, plan: Plan, written: Written, holds: list[HoldOp]
+    ) -> list[uuid.UUID]:
+        """Insert the hold rows (expiring at the database's `now()` + TTL), then claim their
+        seats; the ids of the holds that got every seat."""
         ready = [op for op in holds if op.failure is None]
         if not ready:
-            return
+            return []
         runtime = self.runtime
-        expires_at = db_now + timedelta(seconds=runtime.hold_ttl_s)
         await conn.execute(
-            t.holds.insert(),
+            self.insert_holds,
             [
                 {
                     "hold_id": op.hold_id,
@@ -277,32 +379,26 @@ class EventActor:
                     "status": "active",
                     "seat_count": len(op.picked),
                     "seats": [runtime.seat_id(p, i) for p, i in op.picked],
-                    "expires_at": expires_at,
                 }
                 for op in ready
             ],
         )
-        claims = [
-            {
-                "event_id": runtime.event_id,
-                "section_id": runtime.section_ids[p],
-                "seat_index": i,
-                "hold_id": op.hold_id,
-                "user_id": op.user_id,
-                "state": "held",
-            }
-            for op in ready
-            for p, i in op.picked
-        ]
+        section_ids = runtime.section_ids
+        picked = [(op, p, i) for op in ready for p, i in op.picked]
         won = {
-            (row.section_id, row.seat_index)
+            (row[0], row[1])
             for row in await conn.execute(
-                pg_insert(t.seat_claims)
-                .values(claims)
-                .on_conflict_do_nothing()
-                .returning(t.seat_claims.c.section_id, t.seat_claims.c.seat_index)
+                CLAIM_SEATS,
+                {
+                    "event_id": runtime.event_id,
+                    "section_ids": [section_ids[p] for _, p, _ in picked],
+                    "seat_indexes": [i for _, _, i in picked],
+                    "hold_ids": [op.hold_id for op, _, _ in picked],
+                    "user_ids": [op.user_id for op, _, _ in picked],
+                },
             )
         }
+        held = []
         lost = []
         for op in ready:
             taken = [(p, i) for p, i in op.picked if (runtime.section_ids[p], i) not in won]
@@ -313,23 +409,19 @@ class EventActor:
                     if (p, i) not in taken:
                         plan.set_state(p, i, AVAILABLE)
             else:
-                written.expires_at[op.hold_id] = expires_at
+                held.append(op.hold_id)
         if lost:
             # The engine was wrong about these seats (only another writer could have taken them):
             # undo this request, reload the section from the database after commit.
             written.needs_reload = True
             await conn.execute(t.seat_claims.delete().where(t.seat_claims.c.hold_id.in_(lost)))
             await conn.execute(t.holds.delete().where(t.holds.c.hold_id.in_(lost)))
+        return held
 
     async def write_sell(
-        self,
-        conn: AsyncConnection,
-        plan: Plan,
-        written: Written,
-        op: SellOp,
-        db_now: datetime,
+        self, conn: AsyncConnection, plan: Plan, written: Written, op: SellOp
     ) -> None:
-        bought = (
+        bought_row = (
             await conn.execute(
                 t.holds.update()
                 .where(
@@ -339,11 +431,12 @@ class EventActor:
                     t.holds.c.expires_at > sa.func.now(),
                 )
                 .values(status="purchased", ended_at=sa.func.now())
-                .returning(t.holds.c.seats)
+                .returning(t.holds.c.seats, sa.func.now())
             )
-        ).scalar_one_or_none()
-        if bought is None:
+        ).one_or_none()
+        if bought_row is None:
             return
+        bought, written.db_now = bought_row
         claims = (
             await conn.execute(
                 t.seat_claims.update()
@@ -356,15 +449,10 @@ class EventActor:
         for position, index in seats:
             plan.set_state(position, index, SOLD)
         written.sold[op.order_id] = seats
-        await self.write_order(conn, written, op, list(bought), db_now)
+        await self.write_order(conn, written, op, list(bought))
 
     async def write_order(
-        self,
-        conn: AsyncConnection,
-        written: Written,
-        op: SellOp,
-        seats: list[str],
-        db_now: datetime,
+        self, conn: AsyncConnection, written: Written, op: SellOp, seats: list[str]
     ) -> None:
         runtime = self.runtime
         await conn.execute(
@@ -398,56 +486,56 @@ class EventActor:
                 sa.select(t.users.c.share_purchases).where(t.users.c.user_id == op.user_id)
             )
         ).scalar_one()
-        event = contracts.OrderEvent(
-            order_id=op.order_id,
-            event_id=runtime.event_id,
-            user_id=op.user_id,
-            seats=seats,
-            share_purchases=share,
-            created_at=db_now,
-        )
+        written.orders.append((op, seats, share))
+
+    def order_events(self, written: Written, db_now: datetime) -> list[Pending]:
+        runtime = self.runtime
         subject = contracts.orders_subject(runtime.event_id)
-        await self.insert_outbox(
-            conn,
-            written,
-            subject=subject,
-            msg_id=f"order.{op.order_id}",
-            headers={contracts.HEADER_EVENT: str(runtime.event_id)},
-            payload=contracts.order_event_encoder.encode(event),
-        )
+        headers = {contracts.HEADER_EVENT: str(runtime.event_id)}
+        pending = []
+        for op, seats, share in written.orders:
+            event = contracts.OrderEvent(
+                order_id=op.order_id,
+                event_id=runtime.event_id,
+                user_id=op.user_id,
+                seats=seats,
+                share_purchases=share,
+                created_at=db_now,
+            )
+            payload = contracts.order_event_encoder.encode(event)
+            pending.append(Pending(subject, f"order.{op.order_id}", headers, payload))
+        return pending
 
     async def bump_versions(self, conn: AsyncConnection, plan: Plan, written: Written) -> None:
         runtime = self.runtime
         ids = [runtime.section_ids[p] for p in sorted(plan.touched)]
-        bumped: dict[str, int] = {
-            row[0]: row[1]
-            for row in (
-                await conn.execute(
-                    t.sections.update()
-                    .where(
-                        t.sections.c.event_id == runtime.event_id,
-                        t.sections.c.section_id.in_(ids),
-                        t.sections.c.lease_owner == self.owner,
-                        t.sections.c.lease_epoch == runtime.lease_epoch,
-                    )
-                    .values(version=t.sections.c.version + 1)
-                    .returning(t.sections.c.section_id, t.sections.c.version)
-                )
-            ).all()
-        }
+        rows = (
+            await conn.execute(
+                BUMP_VERSIONS,
+                {
+                    "fence_event_id": runtime.event_id,
+                    "fence_section_ids": ids,
+                    "fence_owner": self.owner,
+                    "fence_epoch": runtime.lease_epoch,
+                },
+            )
+        ).all()
+        bumped: dict[str, int] = {row[0]: row[1] for row in rows}
         if len(bumped) != len(ids):
             raise StaleLease(f"fencing epoch {runtime.lease_epoch} is no longer current")
+        written.db_now = rows[0][2]
         for position in plan.touched:
             version = int(bumped[runtime.section_ids[position]])
             if version != plan.base_maps[position].version + 1:
                 raise OutOfSync(f"section {runtime.section_ids[position]} at {version}")
             written.versions[position] = version
 
-    async def write_outbox(
-        self, conn: AsyncConnection, plan: Plan, written: Written, db_now: datetime
-    ) -> None:
+    def deltas(self, plan: Plan, written: Written) -> list[Pending]:
+        """One change-feed message per touched section: its delta from the batch's base."""
         runtime = self.runtime
-        committed_ms = str(int(db_now.timestamp() * 1000))
+        assert written.db_now is not None
+        committed_ms = str(int(written.db_now.timestamp() * 1000))
+        pending = []
         for position in sorted(plan.touched):
             version = written.versions[position]
             states = bytes(plan.states[position])
@@ -462,45 +550,34 @@ class EventActor:
                 contracts.HEADER_VERSION: str(version),
                 contracts.HEADER_COMMITTED_MS: committed_ms,
             }
-            await self.insert_outbox(
-                conn,
-                written,
-                subject=contracts.seats_subject(runtime.event_id, section_id),
-                msg_id=contracts.delta_msg_id(runtime.event_id, section_id, version),
-                headers=headers,
-                payload=delta,
+            pending.append(
+                Pending(
+                    subject=contracts.seats_subject(runtime.event_id, section_id),
+                    msg_id=contracts.delta_msg_id(runtime.event_id, section_id, version),
+                    headers=headers,
+                    payload=delta,
+                )
             )
-
-    async def insert_outbox(
-        self,
-        conn: AsyncConnection,
-        written: Written,
-        *,
-        subject: str,
-        msg_id: str,
-        headers: dict[str, str],
-        payload: bytes,
-    ) -> None:
-        message = await outbox.insert(
-            conn, subject=subject, msg_id=msg_id, headers=headers, payload=payload
-        )
-        written.outbox.append(message)
+        return pending
 
     async def write_replies(
         self, conn: AsyncConnection, written: Written, holds: list[HoldOp], sells: list[SellOp]
     ) -> None:
+        """Every request's answer, stored with its key in this transaction (one statement)."""
         runtime = self.runtime
+        done: list[tuple[Idem, Reply]] = []
         for op in holds:
             reply = replies.hold_reply(runtime, op, written.expires_at, written.lost)
             written.replies[id(op)] = reply
             if op.idem is not None:
-                await complete_idempotency(conn, op.idem.user_id, op.idem.key, reply)
+                done.append((op.idem, reply))
         for sell in sells:
             if sell.order_id in written.sold:
                 reply = replies.order_reply(runtime, sell, written.sold[sell.order_id])
                 written.replies[id(sell)] = reply
                 if sell.idem is not None:
-                    await complete_idempotency(conn, sell.idem.user_id, sell.idem.key, reply)
+                    done.append((sell.idem, reply))
+        await idempotency.complete(conn, done)
 
     def finish(
         self,
@@ -679,15 +756,3 @@ async def release_reply(conn: AsyncConnection, op: ReleaseOp, released: list[uui
             errors.HoldNotActive("the hold was bought; it cannot be released")
         )
     return Reply(204, b"")
-
-
-async def complete_idempotency(conn: AsyncConnection, user_id: str, key: str, reply: Reply) -> None:
-    await conn.execute(
-        t.idempotency_keys.update()
-        .where(
-            t.idempotency_keys.c.user_id == user_id,
-            t.idempotency_keys.c.key == key,
-            t.idempotency_keys.c.status == "in_flight",
-        )
-        .values(status="done", response_status=reply.status, response_body=reply.body)
-    )

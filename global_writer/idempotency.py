@@ -1,19 +1,30 @@
 """`Idempotency-Key` (IETF httpapi-idempotency-key draft), scoped per user, kept 24 h.
 
-`begin` claims the key before any effect; the effect's own transaction marks it done with the
-response (so the key and the effect commit together); a replay with the same body returns that
-response, with another body 422, while the first is still running 409. A request that fails
-without an effect `abandon`s the key so the client may retry it.
+`KeyClaims.begin` claims the key before any effect; the effect's own transaction marks it done
+with the response (`complete`, so the key and the effect commit together); a replay with the same
+body returns that response, with another body 422, while the first is still running 409. A
+request that fails without an effect `abandon`s the key so the client may retry it.
+
+Claims are taken for many requests at once (`claim_new`): one `INSERT … ON CONFLICT DO NOTHING
+RETURNING` of every key waiting (the database says which were new), at READ COMMITTED
+(docs/adr/0002), committed on its own before any effect. Holds have theirs claimed by the event's
+actor with the rest of its batch (global_writer/actor.py); other requests through `KeyClaims`.
+Only a key that already exists takes the slower path (`begin_existing`): clear it if it expired
+or its request died, else replay, 422 or 409.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import re
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -23,7 +34,52 @@ from global_writer.db.retry import run_transaction
 from global_writer.ops import Idem, Reply
 from tessera import limits
 
+log = logging.getLogger("global_writer.idempotency")
+
 KEY_PATTERN: Final = re.compile(rf"[A-Za-z0-9._:~+/=-]{{1,{limits.idempotency_key_chars_max}}}")
+_TTL: Final = sa.text(f"interval '{limits.idempotency_key_ttl_s} seconds'")
+
+
+def _array(name: str, item: Any) -> sa.BindParameter[Any]:
+    return sa.bindparam(name, type_=pg.ARRAY(item))
+
+
+# Statements of a fixed shape whatever the number of keys (arrays, unnested server-side): compiled
+# once by SQLAlchemy and prepared once per connection by the driver. Written as SQL text because
+# SQLAlchemy does not cache its PostgreSQL `insert(…).on_conflict_…()` constructs (it would compile
+# this one for every batch).
+CLAIM_MANY: Final = sa.text(
+    "INSERT INTO idempotency_keys (user_id, key, request_hash, status, expires_at)"
+    " SELECT new.user_id, new.key, new.request_hash, 'in_flight',"
+    " now() + :ttl_s * interval '1 second'"
+    " FROM unnest(:user_ids, :keys, :hashes) AS new (user_id, key, request_hash)"
+    " ON CONFLICT DO NOTHING"
+    " RETURNING user_id, key"
+).bindparams(
+    _array("user_ids", sa.Text),
+    _array("keys", sa.Text),
+    _array("hashes", sa.LargeBinary),
+    sa.bindparam("ttl_s", limits.idempotency_key_ttl_s, type_=sa.Integer),
+)
+_done = (
+    sa.func.unnest(
+        _array("user_ids", sa.Text),
+        _array("keys", sa.Text),
+        _array("statuses", sa.Integer),
+        _array("bodies", sa.LargeBinary),
+    )
+    .table_valued("user_id", "key", "status", "body")
+    .render_derived()
+)
+COMPLETE_MANY: Final = (
+    t.idempotency_keys.update()
+    .where(
+        t.idempotency_keys.c.user_id == _done.c.user_id,
+        t.idempotency_keys.c.key == _done.c.key,
+        t.idempotency_keys.c.status == "in_flight",
+    )
+    .values(status="done", response_status=_done.c.status, response_body=_done.c.body)
+)
 
 
 @dataclass(frozen=True)
@@ -47,16 +103,110 @@ def fingerprint(method: str, path: str, body: bytes) -> bytes:
     return hashlib.sha256(b"\n".join((method.encode(), path.encode(), body))).digest()
 
 
-async def begin(engine: AsyncEngine, idem: Idem, request_hash: bytes) -> Replay | None:
-    """Claim the key: `None` means go ahead; a `Replay` carries the stored response."""
+class KeyClaims:
+    """Claims keys for concurrent requests together: a request's key joins the next statement,
+    which starts at once when fewer than `limits.idempotency_claim_statements_max` are running
+    (so an idle writer adds no wait), else when one of them finishes, with every key that
+    arrived meanwhile. Both engines must run at READ COMMITTED (docs/adr/0002): `batch_engine`
+    runs the one-statement claims (autocommit is best), `engine` the slow path's transactions."""
+
+    def __init__(self, batch_engine: AsyncEngine, engine: AsyncEngine) -> None:
+        self.batch_engine = batch_engine
+        self.engine = engine
+        self.waiting: list[tuple[Idem, asyncio.Future[bool]]] = []
+        # Statements running; counted by `drain` itself, so a finishing one never hides a key.
+        self.running = 0
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def begin(self, idem: Idem) -> Replay | None:
+        """Claim the key: `None` means go ahead; a `Replay` carries the stored response."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.waiting.append((idem, future))
+        if self.running < limits.idempotency_claim_statements_max:
+            self.running += 1
+            self.spawn(self.drain())
+        if await future:
+            return None
+        return await begin_existing(self.engine, idem)
+
+    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def drain(self) -> None:
+        """Claim waiting keys, a batch per statement, until none is left (`running` counts this
+        coroutine until it returns, without awaiting in between)."""
+        try:
+            while self.waiting:
+                batch = self.waiting[: limits.idempotency_claim_batch_keys_max]
+                del self.waiting[: limits.idempotency_claim_batch_keys_max]
+                await self.claim_batch(batch)
+        finally:
+            self.running -= 1
+
+    async def claim_batch(self, batch: list[tuple[Idem, asyncio.Future[bool]]]) -> None:
+        """Claim every key of `batch`; each future learns whether its key was new."""
+        try:
+            new = await claim_new(self.batch_engine, [idem for idem, _ in batch])
+        except BaseException as error:
+            # Every waiting request must hear back, whatever happened to the statement.
+            log.error("claiming %d idempotency keys failed", len(batch), exc_info=error)
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(
+                        errors.Unavailable("could not record the Idempotency-Key; retry")
+                    )
+            if not isinstance(error, Exception):
+                raise
+            return
+        for (idem, future), claimed in zip(batch, new, strict=True):
+            if not future.cancelled():
+                future.set_result(claimed)
+            elif claimed:
+                # The request went away while its key was being claimed: free the key.
+                self.abandon_later(idem)
+
+    def abandon_later(self, idem: Idem) -> None:
+        self.spawn(abandon(self.engine, idem))
+
+
+async def claim_new(engine: AsyncEngine, idems: Sequence[Idem]) -> list[bool]:
+    """Insert these keys in one statement (`engine`: READ COMMITTED, autocommit is best); for
+    each, whether it was new. A second request with the same key in `idems` is not: it takes the
+    slow path (`claim`) and finds the first one in flight."""
+    firsts: dict[tuple[str, str], Idem] = {}
+    for idem in idems:
+        firsts.setdefault((idem.user_id, idem.key), idem)
+    params = {
+        "user_ids": [idem.user_id for idem in firsts.values()],
+        "keys": [idem.key for idem in firsts.values()],
+        "hashes": [idem.request_hash for idem in firsts.values()],
+    }
+
+    async def work(conn: AsyncConnection) -> set[tuple[str, str]]:
+        return {(row[0], row[1]) for row in await conn.execute(CLAIM_MANY, params)}
+
+    claimed = await run_transaction(engine, work)
+    return [
+        (idem.user_id, idem.key) in claimed and firsts[(idem.user_id, idem.key)] is idem
+        for idem in idems
+    ]
+
+
+async def begin_existing(engine: AsyncEngine, idem: Idem) -> Replay | None:
+    """The slow path for a key that was found to exist (`engine`: READ COMMITTED): `None` when
+    it could be claimed after all (it had expired, or its request died), else the replay."""
 
     async def work(conn: AsyncConnection) -> Replay | None:
-        return await claim(conn, idem, request_hash)
+        return await claim(conn, idem, idem.request_hash)
 
     return await run_transaction(engine, work)
 
 
 async def claim(conn: AsyncConnection, idem: Idem, request_hash: bytes) -> Replay | None:
+    """The key of one request, when it may already exist: clear it if it expired or its request
+    died without an effect, then insert it, else answer from the stored row."""
     await conn.execute(
         t.idempotency_keys.delete().where(
             t.idempotency_keys.c.user_id == idem.user_id,
@@ -106,19 +256,27 @@ async def claim(conn: AsyncConnection, idem: Idem, request_hash: bytes) -> Repla
     return Replay(Reply(row.response_status, row.response_body or b"", replayed=True))
 
 
+async def complete(conn: AsyncConnection, done: Sequence[tuple[Idem, Reply]]) -> None:
+    """Mark these keys done with their final answers, in the caller's transaction (the effect's):
+    one statement for any number of keys."""
+    if not done:
+        return
+    await conn.execute(
+        COMPLETE_MANY,
+        {
+            "user_ids": [idem.user_id for idem, _ in done],
+            "keys": [idem.key for idem, _ in done],
+            "statuses": [reply.status for _, reply in done],
+            "bodies": [reply.body for _, reply in done],
+        },
+    )
+
+
 async def finish(engine: AsyncEngine, idem: Idem, reply: Reply) -> None:
     """Store a final answer decided outside an effect's transaction (e.g. a declined card)."""
 
     async def work(conn: AsyncConnection) -> None:
-        await conn.execute(
-            t.idempotency_keys.update()
-            .where(
-                t.idempotency_keys.c.user_id == idem.user_id,
-                t.idempotency_keys.c.key == idem.key,
-                t.idempotency_keys.c.status == "in_flight",
-            )
-            .values(status="done", response_status=reply.status, response_body=reply.body)
-        )
+        await complete(conn, [(idem, reply)])
 
     await run_transaction(engine, work)
 

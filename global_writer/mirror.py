@@ -34,12 +34,16 @@ def count_key(event_id: uuid.UUID, user_id: str) -> str:
     return f"tessera:held:{event_id}:{user_id}"
 
 
+def _ttl_ms(hold: HoldView) -> int:
+    return int((hold.expires_at - datetime.now(UTC)).total_seconds() * 1000)
+
+
 class HoldMirror:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
 
     async def put(self, user_id: str, hold: HoldView) -> None:
-        ttl_ms = int((hold.expires_at - datetime.now(UTC)).total_seconds() * 1000)
+        ttl_ms = _ttl_ms(hold)
         if ttl_ms <= 0:
             return
         try:
@@ -49,23 +53,31 @@ class HoldMirror:
         except Exception:
             log.warning("mirror put failed for hold %s", hold.hold_id, exc_info=True)
 
-    async def drop(self, hold_id: uuid.UUID) -> None:
-        try:
-            await self.redis.delete(hold_key(hold_id))
-        except Exception:
-            log.warning("mirror drop failed for hold %s", hold_id, exc_info=True)
-
-    async def put_counts(self, event_id: uuid.UUID, counts: dict[str, int]) -> None:
-        """Seats each fan holds or bought: copied from the writer, whose count is authoritative."""
-        if not counts:
+    async def apply(
+        self,
+        puts: list[tuple[str, HoldView]],
+        drops: list[uuid.UUID],
+        event_id: uuid.UUID,
+        counts: dict[str, int],
+    ) -> None:
+        """A committed batch's effects in one pipeline (one round trip): new holds (user, view),
+        ended holds, and the fans' current seat counts."""
+        if not (puts or drops or counts):
             return
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
+                for user_id, hold in puts:
+                    ttl_ms = _ttl_ms(hold)
+                    if ttl_ms > 0:
+                        value = msgspec.json.encode(MirrorHold(user_id, hold))
+                        pipe.set(hold_key(hold.hold_id), value, px=ttl_ms)
+                if drops:
+                    pipe.delete(*(hold_key(hold_id) for hold_id in drops))
                 for user_id, seats in counts.items():
                     pipe.set(count_key(event_id, user_id), seats, ex=limits.hold_ttl_s_max * 2)
                 await pipe.execute()
         except Exception:
-            log.warning("mirror count update failed", exc_info=True)
+            log.warning("mirror update of %d holds failed", len(puts) + len(drops), exc_info=True)
 
     async def count(self, event_id: uuid.UUID, user_id: str) -> int | None:
         try:

@@ -6,7 +6,7 @@ import asyncio
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, NamedTuple
+from typing import Any, Final, Literal, NamedTuple
 
 from global_writer import errors
 
@@ -19,6 +19,12 @@ class Reply(NamedTuple):
     body: bytes
     # Set on an answer served from the idempotency store rather than computed now.
     replayed: bool = False
+
+
+# What a HoldOp with `claim_key` resolves to when its key exists already: the caller replays the
+# stored answer, refuses the request (422, 409), or claims the key anew if it expired or its
+# request died.
+KEY_EXISTS: Final = Reply(0, b"")
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,10 @@ class HoldOp:
     hold_id: uuid.UUID = field(default_factory=uuid.uuid4)
     picked: list[tuple[int, int]] = field(default_factory=list)
     failure: errors.WriterError | None = None
+    # The actor claims `idem`'s key itself, with the rest of its batch's keys, before picking
+    # (`claim_key`); `claimed` says it did, so the request can free the key if it fails.
+    claim_key: bool = False
+    claimed: bool = False
 
 
 @dataclass(eq=False)

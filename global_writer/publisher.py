@@ -1,9 +1,12 @@
 """From the outbox to JetStream.
 
 The live publisher sends each batch's messages right after commit, in commit order, with
-`Nats-Msg-Id` so the stream drops duplicates, then marks the rows sent. The relay republishes,
-in id order, whatever stayed unsent (a crash between commit and publish, NATS down). Section
-snapshots go to the `seatmap` KV bucket so readers bootstrap without the database.
+`Nats-Msg-Id` so the stream drops duplicates, then marks the rows sent (one UPDATE for every
+batch that was waiting). Messages on different subjects go out pipelined, one write for many;
+each subject's messages are still sent one after the other, each only once the one before it was
+acknowledged. The relay republishes, in id order, whatever stayed unsent (a crash between commit
+and publish, NATS down). Section snapshots go to the `seatmap` KV bucket so readers bootstrap
+without the database.
 """
 
 from __future__ import annotations
@@ -11,10 +14,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from typing import Any, Final
 
 import sqlalchemy as sa
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
+from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from global_writer.actor import Publisher
@@ -24,6 +29,12 @@ from global_writer.outbox import OutboxMessage
 from tessera import contracts, limits
 
 log = logging.getLogger("global_writer.publisher")
+
+MARK_PUBLISHED: Final = (
+    t.outbox.update()
+    .where(t.outbox.c.id == sa.any_(sa.bindparam("row_ids", type_=pg.ARRAY(sa.BigInteger))))
+    .values(published_at=sa.func.now())
+)
 
 
 class JetStreamPublisher(Publisher):
@@ -51,6 +62,13 @@ class JetStreamPublisher(Publisher):
     async def run(self) -> None:
         while True:
             messages, snapshots = await self.queue.get()
+            # Batches committed while the last ones were being sent go out together, in commit
+            # order; a later snapshot of a section replaces an earlier one.
+            messages, snapshots = list(messages), dict(snapshots)
+            while not self.queue.empty() and len(messages) < limits.relay_batch_rows_max:
+                more, more_snapshots = self.queue.get_nowait()
+                messages += more
+                snapshots.update(more_snapshots)
             sent = await publish_all(self.js, messages)
             self.published += len(sent)
             await mark_published(self.engine, sent)
@@ -77,17 +95,42 @@ class JetStreamPublisher(Publisher):
 
 
 async def publish_all(js: JetStreamContext, messages: Sequence[OutboxMessage]) -> list[int]:
-    """Publish in order; stop at the first failure so a later version never overtakes an
-    earlier one (the relay resumes from the first unsent row)."""
+    """Publish in order, the row ids of the messages the stream acknowledged.
+
+    Messages go out in waves: a wave holds the next unsent message of each subject, sent
+    pipelined (one socket write) and acknowledged before the next wave starts. After a wave with
+    a failure nothing more is sent, so no message ever overtakes an earlier one of its subject (a
+    later version of a section never precedes an earlier one in the stream); the relay resumes
+    from the first unsent row."""
     sent: list[int] = []
-    for message in messages:
-        headers = {**message.headers, "Nats-Msg-Id": message.msg_id}
-        try:
-            await js.publish(message.subject, message.payload, headers=headers)
-        except Exception:
-            log.warning("publish of %s failed; left to the relay", message.msg_id, exc_info=True)
+    remaining = list(messages)
+    while remaining:
+        wave: list[OutboxMessage] = []
+        later: list[OutboxMessage] = []
+        subjects: set[str] = set()
+        for message in remaining:
+            if message.subject in subjects:
+                later.append(message)
+            else:
+                subjects.add(message.subject)
+                wave.append(message)
+        acks = await asyncio.gather(
+            *(
+                js.publish(m.subject, m.payload, headers={**m.headers, "Nats-Msg-Id": m.msg_id})
+                for m in wave
+            ),
+            return_exceptions=True,
+        )
+        failed = False
+        for message, ack in zip(wave, acks, strict=True):
+            if isinstance(ack, BaseException):
+                log.warning("publish of %s failed; left to the relay", message.msg_id, exc_info=ack)
+                failed = True
+            else:
+                sent.append(message.row_id)
+        if failed:
             break
-        sent.append(message.row_id)
+        remaining = later
     return sent
 
 
@@ -96,9 +139,7 @@ async def mark_published(engine: AsyncEngine, row_ids: list[int]) -> None:
         return
 
     async def write(conn: AsyncConnection) -> None:
-        await conn.execute(
-            t.outbox.update().where(t.outbox.c.id.in_(row_ids)).values(published_at=sa.func.now())
-        )
+        await conn.execute(MARK_PUBLISHED, {"row_ids": row_ids})
 
     try:
         await run_transaction(engine, write)
@@ -108,8 +149,8 @@ async def mark_published(engine: AsyncEngine, row_ids: list[int]) -> None:
 
 
 async def relay_once(engine: AsyncEngine, js: JetStreamContext, age_s: float) -> int:
-    async with engine.connect() as conn:
-        rows = (
+    async def read(conn: AsyncConnection) -> Sequence[sa.Row[Any]]:
+        return (
             await conn.execute(
                 sa.select(
                     t.outbox.c.id,
@@ -126,6 +167,8 @@ async def relay_once(engine: AsyncEngine, js: JetStreamContext, age_s: float) ->
                 .limit(limits.relay_batch_rows_max)
             )
         ).all()
+
+    rows = await run_transaction(engine, read)
     messages = [OutboxMessage(r.id, r.subject, r.msg_id, dict(r.headers), r.payload) for r in rows]
     sent = await publish_all(js, messages)
     await mark_published(engine, sent)

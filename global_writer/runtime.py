@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 import tessera_core as tc
 from global_writer import errors
 from global_writer.db import tables as t
+from global_writer.db.retry import run_transaction
 from tessera import limits
 from tessera.venue import Venue, VenueError, VenueSpec
 
@@ -176,7 +177,11 @@ async def acquire_lease(conn: AsyncConnection, event_id: uuid.UUID, owner: str) 
 
 
 async def renew_lease(engine: AsyncEngine, runtime: EventRuntime, owner: str) -> None:
-    async with engine.begin() as conn:
+    """Push the lease's expiry out, under the same epoch. Every batch bumps these rows' versions,
+    so at SERIALIZABLE the renewal can lose to one (40001): it is retried like any transaction,
+    so a busy event cannot lose its lease to a run of such failures."""
+
+    async def work(conn: AsyncConnection) -> int:
         renewed = await conn.execute(
             t.sections.update()
             .where(
@@ -188,33 +193,20 @@ async def renew_lease(engine: AsyncEngine, runtime: EventRuntime, owner: str) ->
                 lease_expires_at=sa.func.now() + sa.text(f"interval '{limits.lease_ttl_s} seconds'")
             )
         )
-    if renewed.rowcount != len(runtime.section_ids):
+        return int(renewed.rowcount)
+
+    if await run_transaction(engine, work) != len(runtime.section_ids):
         raise StaleLease(f"lost the lease of event {runtime.event_id}")
 
 
 async def load_event(engine: AsyncEngine, event_id: uuid.UUID, owner: str) -> EventRuntime:
     """Rebuild the event from the database (claims, versions), under a freshly taken lease."""
-    async with engine.begin() as conn:
+
+    async def work(conn: AsyncConnection) -> tuple[Any, int, dict[str, int], Any, Any]:
         row = (await conn.execute(sa.select(t.events).where(t.events.c.event_id == event_id))).one()
         epoch = await acquire_lease(conn, event_id, owner)
-        versions: dict[str, int] = {
-            row[0]: row[1]
-            for row in await conn.execute(
-                sa.select(t.sections.c.section_id, t.sections.c.version).where(
-                    t.sections.c.event_id == event_id
-                )
-            )
-        }
-        claims = (
-            await conn.execute(
-                sa.select(
-                    t.seat_claims.c.section_id,
-                    t.seat_claims.c.seat_index,
-                    t.seat_claims.c.state,
-                    t.seat_claims.c.user_id,
-                ).where(t.seat_claims.c.event_id == event_id)
-            )
-        ).all()
+        versions = await section_versions(conn, event_id)
+        claims = await event_claims(conn, event_id)
         active = (
             await conn.execute(
                 sa.select(t.holds.c.hold_id, t.holds.c.expires_at).where(
@@ -222,6 +214,9 @@ async def load_event(engine: AsyncEngine, event_id: uuid.UUID, owner: str) -> Ev
                 )
             )
         ).all()
+        return row, epoch, versions, claims, active
+
+    row, epoch, versions, claims, active = await run_transaction(engine, work)
     runtime = build_runtime(row, epoch)
     restore_claims(runtime, claims, versions)
     for hold_id, expires_at in active:
@@ -231,27 +226,36 @@ async def load_event(engine: AsyncEngine, event_id: uuid.UUID, owner: str) -> Ev
 
 async def reload_state(engine: AsyncEngine, runtime: EventRuntime) -> None:
     """Bring memory back to the committed claims and versions (after a detected drift)."""
-    async with engine.connect() as conn:
-        versions: dict[str, int] = {
-            row[0]: row[1]
-            for row in await conn.execute(
-                sa.select(t.sections.c.section_id, t.sections.c.version).where(
-                    t.sections.c.event_id == runtime.event_id
-                )
-            )
-        }
-        claims = (
-            await conn.execute(
-                sa.select(
-                    t.seat_claims.c.section_id,
-                    t.seat_claims.c.seat_index,
-                    t.seat_claims.c.state,
-                    t.seat_claims.c.user_id,
-                ).where(t.seat_claims.c.event_id == runtime.event_id)
-            )
-        ).all()
+
+    async def work(conn: AsyncConnection) -> tuple[dict[str, int], Any]:
+        event_id = runtime.event_id
+        return await section_versions(conn, event_id), await event_claims(conn, event_id)
+
+    versions, claims = await run_transaction(engine, work)
     runtime.user_seats.clear()
     restore_claims(runtime, claims, versions)
+
+
+async def section_versions(conn: AsyncConnection, event_id: uuid.UUID) -> dict[str, int]:
+    rows = await conn.execute(
+        sa.select(t.sections.c.section_id, t.sections.c.version).where(
+            t.sections.c.event_id == event_id
+        )
+    )
+    return {row[0]: row[1] for row in rows}
+
+
+async def event_claims(conn: AsyncConnection, event_id: uuid.UUID) -> Any:
+    return (
+        await conn.execute(
+            sa.select(
+                t.seat_claims.c.section_id,
+                t.seat_claims.c.seat_index,
+                t.seat_claims.c.state,
+                t.seat_claims.c.user_id,
+            ).where(t.seat_claims.c.event_id == event_id)
+        )
+    ).all()
 
 
 def build_runtime(row: Any, epoch: int) -> EventRuntime:

@@ -92,5 +92,7 @@ async def set_friend(
 
 
 async def get(engine: AsyncEngine, user_id: str) -> contracts.UserRecord:
-    async with engine.connect() as conn:
+    async def read(conn: AsyncConnection) -> contracts.UserRecord:
         return await record(conn, user_id)
+
+    return await run_transaction(engine, read)

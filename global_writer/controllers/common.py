@@ -23,11 +23,9 @@ def writer_of(request: Request[Any, Any, Any]) -> Writer:
 
 def user_of(request: Request[Any, Any, Any]) -> str:
     try:
-        token = auth.bearer_token(request.headers.get("authorization"))
-        principal = auth.verify_token(token, writer_of(request).settings.jwt_secret)
+        return writer_of(request).tokens.user_id(request.headers.get("authorization"))
     except auth.AuthError as error:
         raise errors.Unauthorized(str(error), reason=error.code) from None
-    return principal.user_id
 
 
 def parse_id(value: str, what: str) -> uuid.UUID:

@@ -6,6 +6,7 @@ import sqlalchemy as sa
 from litestar import Controller, Request, Response, get
 
 from global_writer.controllers.common import JSON, writer_of
+from global_writer.db.retry import run_transaction
 
 
 class HealthController(Controller):
@@ -25,8 +26,7 @@ class HealthController(Controller):
             "nats": writer.nc.is_connected if writer.ready else False,
         }
         try:
-            async with writer.engine.connect() as conn:
-                await conn.execute(sa.select(1))
+            await run_transaction(writer.engine, lambda conn: conn.execute(sa.select(1)))
             checks["database"] = True
         except Exception:
             checks["database"] = False

@@ -31,8 +31,12 @@ __all__ = [
 ]
 
 # Defaults sized for one writer process; the bounds they must stay within live in tessera.limits.
-POOL_SIZE_DEFAULT: Final = 10
-MAX_OVERFLOW_DEFAULT: Final = 10
+# The writer batches its database work (one key-claim statement for many requests, one
+# transaction per group commit), so it needs few connections at once: a pool that covers its peak
+# and no overflow, so a burst waits a moment for a connection instead of opening (and, on return,
+# closing) new ones, each a server process and a TLS + auth handshake.
+POOL_SIZE_DEFAULT: Final = limits.writer_db_connections_max
+MAX_OVERFLOW_DEFAULT: Final = 0
 POOL_TIMEOUT_S_DEFAULT: Final = 10.0
 CONNECT_TIMEOUT_S_DEFAULT: Final = 10.0
 
@@ -42,6 +46,7 @@ _BACKENDS: Final = ("postgresql", "cockroachdb")
 _LIBPQ_TLS_PARAMETERS: Final = ("sslmode", "sslrootcert", "sslcert", "sslkey")
 _SSL_MODES: Final = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 _ASYNC_DRIVERS: Final = ("asyncpg", "psycopg")
+_IMPLICIT_ISOLATION_LEVELS: Final = ("read committed", "serializable")
 
 
 def async_url(database_url: str | URL) -> URL:
@@ -112,15 +117,28 @@ def create_engine(
     max_overflow: int = MAX_OVERFLOW_DEFAULT,
     pool_timeout_s: float = POOL_TIMEOUT_S_DEFAULT,
     connect_timeout_s: float = CONNECT_TIMEOUT_S_DEFAULT,
+    pre_ping: bool = True,
+    implicit_isolation: str | None = None,
     echo: bool = False,
 ) -> AsyncEngine:
-    """An AsyncEngine for `database_url` at SERIALIZABLE with a bounded, pre-pinged pool.
+    """An AsyncEngine for `database_url` at SERIALIZABLE with a bounded pool.
 
     `pool_size` connections are kept; up to `max_overflow` more are opened under load; a checkout
     waits at most `pool_timeout_s` for a free one, and a new connection at most
     `connect_timeout_s` for its handshake. Each bound is checked against `tessera.limits`
-    (ValueError). `pool_pre_ping` tests a connection on checkout, so one killed by a server
-    restart or a load balancer's idle timeout is replaced instead of failing a request.
+    (ValueError). Connections are recycled after `limits.db_pool_recycle_s`.
+
+    `pre_ping` tests a connection on checkout (with asyncpg: BEGIN, a query, ROLLBACK, three round
+    trips), so one killed by a server restart or a load balancer's idle timeout is replaced
+    instead of failing a request. Code that runs all its work through
+    `global_writer.db.retry.run_transaction`, which reruns a transaction whose connection turned
+    out dead before COMMIT on a fresh one, can turn it off (the writer does).
+
+    `implicit_isolation` (`"read committed"` or `"serializable"`) is the level of a statement run
+    outside any explicit transaction, on an `AUTOCOMMIT` connection: each connection's
+    `default_transaction_isolation`. Explicit transactions are unaffected (SQLAlchemy begins them
+    at `SERIALIZABLE`, or at the level a connection's execution options ask for). None leaves the
+    server's default.
     """
     _check_range("pool_size", pool_size, 1, limits.db_pool_size_max)
     _check_range("max_overflow", max_overflow, 0, limits.db_pool_overflow_max)
@@ -128,6 +146,11 @@ def create_engine(
     _check_range("connect_timeout_s", connect_timeout_s, 0, limits.db_connect_timeout_s_max)
     if pool_timeout_s == 0 or connect_timeout_s == 0:
         raise ValueError("pool_timeout_s and connect_timeout_s must be positive")
+    if implicit_isolation not in (None, *_IMPLICIT_ISOLATION_LEVELS):
+        raise ValueError(
+            f"implicit_isolation must be one of {', '.join(_IMPLICIT_ISOLATION_LEVELS)},"
+            f" got {implicit_isolation!r}"
+        )
     url = async_url(database_url)
     connect_args: dict[str, object]
     if url.get_driver_name() == "asyncpg":
@@ -135,16 +158,25 @@ def create_engine(
         connect_args = {"timeout": connect_timeout_s}
         if tls is not None:
             connect_args["ssl"] = tls
+        if implicit_isolation is not None:
+            connect_args["server_settings"] = {"default_transaction_isolation": implicit_isolation}
     else:
         # libpq's connect_timeout is whole seconds; round up so a fraction never means "no limit".
         connect_args = {"connect_timeout": max(1, math.ceil(connect_timeout_s))}
+        if implicit_isolation is not None:
+            level = implicit_isolation.replace(" ", "\\ ")
+            connect_args["options"] = f"-c default_transaction_isolation={level}"
     return create_async_engine(
         url,
         isolation_level="SERIALIZABLE",
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_timeout=pool_timeout_s,
-        pool_pre_ping=True,
+        pool_recycle=limits.db_pool_recycle_s,
+        # The most recently used connection first: the others stay idle, and the few in use keep
+        # their prepared statements warm (each connection prepares each statement once).
+        pool_use_lifo=True,
+        pool_pre_ping=pre_ping,
         connect_args=connect_args,
         echo=echo,
     )

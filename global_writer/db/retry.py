@@ -13,6 +13,14 @@ idempotent up to commit: no side effects outside the transaction (publishing, HT
 mutating the caller's state) until `run_transaction` has returned. Do those after, or derive them
 from the committed result.
 
+A connection that turns out dead before COMMIT was sent (a server restart or a load balancer
+dropped it while it sat in the pool; SQLAlchemy reports `connection_invalidated` and discards every
+connection of that age) is retried too, on a fresh connection: the server rolled the transaction
+back when the connection died, so nothing of it committed. This is what lets the writer's engine
+skip testing each connection on checkout (`pool_pre_ping`, three round trips with asyncpg). On an
+AUTOCOMMIT connection every statement commits on its own, so there `work` must also be safe to
+rerun after a statement that took effect just before its connection died.
+
 Ambiguous commits (CockroachDB 40003 "result is ambiguous", a connection lost during COMMIT) are
 not retried: the first attempt may have committed, and rerunning non-idempotent work would apply
 it twice. They propagate like any other error.
@@ -26,6 +34,7 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import Final, TypeVar
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tessera import limits
@@ -37,6 +46,7 @@ __all__ = [
     "RETRYABLE_SQLSTATES",
     "TransactionRetriesExhausted",
     "backoff_cap_ms",
+    "is_dead_connection",
     "is_retryable",
     "run_transaction",
     "sqlstate_of",
@@ -108,6 +118,12 @@ def is_retryable(error: BaseException) -> bool:
     return any(_COCKROACH_RESTART_PREFIX in str(linked) for linked in _linked_errors(error))
 
 
+def is_dead_connection(error: BaseException) -> bool:
+    """Whether `error` says the connection was dead (SQLAlchemy invalidated it). Safe to retry
+    only when COMMIT was not sent: `run_transaction` checks that."""
+    return isinstance(error, DBAPIError) and error.connection_invalidated
+
+
 def backoff_cap_ms(retry: int, *, backoff_ms_base: float, backoff_ms_max: float) -> float:
     """The longest sleep before retry `retry` (0 = the first retry): min(max, base * 2**retry)."""
     if retry < 0:
@@ -147,8 +163,9 @@ async def run_transaction(
 
     Each attempt takes a connection from `engine`, begins a transaction, awaits `work(conn)` and
     commits; its result is returned once a commit succeeds. If any step, COMMIT included, raises
-    an error for which `is_retryable` holds, the transaction is rolled back, the connection goes
-    back to the pool, and after sleeping a uniformly random time in
+    an error for which `is_retryable` holds, or any step before COMMIT finds the connection dead
+    (`is_dead_connection`), the transaction is rolled back, the connection goes back to the pool
+    (or is discarded), and after sleeping a uniformly random time in
     [0, min(backoff_ms_max, backoff_ms_base * 2**retry)] ms (`sleep` takes seconds, like
     `asyncio.sleep`) the next attempt starts. After `attempts_max` attempts (the first included)
     it raises `TransactionRetriesExhausted` from the last error. Any other error propagates at
@@ -166,12 +183,14 @@ async def run_transaction(
                 attempt - 1, backoff_ms_base=backoff_ms_base, backoff_ms_max=backoff_ms_max
             )
             await sleep(jitter.uniform(0.0, cap_ms) / 1_000)
+        committing = False
         try:
             async with engine.connect() as conn, conn.begin():
                 result = await work(conn)
+                committing = True
             return result
         except Exception as error:
-            if not is_retryable(error):
+            if not (is_retryable(error) or (not committing and is_dead_connection(error))):
                 raise
             last_error = error
             _log.debug(

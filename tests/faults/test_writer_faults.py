@@ -1,5 +1,5 @@
 """The writer under faults, as real processes against real servers: a SIGKILL between commit and
-publish, a stale fencing epoch, Redis flushed mid-sale."""
+publish, a stale fencing epoch, Redis flushed mid-sale, its database connections killed."""
 
 from __future__ import annotations
 
@@ -169,3 +169,32 @@ async def test_flushall_mid_sale_loses_no_hold_and_oversells_nothing(
     report = audit(database_url)
     assert report.ok, report.summary()
     assert report.claims == len(seats)
+
+
+async def test_connections_killed_under_the_writer_are_retried_not_answered_with_errors(
+    writer_api: Any, database_url: str
+) -> None:
+    """A server restart (or a proxy's idle timeout) kills every pooled connection; the writer
+    does not test connections on checkout, so the next requests must run again on fresh ones."""
+    event_id = await writer_api.create_event(venue=ROOM)
+    first = await writer_api.hold(event_id, "ann", {"seats": ["S:A:1"]}, "a")
+    assert first.status_code == 201
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()
+    assert row is not None and row[0] >= 1, "the writer's pooled connections were killed"
+    held = await writer_api.hold(event_id, "bob", {"seats": ["S:A:2"]}, "b")
+    assert held.status_code == 201, held.text
+    released = await writer_api.client.delete(
+        f"/v1/holds/{first.json()['hold_id']}", headers=writer_api.headers("ann")
+    )
+    assert released.status_code == 204, released.text
+    replay = await writer_api.hold(event_id, "bob", {"seats": ["S:A:2"]}, "b")
+    assert replay.status_code == 201
+    assert replay.headers["idempotent-replayed"] == "true"
+    assert (await writer_api.client.get("/readyz")).status_code == 200
+    report = audit(database_url)
+    assert report.ok, report.summary()
+    assert report.claims == 1
