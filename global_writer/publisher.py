@@ -46,6 +46,8 @@ class JetStreamPublisher(Publisher):
         )
         self._kv: KeyValue | None = None
         self.published = 0
+        self.unmarked: list[int] = []
+        self.marker: asyncio.Task[None] | None = None
 
     def enqueue(self, messages: list[OutboxMessage], snapshots: dict[str, bytes]) -> None:
         try:
@@ -71,8 +73,21 @@ class JetStreamPublisher(Publisher):
                 snapshots.update(more_snapshots)
             sent = await publish_all(self.js, messages)
             self.published += len(sent)
-            await mark_published(self.engine, sent)
+            self.mark_later(sent)
             await self.put_snapshots(snapshots)
+
+    def mark_later(self, row_ids: list[int]) -> None:
+        """Marking rows sent is bookkeeping for the relay; it must never hold up the next
+        publish (a SERIALIZABLE retry with backoff once delayed the feed by ~300 ms), so one
+        background task marks whatever has accumulated, one UPDATE at a time."""
+        self.unmarked.extend(row_ids)
+        if self.unmarked and (self.marker is None or self.marker.done()):
+            self.marker = asyncio.get_running_loop().create_task(self.mark_all())
+
+    async def mark_all(self) -> None:
+        while self.unmarked:
+            row_ids, self.unmarked = self.unmarked, []
+            await mark_published(self.engine, row_ids)
 
     async def put_snapshots(self, snapshots: dict[str, bytes]) -> None:
         if not snapshots:
