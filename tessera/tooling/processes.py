@@ -29,8 +29,10 @@ class ServiceProcess:
 
     def start(self) -> None:
         log = self.log_path.open("ab")
+        # Its own session, so `kill` reaches Granian's worker too: SIGKILL on the parent alone
+        # left the forked worker running (found as orphans after timed-out test starts).
         self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         log.close()
         wait_ready(self)
@@ -45,9 +47,12 @@ class ServiceProcess:
             self.kill()
 
     def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+        """SIGKILL the whole process group (Granian's parent and its workers)."""
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
 
     def log_tail(self, lines: int = 40) -> str:
         with contextlib.suppress(OSError):

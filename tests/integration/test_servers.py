@@ -7,13 +7,17 @@ import asyncio
 import secrets
 import socket
 from pathlib import Path
+from typing import Any
 
+import psutil
 import psycopg
 import pytest
 import redis
+import writer_support
 from nats.aio.client import Client
 from nats.js.api import StorageType
 
+from tessera.tooling.processes import start_writer
 from tessera.tooling.servers import (
     RunningServer,
     ServerStartError,
@@ -214,3 +218,16 @@ def test_start_failure_quotes_the_server_log(tmp_path: Path) -> None:
     message = str(info.value)
     assert str(tmp_path / "nats.log") in message
     assert "Parse error" in message  # nats-server's own words, from its log
+
+
+def test_killing_a_service_leaves_no_granian_worker_behind(
+    writer_settings: Any, tmp_path: Path
+) -> None:
+    """SIGKILL reaches Granian's workers too, not just its parent process."""
+    service = start_writer(tmp_path / "w", writer_support.writer_env(writer_settings))
+    assert service.process is not None
+    workers = psutil.Process(service.process.pid).children(recursive=True)
+    assert workers, "Granian runs its app in a worker process"
+    service.kill()
+    _, alive = psutil.wait_procs(workers, timeout=5)
+    assert alive == [], f"orphaned workers: {[p.pid for p in alive]}"
