@@ -27,7 +27,7 @@ import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
@@ -113,11 +113,10 @@ class Written:
     orders: list[tuple[SellOp, list[str], bool]] = field(default_factory=list)
 
 
-class Publisher:
-    """What the actor hands committed messages to (see publisher.py)."""
+class Publisher(Protocol):
+    """What the actor hands committed messages to (publisher.JetStreamPublisher)."""
 
-    def enqueue(self, messages: list[OutboxMessage], snapshots: dict[str, bytes]) -> None:
-        raise NotImplementedError
+    def enqueue(self, messages: list[OutboxMessage], snapshots: dict[str, bytes]) -> None: ...
 
 
 class EventActor:

@@ -22,7 +22,6 @@ from nats.js.kv import KeyValue
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from global_writer.actor import Publisher
 from global_writer.db import tables as t
 from global_writer.db.retry import run_transaction
 from global_writer.outbox import OutboxMessage
@@ -37,7 +36,7 @@ MARK_PUBLISHED: Final = (
 )
 
 
-class JetStreamPublisher(Publisher):
+class JetStreamPublisher:
     def __init__(self, engine: AsyncEngine, js: JetStreamContext) -> None:
         self.engine = engine
         self.js = js

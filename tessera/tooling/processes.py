@@ -74,34 +74,31 @@ def wait_ready(service: ServiceProcess) -> None:
     raise ServerStartError(f"{service.name} not ready in time:\n{service.log_tail()}")
 
 
-def start_writer(workdir: Path, env: dict[str, str], port: int | None = None) -> ServiceProcess:
-    """The global writer (`python -m global_writer`), configured by `TESSERA_*` in `env`."""
+def start_service(
+    module: str, workdir: Path, env: dict[str, str], port: int | None = None
+) -> ServiceProcess:
+    """`python -m <module> --port P` (a Granian-served tier), configured by `TESSERA_*` in
+    `env`, started and waited for until `/readyz` answers."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     service = ServiceProcess(
-        name="global_writer",
+        name=module,
         url=f"http://127.0.0.1:{port}",
         port=port,
-        log_path=workdir / "writer.log",
-        command=[sys.executable, "-m", "global_writer", "--port", str(port)],
+        log_path=workdir / f"{module}.log",
+        command=[sys.executable, "-m", module, "--port", str(port)],
         env={**os.environ, **env},
     )
     service.start()
     return service
+
+
+def start_writer(workdir: Path, env: dict[str, str], port: int | None = None) -> ServiceProcess:
+    """The global writer (`python -m global_writer`)."""
+    return start_service("global_writer", workdir, env, port)
 
 
 def start_regional(workdir: Path, env: dict[str, str], port: int | None = None) -> ServiceProcess:
-    """A regional read node (`python -m regional`), configured by `TESSERA_*` in `env`
-    (`TESSERA_NATS_URL` of its region, `TESSERA_WRITER_URL`, `TESSERA_JWT_SECRET`)."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    port = port or free_port()
-    service = ServiceProcess(
-        name="regional",
-        url=f"http://127.0.0.1:{port}",
-        port=port,
-        log_path=workdir / "regional.log",
-        command=[sys.executable, "-m", "regional", "--port", str(port)],
-        env={**os.environ, **env},
-    )
-    service.start()
-    return service
+    """A regional read node (`python -m regional`): `TESSERA_NATS_URL` of its region,
+    `TESSERA_WRITER_URL`, `TESSERA_JWT_SECRET`."""
+    return start_service("regional", workdir, env, port)
