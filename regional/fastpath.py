@@ -15,48 +15,15 @@ import msgspec
 
 from regional.feed import Feed
 from regional.metrics import RegionalMetrics
-from regional.state import ENCODINGS, Payload
+from regional.state import Payload
+from tessera.httpcache import choose_encoding, etag_matches
 from tessera.observability import Metrics
 
 EVENT_PATH: Final = re.compile(r"^/v1/events/([^/]+)/seatmap$")
 SECTION_PATH: Final = re.compile(r"^/v1/events/([^/]+)/sections/([^/]+)/seatmap$")
 CACHE_CONTROL: Final = b"public, max-age=1, stale-while-revalidate=5"
-PREFERENCE: Final = {encoding: rank for rank, encoding in enumerate(ENCODINGS)}
 
 ASGIApp = Any
-
-
-def choose_encoding(header: str) -> str:
-    """The best encoding the client accepts, by our preference (br > zstd > gzip > identity)."""
-    accepted: dict[str, float] = {}
-    for part in header.split(","):
-        token, _, params = part.strip().partition(";")
-        quality = 1.0
-        for param in params.split(";"):
-            name, _, value = param.strip().partition("=")
-            if name == "q":
-                try:
-                    quality = float(value)
-                except ValueError:
-                    quality = 0.0
-        if token:
-            accepted[token.strip().lower()] = quality
-    wildcard = accepted.get("*", 0.0)
-    for encoding in ENCODINGS[:-1]:
-        if accepted.get(encoding, wildcard) > 0:
-            return encoding
-    return "identity"
-
-
-def etag_matches(header: str, etag: str) -> bool:
-    if header.strip() == "*":
-        return True
-    base = etag.strip('"')
-    for candidate in header.split(","):
-        value = candidate.strip().removeprefix("W/").strip('"')
-        if value == base or value.rsplit("-", 1)[0] == base:
-            return True
-    return False
 
 
 async def send(send_fn: Any, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:

@@ -20,7 +20,6 @@ from tessera.venue import Venue
 
 SEATMAP_TYPE: Final = "application/vnd.tessera.seatmap"
 JSON_TYPE: Final = "application/json"
-ENCODINGS: Final = ("br", "zstd", "gzip", "identity")
 
 _zstd: Final = zstandard.ZstdCompressor(level=limits.seatmap_zstd_level)
 

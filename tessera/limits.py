@@ -243,3 +243,62 @@ feed_consumer_inactive_s: Final = 30.0
 writer_snapshot_timeout_s: Final = 2.0
 # How often a regional node reads its mirror's health (lag, time since the hub last answered).
 mirror_check_s: Final = 5.0
+
+# --- edge (edge/, docs/edge.md) ---
+
+# Micro-cache entries per edge process (keys are path + query + chosen encoding); the least
+# recently stored go first. A seat map is small; 65,536 entries of the largest map stay < 1 GiB.
+edge_cache_entries_max: Final = 65_536
+# A cached body larger than this is passed through uncached.
+edge_cache_body_bytes_max: Final = seatmap_bytes_max
+# The TTL is the origin's max-age, clamped to this range.
+edge_cache_ttl_s_min: Final = 0.1
+edge_cache_ttl_s_max: Final = 60.0
+# When the origin's Cache-Control names no max-age (the writer's event details).
+edge_cache_ttl_default_s: Final = 1.0
+# How long past its TTL an entry may be served (X-Cache: STALE) while every origin fails.
+edge_stale_s_max: Final = 3_600.0
+# One origin request (connect + answer); then the next origin is tried.
+edge_origin_timeout_s: Final = 2.0
+# An origin that failed is skipped for this long while another one answers.
+edge_origin_cooldown_s: Final = 2.0
+edge_origins_max: Final = 16
+edge_origin_connections_max: Final = 64
+# Writes: the writer answers within its actor's reply timeout; a little margin on top.
+edge_writer_timeout_s: Final = actor_reply_timeout_s + 2.0
+edge_writer_connect_timeout_s: Final = 2.0
+edge_writer_connections_max: Final = 256
+# SSE proxying: chunks are forwarded as they arrive; a stream silent this long (the origin sends
+# heartbeats every sse_heartbeat_s) is closed.
+edge_sse_idle_s_max: Final = 3 * sse_heartbeat_s
+edge_sse_clients_max: Final = 50_000
+# X-Forwarded-For: at most this many hops are read, from the right.
+edge_forwarded_hops_max: Final = 16
+edge_trusted_proxies_max: Final = 64
+# Rate limits (GCRA): bounds on a configured budget.
+edge_rate_per_s_max: Final = 1_000_000.0
+edge_rate_burst_max: Final = 1_000_000
+# The in-process limiter (reads, and every class while Redis is unreachable) tracks at most this
+# many keys; the least recently seen are forgotten (they start again with a full burst).
+edge_local_rate_keys_max: Final = 200_000
+# A rate-limit call to Redis; past it the local limiter decides, and Redis is not asked again for
+# edge_redis_retry_s (so an outage does not cost every request a timeout).
+edge_redis_timeout_s: Final = 0.25
+edge_redis_retry_s: Final = 1.0
+# Waiting room.
+edge_admission_rate_per_s_max: Final = 100_000.0
+edge_admission_ttl_s_min: Final = 60
+edge_admission_ttl_s_max: Final = 3_600
+edge_ticket_ttl_s: Final = 48 * 3_600
+edge_pow_difficulty_max: Final = 32
+edge_pow_challenge_ttl_s: Final = 300
+edge_pow_solution_chars_max: Final = 64
+edge_signed_token_chars_max: Final = 1_024
+# The waiting-room settings are re-read from Redis at most this often per edge process.
+edge_room_config_cache_s: Final = 0.5
+# Which event a hold belongs to (for admission checks on orders): kept this long in Redis.
+edge_hold_event_ttl_s: Final = 2 * hold_ttl_s_max
+# A waiting-room call to Redis (one Lua script); past it the fan gets 503 with Retry-After.
+edge_room_redis_timeout_s: Final = 1.0
+# Events whose waiting-room settings one edge process caches (bounded: event ids come from URLs).
+edge_room_configs_cached_max: Final = 10_000

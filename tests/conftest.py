@@ -217,3 +217,24 @@ def nats_region(tmp_path: Path, nats_hub: NatsDomainServer) -> Iterator[NatsDoma
         yield server
     finally:
         server.stop()
+
+
+# --- edge tests: a writer and two read nodes per test module (helpers in tests/edge_support.py) ---
+
+from edge_support import EdgeStack, open_edge_stack  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def edge_stack(
+    postgres_admin_url: str, redis_url: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[EdgeStack]:
+    """A writer (own database) and two regional read nodes, shared by a test module; its
+    edges are started by the tests (`EdgeStack.start_edge`) and stopped with it."""
+    name = f"t_edge_{secrets.token_hex(4)}"
+    database_url = create_database(postgres_admin_url, name)
+    try:
+        yield from open_edge_stack(
+            database_url, redis_url, nats_url, tmp_path_factory.mktemp("edge")
+        )
+    finally:
+        drop_database(postgres_admin_url, name)

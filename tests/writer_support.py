@@ -14,6 +14,18 @@ from tessera.auth import mint_token
 
 WRITER_ADMIN_KEY = "test-admin-key-" + "k" * 24
 WRITER_JWT_SECRET = "test-jwt-secret-" + "s" * 32
+# A small venue: 50 seats in two sections.
+ROOM = {
+    "name": "Room",
+    "sections": [
+        {
+            "id": "S",
+            "name": "Stalls",
+            "rows": [{"id": "A", "seats": 20, "rank": 1}, {"id": "B", "seats": 20, "rank": 2}],
+        },
+        {"id": "C", "name": "Circle", "rows": [{"id": "A", "seats": 10, "rank": 3}]},
+    ],
+}
 THEATRE = Path(__file__).resolve().parent.parent / "examples" / "venues" / "theatre-500.json"
 
 

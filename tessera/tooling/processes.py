@@ -102,3 +102,9 @@ def start_regional(workdir: Path, env: dict[str, str], port: int | None = None) 
     """A regional read node (`python -m regional`): `TESSERA_NATS_URL` of its region,
     `TESSERA_WRITER_URL`, `TESSERA_JWT_SECRET`."""
     return start_service("regional", workdir, env, port)
+
+
+def start_edge(workdir: Path, env: dict[str, str], port: int | None = None) -> ServiceProcess:
+    """An edge (`python -m edge`): `TESSERA_ORIGIN_URLS` (the region's read nodes),
+    `TESSERA_WRITER_URL`, `TESSERA_REDIS_URL` and its secrets (edge/settings.py)."""
+    return start_service("edge", workdir, env, port)

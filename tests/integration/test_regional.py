@@ -17,25 +17,13 @@ import httpx
 import nats
 import pytest
 import zstandard
-from writer_support import WRITER_JWT_SECRET, WriterApi, settings, writer_env
+from writer_support import ROOM, WRITER_JWT_SECRET, WriterApi, settings, writer_env
 
 import tessera_core as tc
 from tessera.tooling.processes import ServiceProcess, start_regional, start_writer
 from tessera.tooling.servers import RunningServer
 
 pytestmark = pytest.mark.anyio
-
-ROOM = {
-    "name": "Room",
-    "sections": [
-        {
-            "id": "S",
-            "name": "Stalls",
-            "rows": [{"id": "A", "seats": 20, "rank": 1}, {"id": "B", "seats": 20, "rank": 2}],
-        },
-        {"id": "C", "name": "Circle", "rows": [{"id": "A", "seats": 10, "rank": 3}]},
-    ],
-}
 
 
 @dataclass

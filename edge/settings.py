@@ -1,0 +1,131 @@
+"""The edge's configuration, from the environment (`TESSERA_*`); docs/edge.md explains each knob.
+
+Rate budgets come as one JSON document (`TESSERA_RATE_LIMITS`), validated here: a budget is a
+sustained rate per second plus a burst, set per route class and per scope (client IP, fan, the
+whole edge fleet); `null` switches a scope off.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from enum import StrEnum
+from typing import Annotated, Literal
+
+import msgspec
+
+from tessera import limits
+
+Url = Annotated[str, msgspec.Meta(min_length=1, max_length=2_048)]
+Secret = Annotated[str, msgspec.Meta(min_length=32, max_length=512)]
+
+
+class RouteClass(StrEnum):
+    reads = "reads"  # seat maps, event details, SSE streams, queue status
+    queue = "queue"  # joining a waiting room, asking for a challenge
+    holds = "holds"  # creating, extending and releasing holds
+    orders = "orders"  # checkout
+
+
+class Rate(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """GCRA: `per_s` sustained, up to `burst` at once."""
+
+    per_s: Annotated[float, msgspec.Meta(gt=0, le=limits.edge_rate_per_s_max)]
+    burst: Annotated[int, msgspec.Meta(ge=1, le=limits.edge_rate_burst_max)] = 1
+
+
+class Budget(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    ip: Rate | None = None
+    user: Rate | None = None
+    # Shared by every edge process that uses the same Redis (a region's fleet).
+    fleet: Rate | None = None
+    # "local": counted in this process only (no Redis round trip per request); "redis": shared.
+    store: Literal["redis", "local"] = "redis"
+
+
+def _default_budgets() -> dict[RouteClass, Budget]:
+    return {
+        # Reads are mostly cache hits: a Redis round trip each would cost more than the hit.
+        RouteClass.reads: Budget(ip=Rate(50, 100), store="local"),
+        RouteClass.queue: Budget(ip=Rate(5, 10), user=Rate(1, 5), fleet=Rate(5_000, 10_000)),
+        # The fleet budgets are what the writer takes (BENCHMARKS.md): more would only queue.
+        RouteClass.holds: Budget(ip=Rate(5, 10), user=Rate(2, 5), fleet=Rate(1_000, 1_000)),
+        RouteClass.orders: Budget(ip=Rate(2, 5), user=Rate(1, 3), fleet=Rate(500, 500)),
+    }
+
+
+class RateLimits(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    budgets: dict[RouteClass, Budget] = msgspec.field(default_factory=_default_budgets)
+
+    def budget(self, route_class: RouteClass) -> Budget:
+        return self.budgets.get(route_class) or _default_budgets()[route_class]
+
+
+class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    # The region's read nodes, tried in order (failing ones are skipped for a while).
+    origin_urls: Annotated[
+        list[Url], msgspec.Meta(min_length=1, max_length=limits.edge_origins_max)
+    ]
+    writer_url: Url
+    redis_url: Url
+    jwt_secret: Secret
+    admin_key: Secret
+    # Signs queue tickets, admission tokens and challenges: the same for every edge of a deployment.
+    edge_secret: Secret
+    region: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")] = "local"
+    # Peers whose X-Forwarded-For is believed (the load balancer, the CDN); loopback by default.
+    trusted_proxies: Annotated[
+        list[str], msgspec.Meta(max_length=limits.edge_trusted_proxies_max)
+    ] = msgspec.field(default_factory=lambda: ["127.0.0.1/32", "::1/128"])
+    # None: each entry lives for the origin's max-age (clamped to edge_cache_ttl_s_min..max).
+    cache_ttl_s: (
+        Annotated[
+            float, msgspec.Meta(ge=limits.edge_cache_ttl_s_min, le=limits.edge_cache_ttl_s_max)
+        ]
+        | None
+    ) = None
+    stale_s: Annotated[float, msgspec.Meta(ge=0, le=limits.edge_stale_s_max)] = 10.0
+    admission_ttl_s: Annotated[
+        int, msgspec.Meta(ge=limits.edge_admission_ttl_s_min, le=limits.edge_admission_ttl_s_max)
+    ] = 900
+    rate_limits: RateLimits = msgspec.field(default_factory=RateLimits)
+
+    def __post_init__(self) -> None:
+        for network in self.trusted_proxies:
+            ipaddress.ip_network(network, strict=False)  # ValueError names the bad entry
+
+
+ENV_FIELDS = {
+    "origin_urls": "TESSERA_ORIGIN_URLS",
+    "writer_url": "TESSERA_WRITER_URL",
+    "redis_url": "TESSERA_REDIS_URL",
+    "jwt_secret": "TESSERA_JWT_SECRET",
+    "admin_key": "TESSERA_ADMIN_KEY",
+    "edge_secret": "TESSERA_EDGE_SECRET",
+    "region": "TESSERA_REGION",
+    "trusted_proxies": "TESSERA_TRUSTED_PROXIES",
+    "cache_ttl_s": "TESSERA_CACHE_TTL_S",
+    "stale_s": "TESSERA_STALE_S",
+    "admission_ttl_s": "TESSERA_ADMISSION_TTL_S",
+    "rate_limits": "TESSERA_RATE_LIMITS",
+}
+LIST_FIELDS = frozenset({"origin_urls", "trusted_proxies"})
+
+
+def from_env(environ: dict[str, str] | None = None) -> Settings:
+    env = os.environ if environ is None else environ
+    raw: dict[str, object] = {}
+    try:
+        for field, variable in ENV_FIELDS.items():
+            if variable not in env:
+                continue
+            value = env[variable]
+            if field in LIST_FIELDS:
+                raw[field] = [part.strip() for part in value.split(",") if part.strip()]
+            elif field == "rate_limits":
+                raw[field] = msgspec.json.decode(value)
+            else:
+                raw[field] = value
+        return msgspec.convert(raw, Settings, strict=False)
+    except (msgspec.ValidationError, msgspec.DecodeError, ValueError) as error:
+        raise ValueError(f"edge settings ({', '.join(ENV_FIELDS.values())}): {error}") from None
