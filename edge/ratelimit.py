@@ -24,6 +24,7 @@ Two stores, with the same arithmetic:
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import math
 import time
 from collections import OrderedDict
@@ -107,7 +108,7 @@ class Charge(msgspec.Struct, frozen=True):
 def charges(route_class: RouteClass, budget: Budget, ip: str, user_id: str | None) -> list[Charge]:
     """The budgets that apply to this request (the user budget only for a known fan)."""
     wanted = (
-        ("ip", budget.ip, ip),
+        ("ip", budget.ip, address_budget_key(ip)),
         ("user", budget.user if user_id is not None else None, user_id),
         ("fleet", budget.fleet, FLEET_ID),
     )
@@ -116,6 +117,18 @@ def charges(route_class: RouteClass, budget: Budget, ip: str, user_id: str | Non
         for scope, rate, ident in wanted
         if rate is not None and ident is not None
     ]
+
+
+def address_budget_key(ip: str) -> str:
+    """What an IP budget is counted per: the address, but the /64 for IPv6, because one
+    subscriber gets a whole /64 and could otherwise rotate through 2^64 fresh budgets."""
+    if ":" not in ip:
+        return ip
+    try:
+        network = ipaddress.IPv6Network(f"{ip}/64", strict=False)
+    except ValueError:
+        return ip
+    return str(network)
 
 
 def _interval_and_tolerance_s(rate: Rate) -> tuple[float, float]:

@@ -14,7 +14,15 @@ from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from edge.metrics import EdgeMetrics
-from edge.ratelimit import Charge, Decision, LocalGcra, RateLimiter, charges, refusal
+from edge.ratelimit import (
+    Charge,
+    Decision,
+    LocalGcra,
+    RateLimiter,
+    address_budget_key,
+    charges,
+    refusal,
+)
 from edge.settings import Budget, Rate, RateLimits, RouteClass
 from tessera import limits
 
@@ -366,3 +374,10 @@ async def test_the_breaker_pauses_then_probes_once_then_closes() -> None:
     await check()
     await check()
     assert redis.calls == 5 and fallbacks(metrics) == 13 + 5
+
+
+def test_ipv6_clients_are_counted_per_slash_64() -> None:
+    assert address_budget_key("2001:db8:1:2:aaaa::1") == address_budget_key("2001:db8:1:2:bbbb::9")
+    assert address_budget_key("2001:db8:1:2::1") != address_budget_key("2001:db8:1:3::1")
+    assert address_budget_key("203.0.113.7") == "203.0.113.7"
+    assert address_budget_key("unknown") == "unknown"
