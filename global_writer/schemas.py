@@ -10,7 +10,7 @@ from typing import Annotated, Any, Final, TypeVar
 import msgspec
 
 from global_writer import errors
-from tessera import limits
+from tessera import contracts, limits
 from tessera.venue import VenueSpec
 
 SeatId = Annotated[str, msgspec.Meta(min_length=5, max_length=limits.seat_id_chars_max)]
@@ -50,6 +50,25 @@ class CreateOrder(Strict, frozen=True, kw_only=True):
     payment_token: PaymentToken
 
 
+class Contact(Strict, frozen=True, kw_only=True):
+    """PUT /v1/me/contact: where order confirmations go. PUT replaces both: a missing field is
+    null, and null removes that channel."""
+
+    email: contracts.Email | None = None
+    phone: contracts.Phone | None = None
+
+
+class Profile(msgspec.Struct, kw_only=True):
+    """GET /v1/me: the sharing choice and friends (as readers see them) and the contact
+    details (which never leave the writer's database except in the fan's own confirmations)."""
+
+    user_id: str
+    share_purchases: bool
+    friends: list[str]
+    email: str | None
+    phone: str | None
+
+
 class EventCreated(msgspec.Struct):
     event_id: uuid.UUID
 
@@ -76,7 +95,7 @@ class OrderView(msgspec.Struct):
 T = TypeVar("T")
 
 _decoders: Final[dict[type[Any], msgspec.json.Decoder[Any]]] = {
-    kind: msgspec.json.Decoder(kind) for kind in (CreateEvent, CreateHold, CreateOrder)
+    kind: msgspec.json.Decoder(kind) for kind in (CreateEvent, CreateHold, CreateOrder, Contact)
 }
 encoder: Final = msgspec.json.Encoder()
 

@@ -25,6 +25,9 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
     batch_window_ms: Annotated[float, msgspec.Meta(ge=0, le=50)] = limits.batch_window_ms
     batch_requests_max: Annotated[int, msgspec.Meta(ge=1, le=4_096)] = limits.batch_requests_max
     payment_slow_s: Annotated[float, msgspec.Meta(ge=0, le=30)] = 2.0
+    # Replicas of the hub's streams it creates at start-up: 3 on a clustered hub (the deployment
+    # sets it from its NATS cluster size), 1 on a single server.
+    jetstream_replicas: Annotated[int, msgspec.Meta(ge=1, le=limits.jetstream_replicas_max)] = 1
     # Test-only: the process SIGKILLs itself after a commit and before publishing it, so the fault
     # suite can prove the relay republishes what a crash left unsent.
     fault_crash_after_commit: bool = False
@@ -49,6 +52,7 @@ ENV_FIELDS = {
     "batch_window_ms": "TESSERA_BATCH_WINDOW_MS",
     "batch_requests_max": "TESSERA_BATCH_REQUESTS_MAX",
     "payment_slow_s": "TESSERA_PAYMENT_SLOW_S",
+    "jetstream_replicas": "TESSERA_JETSTREAM_REPLICAS",
     "fault_crash_after_commit": "TESSERA_FAULT_CRASH_AFTER_COMMIT",
 }
 

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from global_writer import errors, outbox
+from global_writer import errors, outbox, schemas
 from global_writer.db import tables as t
 from global_writer.db.retry import run_transaction
 from global_writer.outbox import OutboxMessage
@@ -96,3 +96,44 @@ async def get(engine: AsyncEngine, user_id: str) -> contracts.UserRecord:
         return await record(conn, user_id)
 
     return await run_transaction(engine, read)
+
+
+async def profile_of(conn: AsyncConnection, user_id: str) -> schemas.Profile:
+    current = await record(conn, user_id)
+    email, phone = (
+        await conn.execute(
+            sa.select(t.users.c.email, t.users.c.phone).where(t.users.c.user_id == user_id)
+        )
+    ).one()
+    return schemas.Profile(
+        user_id=current.user_id,
+        share_purchases=current.share_purchases,
+        friends=current.friends,
+        email=email,
+        phone=phone,
+    )
+
+
+async def profile(engine: AsyncEngine, user_id: str) -> schemas.Profile:
+    async def read(conn: AsyncConnection) -> schemas.Profile:
+        return await profile_of(conn, user_id)
+
+    return await run_transaction(engine, read)
+
+
+async def set_contact(
+    engine: AsyncEngine, user_id: str, contact: schemas.Contact
+) -> schemas.Profile:
+    """Store where confirmations go. Nothing is published: contact details are not for the
+    read nodes; each order's confirmation carries the ones current when it commits."""
+    values = {"email": contact.email, "phone": contact.phone}
+
+    async def work(conn: AsyncConnection) -> schemas.Profile:
+        await conn.execute(
+            pg_insert(t.users)
+            .values(user_id=user_id, **values)
+            .on_conflict_do_update(index_elements=["user_id"], set_=values)
+        )
+        return await profile_of(conn, user_id)
+
+    return await run_transaction(engine, work)

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Final
+from typing import Annotated, Final, Literal
 
 import msgspec
 
 from tessera import limits
-from tessera.venue import VenueSpec
+from tessera.venue import Currency, VenueSpec
 
 SEATS_SUBJECT_PREFIX: Final = "seats"
 ORDERS_SUBJECT_PREFIX: Final = "orders"
@@ -94,7 +94,85 @@ class UserRecord(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_onl
     friends: Annotated[list[UserId], msgspec.Meta(max_length=limits.friends_per_user_max)]
 
 
+# --- order confirmations: the notifier's work queue (docs/notifications.md) ---
+#
+# Their own streams, not SEATS: a work queue deletes what its consumer acknowledges, while the
+# change feed is replayed from the start by every reader. SEATS binds `orders.*` (two tokens),
+# these three tokens, so the subjects never overlap (the server refuses overlapping streams) and
+# the writer's and the leaf connections' `orders.>` permissions cover them unchanged.
+ORDERS_STREAM: Final = "ORDERS"
+ORDERS_DEADLETTER_STREAM: Final = "ORDERS_DEADLETTER"
+ORDER_CONFIRMED_PREFIX: Final = "orders.confirmed"
+ORDER_DEADLETTER_PREFIX: Final = "orders.deadletter"
+# On a replayed confirmation: the only channels still to deliver (comma-separated).
+HEADER_NOTIFY_CHANNELS: Final = "Tessera-Notify-Channels"
+HEADER_NOTIFY_CHANNEL: Final = "Tessera-Notify-Channel"
+HEADER_ORDER: Final = "Tessera-Order"
+
+# ASCII addresses only (no SMTPUTF8): a local part of RFC 5322 atom characters and a dotted
+# domain of LDH labels. `\A…\Z`, not `^…$`: `$` also matches before a final newline, and no
+# CR/LF may reach a mail header.
+_LABEL: Final = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+DOMAIN_PATTERN: Final = rf"\A{_LABEL}(?:\.{_LABEL})+\Z"
+EMAIL_PATTERN: Final = rf"\A[A-Za-z0-9!#$%&'*+/=?^_`{{|}}~.-]{{1,64}}@{_LABEL}(?:\.{_LABEL})+\Z"
+# E.164: "+", a country code not starting with 0, at most 15 digits in all.
+PHONE_PATTERN: Final = rf"\A\+[1-9][0-9]{{5,{limits.contact_phone_digits_max - 1}}}\Z"
+
+Email = Annotated[
+    str, msgspec.Meta(max_length=limits.contact_email_chars_max, pattern=EMAIL_PATTERN)
+]
+Phone = Annotated[str, msgspec.Meta(pattern=PHONE_PATTERN)]
+Channel = Literal["email", "sms"]
+CHANNELS: Final[tuple[Channel, ...]] = ("email", "sms")
+
+
+def order_confirmed_subject(event_id: uuid.UUID) -> str:
+    return f"{ORDER_CONFIRMED_PREFIX}.{event_id}"
+
+
+def order_deadletter_subject(event_id: uuid.UUID) -> str:
+    return f"{ORDER_DEADLETTER_PREFIX}.{event_id}"
+
+
+def order_confirmed_msg_id(order_id: uuid.UUID) -> str:
+    """`Nats-Msg-Id` of a confirmation: a relay's republish is dropped by the stream."""
+    return f"confirm.{order_id}"
+
+
+class OrderConfirmation(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """Published on `orders.confirmed.<event_id>` (stream ORDERS) in the order's transaction;
+    the notifier emails / texts the fan. `amount` is in minor units of `currency`."""
+
+    order_id: uuid.UUID
+    event_id: uuid.UUID
+    event_name: Annotated[str, msgspec.Meta(min_length=1, max_length=limits.venue_name_chars_max)]
+    user_id: UserId
+    seats: Annotated[list[SeatId], msgspec.Meta(min_length=1, max_length=limits.seats_per_hold_max)]
+    amount: Annotated[int, msgspec.Meta(ge=0, le=limits.payment_amount_minor_max)]
+    currency: Currency
+    confirmed_at: datetime
+    # The fan's contact details when the order committed (PUT /v1/me/contact), if any.
+    email: Email | None = None
+    phone: Phone | None = None
+
+
+class DeadLetter(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """Published on `orders.deadletter.<event_id>` (stream ORDERS_DEADLETTER) when one channel
+    of a confirmation failed for good: a permanent refusal, or the last attempt used up."""
+
+    confirmation: OrderConfirmation
+    channel: Channel
+    error: Annotated[str, msgspec.Meta(max_length=limits.notify_error_chars_max)]
+    permanent: bool
+    attempts: Annotated[int, msgspec.Meta(ge=1)]
+    failed_at: datetime
+    # The confirmation's sequence in ORDERS (with the channel, the dead letter's Nats-Msg-Id).
+    stream_seq: Annotated[int, msgspec.Meta(ge=0)]
+
+
 order_event_decoder: Final = msgspec.json.Decoder(OrderEvent)
 order_event_encoder: Final = msgspec.json.Encoder()
 event_info_decoder: Final = msgspec.json.Decoder(EventInfo)
 user_record_decoder: Final = msgspec.json.Decoder(UserRecord)
+order_confirmation_decoder: Final = msgspec.json.Decoder(OrderConfirmation)
+dead_letter_decoder: Final = msgspec.json.Decoder(DeadLetter)

@@ -17,8 +17,9 @@ what is missing and updates what differs, so running it on every start is safe.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Final, Literal
@@ -207,9 +208,12 @@ Definition = StreamDefinition | KvDefinition | MirrorDefinition
 _decoder: Final[msgspec.json.Decoder[Definition]] = msgspec.json.Decoder(Definition)
 
 
-def load_definitions(directory: Path | None = None) -> list[Definition]:
+def load_definitions(
+    directory: Path | None = None, *, replicas: int | None = None
+) -> list[Definition]:
     """Every `*.json` definition in `directory` (default: the project's `nats/jetstream/`),
-    sorted by file name."""
+    sorted by file name; `replicas`, when given, replaces every definition's replica count (3 on
+    a clustered hub: the writer's TESSERA_JETSTREAM_REPLICAS, set by the deployment)."""
     folder = DEFAULT_DIRECTORY if directory is None else directory
     if not folder.is_dir():
         hint = (
@@ -232,7 +236,17 @@ def load_definitions(directory: Path | None = None) -> list[Definition]:
                 f"{path}: stream {definition.stream_name} is already defined by {earlier}"
             )
         definitions.append(definition)
-    return definitions
+    return _with_replicas(definitions, replicas)
+
+
+def _with_replicas(definitions: list[Definition], replicas: int | None) -> list[Definition]:
+    if replicas is None:
+        return definitions
+    try:
+        msgspec.convert(replicas, Replicas)
+    except msgspec.ValidationError as exc:
+        raise DefinitionError(f"replicas {replicas!r}: {exc}") from exc
+    return [msgspec.structs.replace(d, replicas=replicas) for d in definitions]
 
 
 def load_regional_definitions(
@@ -290,29 +304,48 @@ async def ensure_jetstream(js: JetStreamContext, definitions: Iterable[Definitio
     """Create each stream / bucket that is missing and update those whose settings differ.
 
     Safe to run on every start and concurrently (creating an identical stream twice succeeds).
-    Settings the definitions do not cover are left as the server has them.
+    Settings the definitions do not cover are left as the server has them. Existing streams are
+    updated before missing ones are created: an update may free subjects a new stream binds
+    (SEATS's `orders.>` became `orders.*` when ORDERS took `orders.confirmed.*`), and the
+    server refuses a stream whose subjects overlap another's.
     """
+    missing: list[Definition] = []
     for definition in definitions:
-        try:
-            await _ensure_one(js, definition)
-        except APIError as exc:
-            raise JetStreamSetupError(
-                f"{definition.file_name}: the server refused stream {definition.stream_name}: "
-                f"{exc.description} (code {exc.err_code})"
-            ) from exc
+        with _refusal(definition):
+            if not await _update_one(js, definition):
+                missing.append(definition)
+    for definition in missing:
+        with _refusal(definition):
+            await _create_one(js, definition)
 
 
-async def _ensure_one(js: JetStreamContext, definition: Definition) -> None:
+@contextlib.contextmanager
+def _refusal(definition: Definition) -> Iterator[None]:
+    """The server's refusal, as a JetStreamSetupError naming the definition's file."""
+    try:
+        yield
+    except APIError as exc:
+        raise JetStreamSetupError(
+            f"{definition.file_name}: the server refused stream {definition.stream_name}: "
+            f"{exc.description} (code {exc.err_code})"
+        ) from exc
+
+
+async def _create_one(js: JetStreamContext, definition: Definition) -> None:
+    if isinstance(definition, StreamDefinition):
+        await js.add_stream(_stream_config(definition))
+    elif isinstance(definition, MirrorDefinition):
+        await js.add_stream(_mirror_config(definition))
+    else:
+        await js.create_key_value(_kv_config(definition))
+
+
+async def _update_one(js: JetStreamContext, definition: Definition) -> bool:
+    """Bring an existing stream in line with its definition; False when it does not exist."""
     try:
         info = await js.stream_info(definition.stream_name)
     except NotFoundError:
-        if isinstance(definition, StreamDefinition):
-            await js.add_stream(_stream_config(definition))
-        elif isinstance(definition, MirrorDefinition):
-            await js.add_stream(_mirror_config(definition))
-        else:
-            await js.create_key_value(_kv_config(definition))
-        return
+        return False
     existing = info.config
     wanted = _managed_settings(definition)
     current = {key: _normalise(key, getattr(existing, key)) for key in wanted}
@@ -330,13 +363,14 @@ async def _ensure_one(js: JetStreamContext, definition: Definition) -> None:
             "(delete the stream, or change the definition back)"
         )
     if current == wanted:
-        return
+        return True
     changes = {key: value for key, value in wanted.items() if key not in _FIXED}
     if isinstance(definition, KvDefinition) and definition.ttl_s:
         # The server refuses a duplicate window longer than max_age (nats-py's create rule).
         window = _normalise("duplicate_window", existing.duplicate_window)
         changes["duplicate_window"] = min(_as_int(window), _as_int(wanted["max_age"]))
     await js.update_stream(existing.evolve(**_to_config_values(changes)))
+    return True
 
 
 async def wait_for_mirrors(

@@ -34,7 +34,7 @@ def test_import_nats_is_the_client_library_even_from_the_repository_root() -> No
 
 
 def test_every_tier_package_imports() -> None:
-    for name in ("tessera", "tessera_core", "global_writer", "regional", "edge"):
+    for name in ("tessera", "tessera_core", "global_writer", "regional", "edge", "notifier"):
         result = subprocess.run(
             [sys.executable, "-c", f"import {name}"],
             cwd=ROOT,

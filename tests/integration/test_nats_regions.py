@@ -1,8 +1,8 @@
 """Multi-region NATS (ARCHITECTURE.md §4): a hub JetStream domain and a regional domain joined by a
 leaf-node connection, the region mirroring the hub's `SEATS` stream and `seatmap` bucket.
 
-The servers run the production templates `nats/server/hub.conf` and `region.conf`; the mirrors
-come from `nats/jetstream/regional/`. Measured on loopback by `test_latency_hub_to_region`.
+The servers run the production template `nats/server/region.conf.tftpl` (users and permissions
+included); the mirrors come from `nats/jetstream/regional/`. Measured on loopback by `test_latency_hub_to_region`.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from tessera.jetstream import (
     load_regional_definitions,
     wait_for_mirrors,
 )
+from tessera.tooling import natsconf
 from tessera.tooling.servers import (
     NATS_SERVER_CONFIG_DIRECTORY,
     NatsDomainServer,
@@ -176,31 +177,60 @@ def test_mirror_required_fields_and_file_name(tmp_path: Path) -> None:
     assert local.api_prefix is None
 
 
-# --- the server configuration templates ---
+# --- the server configuration template ---
 
-_PLACEHOLDER = re.compile(r"\$(TESSERA_[A-Z0-9_]+)")
-
-
-def _active_placeholders(template: Path) -> set[str]:
-    lines = template.read_text().splitlines()
-    return {
-        name
-        for line in lines
-        if not line.lstrip().startswith("#")
-        for name in _PLACEHOLDER.findall(line)
-    }
+_ENV_REFERENCE = re.compile(r"\$(TESSERA_[A-Z0-9_]+)")
+_TEMPLATE = NATS_SERVER_CONFIG_DIRECTORY / "region.conf.tftpl"
 
 
-@pytest.mark.parametrize("template", ["hub.conf", "region.conf"])
-def test_template_placeholders_are_documented_and_required(tmp_path: Path, template: str) -> None:
-    path = NATS_SERVER_CONFIG_DIRECTORY / template
-    header = "\n".join(
-        line for line in path.read_text().splitlines() if line.lstrip().startswith("#")
+def _header_and_body(text: str) -> tuple[str, list[str]]:
+    lines = text.splitlines()
+    header = "\n".join(line for line in lines if line.lstrip().startswith("#"))
+    return header, [line.strip() for line in lines if not line.lstrip().startswith("#")]
+
+
+def _render(*, hub: bool, tmp_path: Path) -> str:
+    variables = natsconf.server_variables(
+        server_name="n-0",
+        client_listen="127.0.0.1:4222",
+        monitor_listen="127.0.0.1:8222",
+        store_dir=tmp_path / "js",
+        domain="hub" if hub else "eu",
+        hub=hub,
+        max_file_store_bytes=1 << 30,
+        max_memory_store_bytes=1 << 28,
+        leaf_listen="127.0.0.1:7422" if hub else "",
+        cluster=natsconf.Cluster(
+            name="c", listen="127.0.0.1:6222", routes=("nats-route://127.0.0.1:6222",)
+        ),
     )
-    used = _active_placeholders(path)
-    assert "TESSERA_NATS_DOMAIN" in used
-    for name in used:
-        assert re.search(rf"#\s+{name}\s", header), f"{name} is not documented in {template}"
+    return natsconf.render_server_config(variables)
+
+
+def test_template_variables_and_secrets_are_documented() -> None:
+    text = _TEMPLATE.read_text()
+    header, body = _header_and_body(text)
+    variables = natsconf.template_variables(text)
+    assert {"domain", "hub", "permissions", "tls", "cluster"} <= variables
+    for name in variables:
+        assert re.search(rf"#\s+{name}\s", header), f"{name} is not documented"
+    secrets = {name for line in body for name in _ENV_REFERENCE.findall(line)}
+    assert secrets == {
+        natsconf.ENV_WRITER_PASSWORD,
+        natsconf.ENV_NOTIFIER_PASSWORD,
+        natsconf.ENV_READER_PASSWORD,
+        natsconf.ENV_ADMIN_PASSWORD,
+        natsconf.ENV_LEAF_PASSWORD,
+        natsconf.ENV_HUB_LEAF_URLS,
+    }
+    for name in secrets:
+        assert re.search(rf"#\s+{name}\s", header), f"{name} is not documented"
+
+
+@pytest.mark.parametrize("hub", [True, False], ids=["hub", "region"])
+def test_rendered_configuration_is_valid_and_needs_its_secrets(tmp_path: Path, hub: bool) -> None:
+    path = tmp_path / "nats.conf"
+    path.write_text(_render(hub=hub, tmp_path=tmp_path))
     binary = Path(sys.executable).parent / "nats-server"
     env = {k: v for k, v in os.environ.items() if not k.startswith("TESSERA_NATS_")}
     missing = subprocess.run(
@@ -208,17 +238,15 @@ def test_template_placeholders_are_documented_and_required(tmp_path: Path, templ
     )
     assert missing.returncode != 0
     assert "can not be found" in missing.stderr + missing.stdout
-    values = {name: json.dumps(f"{name.lower()}-x") for name in used}
-    values |= {
-        "TESSERA_NATS_LISTEN": '"127.0.0.1:4222"',
-        "TESSERA_NATS_MONITOR_LISTEN": '"127.0.0.1:8222"',
-        "TESSERA_NATS_LEAF_LISTEN": '"127.0.0.1:7422"',
-        "TESSERA_NATS_STORE_DIR": json.dumps(str(tmp_path)),
-        "TESSERA_NATS_HUB_LEAF_URLS": '["nats-leaf://leaf:pw@127.0.0.1:7422", "nats-leaf://b:7422"]',
-    }
+    users = natsconf.HUB_USERS if hub else natsconf.REGION_USERS
+    secrets = natsconf.password_environment({user: f"{user}-pw" for user in users})
+    if not hub:
+        secrets[natsconf.ENV_HUB_LEAF_URLS] = json.dumps(
+            ["nats-leaf://leaf:pw@127.0.0.1:7422", "nats-leaf://b:7422"]
+        )
     valid = subprocess.run(
         [str(binary), "-t", "-c", str(path)],
-        env={**env, **{k: v for k, v in values.items() if k in used}},
+        env={**env, **secrets},
         capture_output=True,
         text=True,
         check=False,
@@ -226,15 +254,15 @@ def test_template_placeholders_are_documented_and_required(tmp_path: Path, templ
     assert valid.returncode == 0, valid.stderr + valid.stdout
 
 
-def test_hub_fsyncs_every_write_and_regions_stay_read_only() -> None:
-    def settings(template: str) -> list[str]:
-        text = (NATS_SERVER_CONFIG_DIRECTORY / template).read_text()
-        return [line.strip() for line in text.splitlines() if not line.lstrip().startswith("#")]
-
-    assert "sync_interval: always" in settings("hub.conf")  # ARCHITECTURE.md §3
-    region = settings("region.conf")
-    assert 'deny_exports: ["seats.>", "orders.>", "$KV.>"]' in region
+def test_every_domain_fsyncs_every_write_and_regions_stay_read_only(tmp_path: Path) -> None:
+    _, hub = _header_and_body(_render(hub=True, tmp_path=tmp_path))
+    _, region = _header_and_body(_render(hub=False, tmp_path=tmp_path))
+    assert "sync_interval: always" in hub  # ARCHITECTURE.md §3
+    assert "sync_interval: always" in region
+    assert 'deny_exports: ["seats.>", "orders.>", "$KV.>", ]' in region
     assert "ignore_discovered_servers: true" in region
+    assert 'user: "writer"' in hub
+    assert 'user: "writer"' not in region  # nobody in a region may publish the feed
 
 
 # --- against a real hub and region ---
@@ -379,18 +407,39 @@ async def test_hub_duplicate_suppression_holds_through_the_mirror(
 async def test_nothing_published_in_a_region_reaches_the_hub(
     nats_hub: NatsDomainServer, nats_region: NatsDomainServer
 ) -> None:
-    """region.conf's deny_exports: only the writer writes the hub's streams."""
+    """Only the writer writes the hub's streams: no user of a region may publish their subjects
+    (permissions.json), and the leaf connection would not export them anyway (deny_exports)."""
     async with connected(nats_hub.url) as hub, connected(nats_region.url) as region:
         await hub.publish("seats.E.S", b"delta 1", headers={"Nats-Msg-Id": "E.S.1"})
-        nc = Client()
-        await nc.connect(nats_region.url, connect_timeout=5, allow_reconnect=False)
-        try:
-            for subject in ("seats.E.S", "orders.E", "$KV.seatmap.E.S"):
-                await nc.publish(subject, b"from the region")
-            await nc.flush()
-        finally:
-            await nc.close()
+        refused: list[Exception] = []
+
+        async def on_error(error: Exception) -> None:
+            refused.append(error)
+
+        for user in ("reader", "admin"):
+            nc = Client()
+            await nc.connect(
+                nats_region.url_for(user),
+                connect_timeout=5,
+                allow_reconnect=False,
+                error_cb=on_error,
+            )
+            expected = len(refused) + 3
+            try:
+                for subject in ("seats.E.S", "orders.E", "$KV.seatmap.E.S"):
+                    await nc.publish(subject, b"from the region")
+                await nc.flush()
+
+                async def all_refused(expected: int = expected) -> bool:
+                    return len(refused) >= expected
+
+                # the server's -ERR reaches the error callback asynchronously
+                await eventually(all_refused, VISIBLE_WITHIN_S, f"{user}'s publishes refused")
+            finally:
+                await nc.close()
         await asyncio.sleep(0.3)
+        assert len(refused) == 6
+        assert all("permissions violation" in str(error) for error in refused)
         assert await stored(hub, "SEATS") == 1
         assert await stored(hub, "KV_seatmap") == 0
         assert await stored(region, "SEATS") == 1

@@ -1,0 +1,270 @@
+# A Tessera environment, composed only from terraform/modules. This file is identical in every
+# environment (tests/unit/terraform checks it): staging rehearses exactly what production runs;
+# environments differ only in variables.tf defaults and their tfvars.
+#
+#   regions[0] (the writer's home)       every region
+#   ─────────────────────────────────   ───────────────────────────────────────────────
+#   writer (ECS) ── CockroachDB primary  edge (ECS, public ALB) ◄── CloudFront + WAF
+#   NATS hub (3 nodes, streams)          regional (ECS, internal ALB) ◄── NATS (3 nodes,
+#   Redis global datastore primary         mirrors, leaf-connected to the hub)
+#                                        Redis (writable; secondary of the global datastore)
+
+locals {
+  name       = "tessera-${var.environment}"
+  hub_region = var.regions[0]
+  zone_name  = trimsuffix(var.dns_zone.name, ".")
+
+  origin_hostname   = "origin.${local.zone_name}"
+  writer_hostname   = "writer.${local.zone_name}"
+  regional_hostname = { for r in var.regions : r => "regional.${r}.${local.zone_name}" }
+  edge_hostname     = { for r in var.regions : r => "edge.${r}.${local.zone_name}" }
+  all_vpc_cidrs     = [for r in var.regions : var.networks[r].vpc_cidr]
+
+  tags = { "tessera:environment" = var.environment }
+}
+
+module "database" {
+  source = "../../modules/cockroach_cluster"
+
+  cluster_name       = local.name
+  regions            = [for r in var.regions : { name = r, node_count = var.database.nodes_per_region }]
+  num_virtual_cpus   = var.database.num_virtual_cpus
+  storage_gib        = var.database.storage_gib
+  allowed_cidrs      = concat(var.networks[local.hub_region].nat_cidrs, var.operator_cidrs)
+  secret_region      = local.hub_region
+  secret_name_prefix = local.name
+  labels             = { environment = var.environment }
+}
+
+module "nats" {
+  source = "../../modules/nats_regions"
+
+  name_prefix = local.name
+  hub_region  = local.hub_region
+  regions = {
+    for r in var.regions : r => {
+      vpc_id       = var.networks[r].vpc_id
+      subnet_ids   = var.networks[r].private_subnet_ids
+      client_cidrs = [var.networks[r].vpc_cidr]
+    }
+  }
+  dns_zone         = var.dns_zone
+  nodes_per_region = 3
+  instance_type    = var.nats.instance_type
+  volume_size_gib  = var.nats.volume_size_gib
+  tags             = local.tags
+}
+
+module "redis" {
+  source = "../../modules/redis"
+
+  name_prefix    = local.name
+  primary_region = local.hub_region
+  regions = {
+    for r in var.regions : r => {
+      vpc_id        = var.networks[r].vpc_id
+      subnet_ids    = var.networks[r].private_subnet_ids
+      allowed_cidrs = [var.networks[r].vpc_cidr]
+    }
+  }
+  node_type = var.redis_node_type
+  tags      = local.tags
+}
+
+# --- the services ---
+
+module "writer" {
+  source = "../../modules/service"
+
+  name       = "${local.name}-writer"
+  tier       = "writer"
+  region     = local.hub_region
+  image      = var.image
+  cpu        = var.capacity.writer.cpu
+  memory     = var.capacity.writer.memory
+  vpc_id     = var.networks[local.hub_region].vpc_id
+  subnet_ids = var.networks[local.hub_region].private_subnet_ids
+  scaling = {
+    min                = var.capacity.writer.min
+    max                = var.capacity.writer.max
+    cpu_target_percent = var.capacity.writer.cpu_target_percent
+  }
+  environment = {
+    TESSERA_JETSTREAM_REPLICAS = tostring(module.nats.replicas)
+    TESSERA_DB_PRIMARY_REGION  = module.database.database_regions[0]
+    TESSERA_DB_REGIONS         = join(",", module.database.database_regions)
+    TESSERA_DB_CA_PATH         = module.database.sslrootcert_path
+  }
+  secrets = {
+    TESSERA_DATABASE_URL = module.database.writer_url_secret_arn
+    TESSERA_REDIS_URL    = module.redis.url_secret_arns[local.hub_region]
+    TESSERA_NATS_URL     = module.nats.client_url_secret_arns[local.hub_region]["writer"]
+  }
+  secret_names = {
+    TESSERA_ADMIN_KEY  = var.app_secret_names.admin_key
+    TESSERA_JWT_SECRET = var.app_secret_names.jwt_secret
+  }
+  # The database URL's sslrootcert: the cluster's CA, written before the writer starts.
+  init_command = ["python", "-c", "import os, pathlib; pathlib.Path(os.environ['TESSERA_DB_CA_PATH']).write_text(os.environ['TESSERA_DB_CA'])"]
+  init_secrets = { TESSERA_DB_CA = module.database.ca_secret_arn }
+  load_balancer = {
+    internal      = true
+    subnet_ids    = var.networks[local.hub_region].private_subnet_ids
+    ingress_cidrs = local.all_vpc_cidrs # every region's edges send writes here
+    hostname      = local.writer_hostname
+    zone_id       = var.dns_zone.id
+  }
+  tags = local.tags
+}
+
+module "regional" {
+  source   = "../../modules/service"
+  for_each = toset(var.regions)
+
+  name       = "${local.name}-regional-${each.key}"
+  tier       = "regional"
+  region     = each.key
+  image      = var.image
+  cpu        = var.capacity.regional.cpu
+  memory     = var.capacity.regional.memory
+  vpc_id     = var.networks[each.key].vpc_id
+  subnet_ids = var.networks[each.key].private_subnet_ids
+  scaling = {
+    min                 = var.capacity.regional.min
+    max                 = var.capacity.regional.max
+    cpu_target_percent  = var.capacity.regional.cpu_target_percent
+    requests_per_target = var.capacity.regional.requests_per_task_per_min
+  }
+  environment = {
+    TESSERA_WRITER_URL   = module.writer.url
+    TESSERA_SEATS_STREAM = module.nats.streams[each.key].seats
+    TESSERA_KV_STREAM    = module.nats.streams[each.key].kv
+  }
+  # The read node connects as `reader`: it may only read its region's streams.
+  secrets      = { TESSERA_NATS_URL = module.nats.client_url_secret_arns[each.key]["reader"] }
+  secret_names = { TESSERA_JWT_SECRET = var.app_secret_names.jwt_secret }
+  # Outside the hub, the region's mirrors (nats/jetstream/regional/) are applied first, as admin.
+  init_command = each.key == local.hub_region ? [] : [
+    "python", "-m", "tessera.tooling.cli", "jetstream", "apply", "--regional",
+    "--hub-domain", module.nats.hub_domain, "--replicas", tostring(module.nats.replicas),
+  ]
+  init_secrets = each.key == local.hub_region ? {} : { TESSERA_NATS_URL = module.nats.client_url_secret_arns[each.key]["admin"] }
+  load_balancer = {
+    internal      = true
+    subnet_ids    = var.networks[each.key].private_subnet_ids
+    ingress_cidrs = [var.networks[each.key].vpc_cidr]
+    hostname      = local.regional_hostname[each.key]
+    zone_id       = var.dns_zone.id
+  }
+  tags = local.tags
+}
+
+module "edge" {
+  source   = "../../modules/service"
+  for_each = toset(var.regions)
+
+  name       = "${local.name}-edge-${each.key}"
+  tier       = "edge"
+  region     = each.key
+  image      = var.image
+  cpu        = var.capacity.edge.cpu
+  memory     = var.capacity.edge.memory
+  vpc_id     = var.networks[each.key].vpc_id
+  subnet_ids = var.networks[each.key].private_subnet_ids
+  scaling = {
+    min                 = var.capacity.edge.min
+    max                 = var.capacity.edge.max
+    cpu_target_percent  = var.capacity.edge.cpu_target_percent
+    requests_per_target = var.capacity.edge.requests_per_task_per_min
+  }
+  environment = merge(
+    {
+      TESSERA_ORIGIN_URLS = module.regional[each.key].url
+      TESSERA_WRITER_URL  = module.writer.url
+      # The load balancer (VPC) and CloudFront append to X-Forwarded-For: believe them.
+      TESSERA_TRUSTED_PROXIES = join(",", concat([var.networks[each.key].vpc_cidr], module.cdn.origin_facing_cidrs[each.key]))
+    },
+    var.edge_rate_limits == null ? {} : { TESSERA_RATE_LIMITS = var.edge_rate_limits },
+  )
+  secrets = { TESSERA_REDIS_URL = module.redis.url_secret_arns[each.key] }
+  secret_names = {
+    TESSERA_JWT_SECRET  = var.app_secret_names.jwt_secret
+    TESSERA_ADMIN_KEY   = var.app_secret_names.admin_key
+    TESSERA_EDGE_SECRET = var.app_secret_names.edge_secret
+  }
+  load_balancer = {
+    internal   = false
+    subnet_ids = var.networks[each.key].public_subnet_ids
+    # CloudFront, and the operators (the waiting room's admin API is per region: docs/operations.md)
+    ingress_prefix_list_ids = [module.cdn.origin_facing_prefix_list_ids[each.key]]
+    ingress_cidrs           = var.operator_cidrs
+    hostname                = local.edge_hostname[each.key]
+    extra_certificate_names = [local.origin_hostname]
+    zone_id                 = var.dns_zone.id
+  }
+  tags = local.tags
+}
+
+module "notifier" {
+  source = "../../modules/service"
+  count  = var.notifier.enabled ? 1 : 0
+
+  name       = "${local.name}-notifier"
+  tier       = "notifier"
+  region     = local.hub_region
+  image      = var.image
+  vpc_id     = var.networks[local.hub_region].vpc_id
+  subnet_ids = var.networks[local.hub_region].private_subnet_ids
+  scaling = {
+    min                = 1
+    max                = 4
+    cpu_target_percent = 60
+  }
+  environment = merge(var.notifier.environment, {
+    TESSERA_JETSTREAM_REPLICAS = tostring(module.nats.replicas)
+  })
+  # The notifier user consumes ORDERS and publishes dead letters, nothing else.
+  secrets = {
+    TESSERA_NATS_URL  = module.nats.client_url_secret_arns[local.hub_region]["notifier"]
+    TESSERA_REDIS_URL = module.redis.url_secret_arns[local.hub_region]
+  }
+  secret_names  = var.notifier.secret_names
+  load_balancer = null
+  tags          = local.tags
+}
+
+# --- the fans' front door, and the alarms ---
+
+module "cdn" {
+  source = "../../modules/edge_cdn"
+
+  name            = local.name
+  zone            = var.dns_zone
+  hostname        = var.public_hostname
+  origin_hostname = local.origin_hostname
+  origins = {
+    for r in var.regions : r => {
+      dns_name = module.edge[r].load_balancer.dns_name
+      zone_id  = module.edge[r].load_balancer.zone_id
+    }
+  }
+  origin_shield_region = local.hub_region
+  tags                 = local.tags
+}
+
+module "observability" {
+  source = "../../modules/observability"
+
+  name_prefix = local.name
+  hub_region  = local.hub_region
+  regions     = var.regions
+  load_balancers = merge(
+    { "writer/${local.hub_region}" = { region = local.hub_region, tier = "writer", arn_suffix = module.writer.load_balancer.arn_suffix } },
+    { for r in var.regions : "regional/${r}" => { region = r, tier = "regional", arn_suffix = module.regional[r].load_balancer.arn_suffix } },
+    { for r in var.regions : "edge/${r}" => { region = r, tier = "edge", arn_suffix = module.edge[r].load_balancer.arn_suffix } },
+  )
+  cloudfront_distribution_id = module.cdn.distribution_id
+  notification_emails        = var.alarm_emails
+  thresholds                 = var.alarm_thresholds
+  tags                       = local.tags
+}

@@ -1,0 +1,20 @@
+terraform {
+  required_version = ">= 1.9.0"
+
+  required_providers {
+    # >= 6.0: every regional resource takes a `region` argument, so one provider configuration
+    # serves every region and the module iterates over them.
+    aws = {
+      source  = "hashicorp/aws"
+      version = ">= 6.0"
+    }
+    random = {
+      source  = "hashicorp/random"
+      version = ">= 3.6"
+    }
+    tls = {
+      source  = "hashicorp/tls"
+      version = ">= 4.0"
+    }
+  }
+}

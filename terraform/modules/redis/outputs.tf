@@ -1,0 +1,24 @@
+output "url_secret_arns" {
+  description = "Per region, the ARN of the secret holding TESSERA_REDIS_URL for that region's services: the global datastore's primary in the primary region, the region's writable group elsewhere."
+  value       = { for region, secret in aws_secretsmanager_secret.url : region => secret.arn }
+}
+
+output "global_replication_group_id" {
+  description = "The global datastore (aws elasticache failover-global-replication-group --global-replication-group-id)."
+  value       = aws_elasticache_global_replication_group.writer.global_replication_group_id
+}
+
+output "replication_group_ids" {
+  description = "Per region, the replication groups: primary or secondary of the global datastore, and the local writable group outside the primary region."
+  value = {
+    for region in keys(var.regions) : region => {
+      global = region == var.primary_region ? aws_elasticache_replication_group.primary.id : aws_elasticache_replication_group.secondary[region].id
+      local  = region == var.primary_region ? aws_elasticache_replication_group.primary.id : aws_elasticache_replication_group.local[region].id
+    }
+  }
+}
+
+output "security_group_ids" {
+  description = "Per region, the Redis security group."
+  value       = { for region, sg in aws_security_group.redis : region => sg.id }
+}
