@@ -8,8 +8,9 @@ all stopped at the end), one fresh database per side, then:
 
 - Tessera: `python -m global_writer` (start_writer), one event per run (onsale in the past,
   hold_ttl_s 600, per_user_limit 8), holds through `POST /v1/events/{event}/holds`.
-- Baseline: the Litestar app defined below (`create_baseline_app`), served by Granian in a
-  subprocess (`bench/write_path.py --serve-baseline ...`) with the writer's Granian settings. Table
+- Baseline: the textbook design's hold-only Litestar app (bench/baselines/textbook.py,
+  `create_hold_only_app`), served by Granian in a subprocess
+  (`bench/write_path.py --serve-baseline ...`) with the writer's Granian settings. Table
   `seats(event, section, seat_index, status, hold_id, user_id)`, one row per stadium seat and a
   fresh event per run. `POST /v1/events/{event}/holds` is the textbook hold: one READ COMMITTED
   transaction per request, `SELECT … WHERE (section, seat_index) IN (…) ORDER BY … FOR UPDATE`,
@@ -44,47 +45,58 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import itertools
 import json
 import math
 import os
 import random
 import re
-import shutil
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Final
+from typing import Final
 from urllib.parse import urlsplit
 
-import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 import httpx
+import loadgen
 import msgspec
 import psycopg
-from litestar import Litestar, Request, Response, get, post
+from baselines import textbook
+from baselines.common import ENV_DATABASE, ENV_POOL, ENV_SECRET, ENV_VENUE
+from baselines.textbook import hold_only_event, hold_only_schema
+from loadgen import (
+    StreamConnection,
+    TransportError,
+    percentile_ms,
+    print_table,
+    serve,
+    start_script_server,
+    write_json,
+)
+from stack import (
+    HTTP_TIMEOUT_S,
+    JSON_TYPE,
+    JWT_SECRET,
+    Stack,
+    add_stack_args,
+    create_event,
+    print_machine,
+    run_in_stack,
+    start_bench_writer,
+    start_servers,
+)
 
 from global_writer.db.engine import MAX_OVERFLOW_DEFAULT, POOL_SIZE_DEFAULT
 from tessera import auth, limits
 from tessera.tooling.audit import audit
-from tessera.tooling.processes import ServiceProcess, start_writer
-from tessera.tooling.servers import (
-    RunningServer,
-    create_database,
-    free_port,
-    start_nats,
-    start_postgres,
-    start_valkey,
-)
-from tessera.venue import Venue, VenueError, load_venue_file
+from tessera.tooling.processes import ServiceProcess
+from tessera.tooling.servers import create_database
+from tessera.venue import Venue
 
-ROOT: Final = Path(__file__).resolve().parent.parent
 SEED: Final = 20261127
 HOT_SEATS: Final = 5_000
 SEATS_PER_HOLD: Final = 2
@@ -99,7 +111,6 @@ OPEN_LOOP_S: Final = 10.0
 USERS: Final = 10_000
 HOLD_TTL_S: Final = 600
 PER_USER_LIMIT: Final = 8
-HTTP_TIMEOUT_S: Final = 30.0
 # Targets (the issue's): holds/s at peak at least 5 times the baseline's; p99 ≤ 50 ms at half
 # of the writer's peak rate.
 PEAK_RATIO_MIN: Final = 5.0
@@ -107,206 +118,18 @@ HALF_PEAK_P99_MS_MAX: Final = 50.0
 # Baseline server: the writer's Granian settings (one worker); an asyncpg pool as large as the
 # writer's SQLAlchemy pool can grow (10 + 10 overflow).
 BASELINE_WORKERS: Final = 1
-BASELINE_POOL: Final = 20
-ADMIN_KEY: Final = "bench-admin-key-" + "k" * 32
-JWT_SECRET: Final = "bench-jwt-secret-" + "s" * 32  # a throwaway local secret
-ENV_DATABASE: Final = "BENCH_BASELINE_DATABASE_URL"
-ENV_VENUE: Final = "BENCH_BASELINE_VENUE"
-ENV_SECRET: Final = "BENCH_BASELINE_JWT_SECRET"
-ENV_POOL: Final = "BENCH_BASELINE_POOL"
-JSON_TYPE: Final = "application/json"
+BASELINE_POOL: Final = textbook.POOL_SIZE
 
 
-# --- the baseline server (runs in its own process, under Granian) ---
-
-SeatId = Annotated[str, msgspec.Meta(min_length=5, max_length=limits.seat_id_chars_max)]
-
-
-class HoldBody(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """The same body as Tessera's explicit-seat hold."""
-
-    seats: Annotated[list[SeatId], msgspec.Meta(min_length=1, max_length=limits.seats_per_hold_max)]
-
-
-class HoldCreated(msgspec.Struct):
-    hold_id: uuid.UUID
-    seats: list[str]
-
-
-_hold_decoder: Final = msgspec.json.Decoder(HoldBody)
-_encoder: Final = msgspec.json.Encoder()
-
-
-def _pairs_sql(count: int, first: int) -> str:
-    return ", ".join(f"(${first + 2 * k}, ${first + 2 * k + 1})" for k in range(count))
-
-
-def baseline_select_sql(count: int) -> str:
-    return (
-        "SELECT section, seat_index, status FROM seats WHERE event = $1 AND "
-        f"(section, seat_index) IN ({_pairs_sql(count, 2)}) "
-        "ORDER BY section, seat_index FOR UPDATE"
-    )
-
-
-def baseline_update_sql(count: int) -> str:
-    return (
-        "UPDATE seats SET status = 'held', hold_id = $2, user_id = $3 WHERE event = $1 AND "
-        f"(section, seat_index) IN ({_pairs_sql(count, 4)})"
-    )
-
-
-def _error(status: int, code: str, message: str, **details: object) -> Response[bytes]:
-    body = {"error": {"code": code, "message": message, **details}}
-    return Response(_encoder.encode(body), status_code=status, media_type=JSON_TYPE)
-
-
-class Baseline:
-    """The textbook hold: one READ COMMITTED transaction per request, rows locked in key order."""
-
-    def __init__(self, database_url: str, venue: Venue, secret: str, pool_size: int) -> None:
-        self.database_url = database_url
-        self.venue = venue
-        self.secret = secret
-        self.pool_size = pool_size
-        self.pool: Any = None
-
-    @asynccontextmanager
-    async def lifespan(self, _app: Litestar) -> AsyncIterator[None]:
-        self.pool = await asyncpg.create_pool(
-            self.database_url, min_size=self.pool_size, max_size=self.pool_size
-        )
-        try:
-            yield
-        finally:
-            await self.pool.close()
-
-    def parse(self, body: bytes) -> tuple[list[str], list[tuple[str, int]]] | Response[bytes]:
-        """The seat ids and their (section, index) keys, or the error reply."""
-        try:
-            seats = _hold_decoder.decode(body).seats
-        except msgspec.ValidationError as error:
-            return _error(422, "invalid_request", str(error))
-        except msgspec.DecodeError as error:
-            return _error(400, "malformed_json", str(error))
-        keys: list[tuple[str, int]] = []
-        for seat in seats:
-            try:
-                layout, index = self.venue.locate(seat)
-            except VenueError as error:
-                return _error(422, "invalid_seat", str(error), seats=[seat])
-            keys.append((layout.section_id, index))
-        if len(set(keys)) != len(keys):
-            return _error(422, "invalid_request", "a seat appears twice in the request")
-        return seats, keys
-
-    async def hold(
-        self, event: str, user_id: str, keys: list[tuple[str, int]], hold_id: uuid.UUID
-    ) -> list[str]:
-        """Hold every seat of `keys` as hold `hold_id`: [] on success, else the ids of the seats
-        that were not available (and nothing is written)."""
-        flat = [value for key in keys for value in key]
-        async with self.pool.acquire() as conn:
-            transaction = conn.transaction(isolation="read_committed")
-            await transaction.start()
-            try:
-                rows = await conn.fetch(baseline_select_sql(len(keys)), event, *flat)
-                taken = [
-                    self.venue.section(row["section"]).seat_id(row["seat_index"])
-                    for row in rows
-                    if row["status"] != "available"
-                ]
-                if taken or len(rows) != len(keys):
-                    await transaction.rollback()
-                    return taken or ["(unknown seat)"]
-                await conn.execute(baseline_update_sql(len(keys)), event, hold_id, user_id, *flat)
-            except BaseException:
-                await transaction.rollback()
-                raise
-            await transaction.commit()
-        return []
-
-
-def create_baseline_app() -> Litestar:
-    """The baseline as a Litestar app, configured by BENCH_BASELINE_* (see `serve_baseline`)."""
-    service = Baseline(
-        os.environ[ENV_DATABASE],
-        load_venue_file(os.environ[ENV_VENUE]),
-        os.environ[ENV_SECRET],
-        int(os.environ.get(ENV_POOL, str(BASELINE_POOL))),
-    )
-
-    @get("/readyz", sync_to_thread=False)
-    def readyz() -> dict[str, str]:
-        return {"status": "ready"}
-
-    @post("/v1/events/{event:str}/holds")
-    async def hold(request: Request[Any, Any, Any], event: str) -> Response[bytes]:
-        try:
-            token = auth.bearer_token(request.headers.get("authorization"))
-            user_id = auth.verify_token(token, service.secret).user_id
-        except auth.AuthError as error:
-            return _error(401, "unauthorized", str(error))
-        parsed = service.parse(await request.body())
-        if isinstance(parsed, Response):
-            return parsed
-        seats, keys = parsed
-        hold_id = uuid.uuid4()
-        taken = await service.hold(event, user_id, keys, hold_id)
-        if taken:
-            return _error(409, "seats_unavailable", "seats are taken", seats=taken)
-        created = HoldCreated(hold_id=hold_id, seats=seats)
-        return Response(_encoder.encode(created), status_code=201, media_type=JSON_TYPE)
-
-    return Litestar(route_handlers=[readyz, hold], lifespan=[service.lifespan], debug=False)
+# --- the baseline server: bench/baselines/textbook.py's hold-only app, in its own process ---
 
 
 def serve_baseline(port: int, database_url: str, venue: Path, pool: int, workers: int) -> None:
-    from granian import Granian  # noqa: PLC0415  (only the server process needs it)
-    from granian.constants import Interfaces  # noqa: PLC0415
-
     os.environ[ENV_DATABASE] = database_url
     os.environ[ENV_VENUE] = str(venue.resolve())
     os.environ.setdefault(ENV_SECRET, JWT_SECRET)
     os.environ[ENV_POOL] = str(pool)
-    # This file runs as a script, so its directory is on sys.path and it imports by its stem.
-    Granian(
-        f"{Path(__file__).stem}:create_baseline_app",
-        address="127.0.0.1",
-        port=port,
-        interface=Interfaces.ASGI,
-        workers=workers,
-        factory=True,
-        log_access=False,
-    ).serve()
-
-
-def baseline_schema(database_url: str) -> None:
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(
-            """CREATE TABLE seats (
-                event text NOT NULL,
-                section text NOT NULL,
-                seat_index integer NOT NULL,
-                status text NOT NULL CHECK (status IN ('available', 'held', 'blocked')),
-                hold_id uuid,
-                user_id text,
-                PRIMARY KEY (event, section, seat_index))"""
-        )
-
-
-def baseline_event(database_url: str, venue: Venue, event: str) -> None:
-    """One row per seat of the stadium for `event` (blocked seats are never available)."""
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        with conn.cursor().copy(
-            "COPY seats (event, section, seat_index, status) FROM STDIN"
-        ) as copy:
-            for layout in venue.layouts:
-                blocked = set(layout.blocked_indices)
-                for index in range(layout.seat_count):
-                    status = "blocked" if index in blocked else "available"
-                    copy.write_row((event, layout.section_id, index, status))
-        conn.execute("VACUUM ANALYZE seats")
+    serve("baselines.textbook:create_hold_only_app", port, workers)
 
 
 # --- the workload ---
@@ -363,12 +186,12 @@ class Workload:
 # --- the load generator ---
 #
 # Every simulated fan owns one keep-alive connection. Two implementations: "raw", a minimal
-# HTTP/1.1 client on asyncio streams (the default), and "httpx", one httpx.AsyncClient per fan
-# (one connection each). aiohttp is not installed. A single pooled httpx.AsyncClient was measured
-# on this machine at ~350 requests/s with 64 connections while using a whole core (the pool's
-# bookkeeping grows with its size), and even one client per fan costs ~0.5 ms of CPU per request
-# (~1,600 requests/s per core), so with httpx the load generator, not the servers, would set the
-# peak; the raw client costs ~0.05 ms per request.
+# HTTP/1.1 client on asyncio streams (loadgen.StreamConnection, the default), and "httpx", one
+# httpx.AsyncClient per fan (one connection each). aiohttp is not installed. A single pooled
+# httpx.AsyncClient was measured on this machine at ~350 requests/s with 64 connections while
+# using a whole core (the pool's bookkeeping grows with its size), and even one client per fan
+# costs ~0.5 ms of CPU per request (~1,600 requests/s per core), so with httpx the load
+# generator, not the servers, would set the peak; the raw client costs ~0.05 ms per request.
 
 
 class HoldReply(msgspec.Struct):
@@ -386,54 +209,6 @@ class Sample:
     hold_id: str = ""
     seats: tuple[str, ...] = ()
     error: str = ""
-
-
-class TransportError(Exception):
-    pass
-
-
-class RawConnection:
-    """One keep-alive HTTP/1.1 connection; reconnects after an error or `connection: close`."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def request(self, head: bytes, body: bytes = b"") -> tuple[int, bytes]:
-        try:
-            return await asyncio.wait_for(self._exchange(head + body), HTTP_TIMEOUT_S)
-        except (OSError, EOFError, ValueError, TimeoutError, asyncio.IncompleteReadError) as error:
-            await self.close()
-            raise TransportError(type(error).__name__) from error
-
-    async def _exchange(self, data: bytes) -> tuple[int, bytes]:
-        if self.reader is None or self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        self.writer.write(data)
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        status = int(head[9:12])
-        length, close = 0, False
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            name = name.strip().lower()
-            if name == b"content-length":
-                length = int(value)
-            elif name == b"connection":
-                close = value.strip().lower() == b"close"
-            elif name == b"transfer-encoding":
-                raise ValueError("chunked replies are not expected")
-        body = await self.reader.readexactly(length) if length else b""
-        if close:
-            await self.close()
-        return status, body
-
-    async def close(self) -> None:
-        writer, self.reader, self.writer = self.writer, None, None
-        if writer is not None:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
 
 
 class HttpxConnection:
@@ -466,24 +241,24 @@ class Client:
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
         self.kind = kind
         self.auth = [f"Bearer {token}" for token in tokens]
-        self.idle: list[RawConnection | HttpxConnection] = []
+        self.idle: list[StreamConnection | HttpxConnection] = []
         self.opened = 0
 
-    def _new(self) -> RawConnection | HttpxConnection:
+    def _new(self) -> StreamConnection | HttpxConnection:
         self.opened += 1
         if self.kind == "raw":
-            return RawConnection(self.host, self.port)
+            return StreamConnection(self.host, self.port)
         return HttpxConnection(self.base_url)
 
-    def acquire(self) -> RawConnection | HttpxConnection:
+    def acquire(self) -> StreamConnection | HttpxConnection:
         return self.idle.pop() if self.idle else self._new()
 
-    def release(self, connection: RawConnection | HttpxConnection) -> None:
+    def release(self, connection: StreamConnection | HttpxConnection) -> None:
         self.idle.append(connection)
 
     async def send(
         self,
-        connection: RawConnection | HttpxConnection,
+        connection: StreamConnection | HttpxConnection,
         method: str,
         path: str,
         headers: dict[str, str],
@@ -573,59 +348,6 @@ async def open_loop(
         tasks.append(asyncio.create_task(client.hold(path, request, origin + offset)))
     samples = list(await asyncio.gather(*tasks))
     return samples, time.perf_counter() - origin, lags
-
-
-# --- CPU accounting (Linux /proc): who used the two cores during a run ---
-
-_TICK_S: Final = 1 / os.sysconf("SC_CLK_TCK")
-
-
-def _proc_table() -> dict[int, tuple[int, float]]:
-    """pid -> (parent pid, CPU seconds of the process and its reaped children)."""
-    table: dict[int, tuple[int, float]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            text = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = text.rsplit(")", 1)[1].split()
-        ticks = sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
-        table[int(entry.name)] = (int(fields[1]), ticks * _TICK_S)
-    return table
-
-
-def cpu_seconds(groups: Mapping[str, Iterable[int]]) -> dict[str, float]:
-    """CPU seconds so far of each group of process trees, and of this process."""
-    table = _proc_table()
-    children: dict[int, list[int]] = {}
-    for pid, (parent, _) in table.items():
-        children.setdefault(parent, []).append(pid)
-    used: dict[str, float] = {}
-    for name, roots in groups.items():
-        total, todo = 0.0, list(roots)
-        while todo:
-            pid = todo.pop()
-            if pid in table:
-                total += table[pid][1]
-                todo.extend(children.get(pid, []))
-        used[name] = total
-    times = os.times()
-    used["load generator"] = times.user + times.system
-    return used
-
-
-# --- results ---
-
-
-def percentile_ms(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile, in milliseconds (NaN for no values)."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[rank - 1] * 1000
 
 
 @dataclass
@@ -755,37 +477,20 @@ def baseline_held(database_url: str, venue: Venue, event: str) -> tuple[list[tup
 
 
 @dataclass
-class Stack:
-    workdir: Path
-    venue: Venue
-    venue_path: Path
-    servers: list[RunningServer] = field(default_factory=list)
-    services: list[ServiceProcess] = field(default_factory=list)
+class WriteStack(Stack):
     tessera_url: str = ""
     baseline_url: str = ""
 
-    def stop(self) -> None:
-        for service in self.services:
-            service.stop()
-        for server in reversed(self.servers):
-            server.stop()
-
-    def log_problems(self) -> dict[str, int]:
-        """Warnings, errors and raised exceptions in the service logs, counted by message."""
-        found: Counter[str] = Counter()
-        for service in self.services:
-            try:
-                lines = service.log_path.read_text(errors="replace").splitlines()
-            except OSError:
-                continue
-            for line in lines:
-                logged = _LOGGED.match(line)
-                if logged is not None:
-                    level = logged["l1"] or logged["l2"]
-                    found[f"{service.name}: {level} {logged['message'][:200]}"] += 1
-                elif _RAISED.match(line):
-                    found[f"{service.name}:   raised {line[:200]}"] += 1
-        return dict(found)
+    def problem(self, line: str) -> str | None:
+        """Log lines of the writer's and Granian's formats at warning level or above, and raised
+        exceptions."""
+        logged = _LOGGED.match(line)
+        if logged is not None:
+            level = logged["l1"] or logged["l2"]
+            return f"{level} {logged['message'][:200]}"
+        if _RAISED.match(line):
+            return f"  raised {line[:200]}"
+        return None
 
 
 _LOGGED: Final = re.compile(
@@ -796,57 +501,34 @@ _RAISED: Final = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Exhausted|Lease
 
 
 def start_baseline(stack: Stack, database_url: str, pool: int, workers: int) -> ServiceProcess:
-    port = free_port()
-    command = [
-        sys.executable,
-        str(Path(__file__).resolve()),
-        "--serve-baseline",
-        "--port",
-        str(port),
-        "--database-url",
-        database_url,
-        "--venue",
-        str(stack.venue_path),
-        "--baseline-pool",
-        str(pool),
-        "--baseline-workers",
-        str(workers),
-    ]
-    service = ServiceProcess(
-        name="baseline",
-        url=f"http://127.0.0.1:{port}",
-        port=port,
-        log_path=stack.workdir / "baseline.log",
-        command=command,
-        env={**os.environ, ENV_SECRET: JWT_SECRET},
+    flags = ["--serve-baseline", "--database-url", database_url, "--venue", str(stack.venue_path)]
+    flags += ["--baseline-pool", str(pool), "--baseline-workers", str(workers)]
+    return start_script_server(
+        stack.workdir, "baseline", Path(__file__), flags, {ENV_SECRET: JWT_SECRET}
     )
-    service.start()
-    return service
 
 
-def create_event(writer_url: str, venue_path: Path) -> str:
-    response = httpx.post(
-        f"{writer_url}/v1/admin/events",
-        headers={"X-Admin-Key": ADMIN_KEY},
-        json={
-            "name": "Write path bench",
-            "venue": json.loads(venue_path.read_bytes()),
-            "onsale_at": "2020-01-01T00:00:00Z",
-            "hold_ttl_s": HOLD_TTL_S,
-            "per_user_limit": PER_USER_LIMIT,
-            "home_region": "local",
-        },
-        timeout=HTTP_TIMEOUT_S,
+def new_event(stack: WriteStack) -> str:
+    """A fresh event on the stadium in the writer (one per Tessera run)."""
+    return create_event(
+        stack.tessera_url,
+        stack.venue_path,
+        name="Write path bench",
+        hold_ttl_s=HOLD_TTL_S,
+        per_user_limit=PER_USER_LIMIT,
     )
-    if response.status_code != 201:
-        raise RuntimeError(f"creating the event failed: {response.status_code} {response.text}")
-    event_id: str = response.json()["event_id"]
-    return event_id
+
+
+def cpu_seconds(groups: Mapping[str, Iterable[int]]) -> dict[str, float]:
+    """CPU seconds so far of each group of process trees, and of this process (the load
+    generator)."""
+    used = loadgen.cpu_seconds(groups)
+    return {name: used[name] for name in groups} | {"load generator": used["bench process"]}
 
 
 @dataclass
 class Bench:
-    stack: Stack
+    stack: WriteStack
     workload: Workload
     tokens: list[str]
     tessera_db: str
@@ -886,7 +568,7 @@ class Bench:
         return result, samples
 
     async def tessera_closed(self, clients: int, stream: list[HoldRequest]) -> Run:
-        event_id = create_event(self.stack.tessera_url, self.stack.venue_path)
+        event_id = new_event(self.stack)
         path = f"/v1/events/{event_id}/holds"
         run, samples = await self.measure(
             "tessera", "closed", clients, lambda c: closed_loop(c, path, stream, clients)
@@ -902,7 +584,7 @@ class Bench:
 
     async def baseline_closed(self, clients: int, stream: list[HoldRequest]) -> Run:
         event = f"stadium-c{clients}"
-        baseline_event(self.baseline_db, self.stack.venue, event)
+        hold_only_event(self.baseline_db, self.stack.venue, event)
         path = f"/v1/events/{event}/holds"
         run, samples = await self.measure(
             "baseline", "closed", clients, lambda c: closed_loop(c, path, stream, clients)
@@ -913,7 +595,7 @@ class Bench:
         return run
 
     async def tessera_open(self, rate: float, seconds: float, stream: list[HoldRequest]) -> Run:
-        event_id = create_event(self.stack.tessera_url, self.stack.venue_path)
+        event_id = new_event(self.stack)
         path = f"/v1/events/{event_id}/holds"
         # 64 connections are opened before the clock starts; more if that many are busy.
         run, samples = await self.measure(
@@ -1043,38 +725,12 @@ def table(runs: list[Run]) -> list[Row]:
     return rows
 
 
-def print_table(rows: list[Row]) -> None:
-    print("\n| measure | tessera | baseline | ratio | target | met |")
-    print("| --- | ---: | ---: | ---: | --- | --- |")
-    for row in rows:
-        met = {True: "yes", False: "**no**", None: ""}[row.met]
-        print(
-            f"| {row.name} | {row.tessera} | {row.baseline} | {row.ratio} | {row.target} | {met} |"
-        )
-
-
-async def bench(args: argparse.Namespace, stack: Stack) -> list[Run]:
-    print("starting PostgreSQL, Valkey, NATS ...", flush=True)
-    postgres = start_postgres(stack.workdir / "postgres")
-    stack.servers.append(postgres)
-    valkey = start_valkey(stack.workdir / "valkey")
-    stack.servers.append(valkey)
-    nats = start_nats(stack.workdir / "nats")
-    stack.servers.append(nats)
+async def bench(args: argparse.Namespace, stack: WriteStack) -> list[Run]:
+    postgres, valkey, nats = start_servers(stack)
     tessera_db = create_database(postgres.url, "bench_tessera")
     baseline_db = create_database(postgres.url, "bench_baseline")
-    baseline_schema(baseline_db)
-    writer = start_writer(
-        stack.workdir / "writer",
-        {
-            "TESSERA_DATABASE_URL": tessera_db,
-            "TESSERA_REDIS_URL": valkey.url,
-            "TESSERA_NATS_URL": nats.url,
-            "TESSERA_ADMIN_KEY": ADMIN_KEY,
-            "TESSERA_JWT_SECRET": JWT_SECRET,
-        },
-    )
-    stack.services.append(writer)
+    hold_only_schema(baseline_db)
+    writer = start_bench_writer(stack, tessera_db, valkey, nats)
     stack.tessera_url = writer.url
     baseline = start_baseline(stack, baseline_db, args.baseline_pool, args.baseline_workers)
     stack.services.append(baseline)
@@ -1131,22 +787,13 @@ async def bench(args: argparse.Namespace, stack: Stack) -> list[Run]:
     return b.runs
 
 
-def _finite(value: Any) -> Any:
-    """NaN (a percentile of no values) as null, so the JSON output stays strict JSON."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    return value
-
-
 def parse_clients(text: str) -> list[int]:
     return [int(part) for part in text.split(",") if part.strip()]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--venue", type=Path, default=ROOT / "examples/venues/stadium-70k.json")
+    add_stack_args(parser)
     parser.add_argument("--clients", type=parse_clients, default=list(CLIENTS))
     parser.add_argument("--requests", type=int, default=REQUESTS_PER_RUN)
     parser.add_argument("--zipf-s", type=float, default=ZIPF_S)
@@ -1165,8 +812,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--baseline-pool", type=int, default=BASELINE_POOL)
     parser.add_argument("--baseline-workers", type=int, default=BASELINE_WORKERS)
-    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
-    parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--serve-baseline", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--database-url", help=argparse.SUPPRESS)
@@ -1178,26 +823,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.requests > 4 * USERS:
         parser.error(f"--requests at most {4 * USERS} (per-user limit {PER_USER_LIMIT} seats)")
-    venue = load_venue_file(args.venue)
-    print(f"venue: {venue.name}: {len(venue.layouts)} sections, {venue.seat_count:,} seats")
-    print(
-        f"machine: {os.cpu_count()} cores shared by PostgreSQL, Valkey, NATS, the writer, the "
-        f"baseline and the load generator ({args.client} HTTP client, one asyncio loop in this "
-        f"process); load average before the run {os.getloadavg()[0]:.2f}"
+    stack = WriteStack.create("tessera-write-bench-", args.venue)
+    print_machine(
+        stack.venue,
+        "PostgreSQL, Valkey, NATS, the writer, the baseline and the load generator "
+        f"({args.client} HTTP client, one asyncio loop in this process)",
     )
-    workdir = Path(tempfile.mkdtemp(prefix="tessera-write-bench-"))
-    stack = Stack(workdir, venue, args.venue)
-    try:
-        runs = asyncio.run(bench(args, stack))
-    finally:
-        stack.stop()
-        problems = stack.log_problems()
-        if args.keep:
-            print(f"work directory kept: {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+    runs, problems = run_in_stack(stack, args.keep, lambda: bench(args, stack))
     rows = table(runs)
-    print_table(rows)
+    print_table(["measure", "tessera", "baseline", "ratio", "target", "met"], rows)
     print(
         f"\nwarnings and errors in the writer and baseline logs: {sum(problems.values())}"
         + "".join(f"\n    {count} × {line}" for line, count in problems.items())
@@ -1208,17 +842,12 @@ def main(argv: list[str] | None = None) -> int:
         "per second of wall time; latencies from send to full reply"
     )
     if args.json:
-        args.json.write_text(
-            json.dumps(
-                {
-                    "runs": [_finite(asdict(r)) for r in runs],
-                    "table": [asdict(r) for r in rows],
-                    "log_problems": problems,
-                },
-                indent=1,
-                allow_nan=False,
-            )
-        )
+        document = {
+            "runs": [asdict(r) for r in runs],
+            "table": [asdict(r) for r in rows],
+            "log_problems": problems,
+        }
+        write_json(args.json, document)
     return 0 if all(row.met is not False for row in rows) else 1
 
 

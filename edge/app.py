@@ -15,10 +15,12 @@ import msgspec
 import redis.asyncio as aioredis
 from litestar import Litestar, Request, Response, get
 from litestar.exceptions import HTTPException
+from litestar.openapi import OpenAPIConfig
 
+from edge import page
 from edge.cache import MicroCache
 from edge.clientip import parse_networks
-from edge.controllers import admin, queue, reads, writes
+from edge.controllers import admin, cached, queue, reads, writes
 from edge.errors import JSON, EdgeError, handle_edge_error, handle_http_exception
 from edge.fastpath import CachedGets
 from edge.metrics import EdgeMetrics
@@ -111,6 +113,7 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[bytes]:
 def metrics_endpoint(request: Request[Any, Any, Any]) -> Response[bytes]:
     parts: Parts = request.app.state.parts
     parts.metrics.cache_entries.set(len(parts.seatmaps.entries) + len(parts.events.entries))
+    request.app.state.fast.flush_metrics()
     body, content_type = render(parts.metrics.registry)
     return Response(body, media_type=content_type)
 
@@ -138,6 +141,8 @@ def create_app(settings: Settings | None = None) -> Any:
             *admin.ROUTE_HANDLERS,
             *writes.ROUTE_HANDLERS,
             *reads.ROUTE_HANDLERS,
+            *cached.ROUTE_HANDLERS,
+            *page.ROUTE_HANDLERS,
             healthz,
             readyz,
             metrics_endpoint,
@@ -145,8 +150,9 @@ def create_app(settings: Settings | None = None) -> Any:
         lifespan=[lifespan],
         exception_handlers={EdgeError: handle_edge_error, HTTPException: handle_http_exception},
         request_max_body_size=limits.request_body_bytes_max,
+        openapi_config=OpenAPIConfig(title="Tessera edge", version="0.1.0", path="/schema"),
     )
-    return CachedGets(
+    fast = CachedGets(
         app,
         seatmaps=parts.seatmaps,
         events=parts.events,
@@ -154,3 +160,5 @@ def create_app(settings: Settings | None = None) -> Any:
         trusted=parse_networks(settings.trusted_proxies),
         metrics=parts.metrics,
     )
+    app.state.fast = fast
+    return fast

@@ -19,6 +19,7 @@ from edge.metrics import EdgeMetrics
 from edge.origins import OriginUnavailable
 from edge.ratelimit import RateLimiter, refusal
 from edge.settings import RouteClass
+from tessera import limits
 from tessera.httpcache import choose_encoding, etag_matches
 from tessera.venue import ID_PATTERN
 
@@ -63,6 +64,13 @@ class CachedGets:
         self.section_route = Route(
             "/v1/events/{event_id}/sections/{section_id}/seatmap", seatmaps, takes_format=True
         )
+        # Memos for the hot path, each bounded: validated paths, Accept-Encoding answers, and
+        # resolved latency series.
+        self.known: dict[str, Route] = {}
+        self.encodings: dict[bytes, str] = {}
+        self.latency: dict[tuple[str, str, int], Any] = {}
+        self.outcomes: dict[str, int] = dict.fromkeys(("HIT", "MISS", "STALE", "ERROR"), 0)
+        self.reads_local = limiter.config.budget(RouteClass.reads).store == "local"
 
     def route_of(self, path: str) -> Route | None:
         match = SEATMAP_PATH.match(path) or EVENT_PATH.match(path)
@@ -84,11 +92,16 @@ class CachedGets:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        path = scope["path"]
         try:
-            route = self.route_of(scope["path"])
+            route = self.known.get(path)
             if route is None:
-                await self.app(scope, receive, send)
-                return
+                route = self.route_of(path)
+                if route is None:
+                    await self.app(scope, receive, send)
+                    return
+                if len(self.known) < limits.edge_known_paths_max:
+                    self.known[path] = route
             status = await self.serve(scope, send, route)
         except Refusal as refused:
             route_name = "cached"
@@ -96,34 +109,54 @@ class CachedGets:
             status = refused.status
         else:
             route_name = route.template
-        self.metrics.observe_request(
-            route=route_name,
-            method=scope["method"],
-            status=status,
-            duration_s=time.perf_counter() - started,
-        )
+        histogram = self.latency.get((route_name, scope["method"], status))
+        if histogram is None:
+            histogram = self.metrics.request_latency_s.labels(
+                route=route_name, method=scope["method"], status=str(status)
+            )
+            self.latency[(route_name, scope["method"], status)] = histogram
+        histogram.observe(time.perf_counter() - started)
+
+    def client_of(self, scope: dict[str, Any], forwarded: bytes | None) -> str:
+        client = scope.get("client")
+        peer = client[0] if client else None
+        if forwarded is None and peer is not None:
+            return str(peer)  # no header to believe or not: the peer is the client
+        return client_ip(peer, forwarded.decode("latin-1") if forwarded else None, self.trusted)
+
+    def encoding_of(self, accept_encoding: bytes) -> str:
+        encoding = self.encodings.get(accept_encoding)
+        if encoding is None:
+            encoding = choose_encoding(accept_encoding.decode("latin-1"))
+            if len(self.encodings) < limits.edge_known_encodings_max:
+                self.encodings[accept_encoding] = encoding
+        return encoding
 
     async def serve(self, scope: dict[str, Any], send: Any, route: Route) -> int:
-        headers = dict(scope["headers"])
+        accept_encoding = b""
+        if_none_match = forwarded = None
+        for name, value in scope["headers"]:
+            if name == b"accept-encoding":
+                accept_encoding = value
+            elif name == b"if-none-match":
+                if_none_match = value
+            elif name == b"x-forwarded-for":
+                forwarded = value
         fmt = "binary"
         if route.takes_format and scope.get("query_string"):
             fmt = parse_qs(scope["query_string"].decode("latin-1")).get("format", [fmt])[-1]
             if fmt not in ("binary", "json"):
                 raise Refusal(422, "invalid_request", "format must be binary or json", {})
-        client = scope.get("client")
-        forwarded = headers.get(b"x-forwarded-for")
-        ip = client_ip(
-            client[0] if client else None,
-            forwarded.decode("latin-1") if forwarded is not None else None,
-            self.trusted,
-        )
-        decision = await self.limiter.check(RouteClass.reads, ip, None)
+        ip = self.client_of(scope, forwarded)
+        if self.reads_local:
+            decision = self.limiter.check_local(RouteClass.reads, ip, None)
+        else:
+            decision = await self.limiter.check(RouteClass.reads, ip, None)
         if not decision.allowed:
             error = refusal(decision, RouteClass.reads)
             raise Refusal(error.status, error.code, error.message, error.headers)
-        encoding = choose_encoding(headers.get(b"accept-encoding", b"").decode("latin-1"))
         path = scope["path"]
-        key: CacheKey = (path, fmt, encoding)
+        key: CacheKey = (path, fmt, self.encoding_of(accept_encoding))
         entry = route.cache.fresh(key)
         outcome: Outcome = "HIT"
         if entry is None:
@@ -132,17 +165,25 @@ class CachedGets:
                     key, path + ("?format=json" if fmt == "json" else "")
                 )
             except OriginUnavailable:
-                self.metrics.cache_requests.labels("ERROR").inc()
+                self.outcomes["ERROR"] += 1
                 raise Refusal(
                     503,
                     "origin_unavailable",
                     "seat maps are unavailable; retry",
                     {"Retry-After": "1"},
                 ) from None
-        self.metrics.cache_requests.labels(outcome).inc()
+        self.outcomes[outcome] += 1
         age = str(int(route.cache.clock() - entry.stored_at)).encode()
         extra = ((b"x-cache", outcome.encode()), (b"age", age))
-        return await answer(scope, send, headers.get(b"if-none-match"), entry, extra)
+        return await answer(scope, send, if_none_match, entry, extra)
+
+    def flush_metrics(self) -> None:
+        """Counted in plain integers on the hot path (a Prometheus update per hit cost about as
+        much as the hit); moved into the registry when it is scraped."""
+        for outcome, count in self.outcomes.items():
+            if count:
+                self.metrics.cache_requests.labels(outcome).inc(count)
+                self.outcomes[outcome] = 0
 
 
 async def answer(

@@ -6,7 +6,7 @@ all tried anyway, because refusing without asking is worse than a slow failure."
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import httpx
@@ -73,7 +73,7 @@ class OriginPool:
         )
         return healthy + cooling
 
-    async def get(self, path_and_query: str, headers: dict[str, str]) -> OriginAnswer:
+    async def get(self, path_and_query: str, headers: Mapping[str, str]) -> OriginAnswer:
         """GET from the first origin that answers below 500. The body is kept as sent (still
         compressed): it is replayed to fans with the origin's Content-Encoding."""
         failure = "no origin configured"
@@ -93,7 +93,7 @@ class OriginPool:
         raise OriginUnavailable(failure)
 
     async def _get(
-        self, origin: Origin, path_and_query: str, headers: dict[str, str]
+        self, origin: Origin, path_and_query: str, headers: Mapping[str, str]
     ) -> OriginAnswer:
         request = self.client.build_request(
             "GET", origin.base_url + path_and_query, headers=headers

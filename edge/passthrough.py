@@ -4,7 +4,7 @@ unchanged) and SSE streams from a read node (chunk by chunk, never buffered)."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, MutableMapping
 
 import httpx
 from litestar import Response
@@ -36,8 +36,14 @@ DROPPED_RESPONSE_HEADERS = frozenset(
 )
 
 
-def forwarded_headers(headers: Mapping[str, str], client_ip: str) -> dict[str, str]:
-    kept = {name: headers[name] for name in FORWARDED_REQUEST_HEADERS if name in headers}
+def forwarded_headers(headers: Mapping[str, str], client_ip: str) -> MutableMapping[str, str]:
+    """The fan's headers a tier needs, byte for byte: Litestar decodes header bytes as latin-1, so
+    they are encoded back as latin-1 (httpx's default, ASCII, raised on any other byte: a 500 for
+    an `Idempotency-Key: é`; the tier now gets the bytes and answers them)."""
+    kept = httpx.Headers(encoding="latin-1")
+    for name in FORWARDED_REQUEST_HEADERS:
+        if name in headers:
+            kept[name] = headers[name]
     kept["x-forwarded-for"] = client_ip
     return kept
 
@@ -61,7 +67,7 @@ class WriterProxy:
         await self.client.aclose()
 
     async def send(
-        self, method: str, path: str, headers: dict[str, str], body: bytes = b""
+        self, method: str, path: str, headers: Mapping[str, str], body: bytes = b""
     ) -> httpx.Response:
         try:
             response = await self.client.request(method, path, headers=headers, content=body)
@@ -82,7 +88,7 @@ class WriterProxy:
         return response
 
     async def forward(
-        self, method: str, path: str, headers: dict[str, str], body: bytes = b""
+        self, method: str, path: str, headers: Mapping[str, str], body: bytes = b""
     ) -> Response[bytes]:
         """The writer's answer, status, body and headers, as the fan's."""
         response = await self.send(method, path, headers, body)
@@ -113,7 +119,7 @@ class StreamProxy:
     async def close(self) -> None:
         await self.client.aclose()
 
-    async def open(self, path: str, headers: dict[str, str]) -> httpx.Response:
+    async def open(self, path: str, headers: Mapping[str, str]) -> httpx.Response:
         for origin in self.pool.ordered():
             request = self.client.build_request("GET", origin.base_url + path, headers=headers)
             try:

@@ -216,6 +216,10 @@ class RateLimiter:
         self._probing = False
 
     @property
+    def config(self) -> RateLimits:
+        return self._config
+
+    @property
     def redis_suspended(self) -> bool:
         """Whether Redis is being left alone after a failure (the breaker is open)."""
         return self._redis_down_until is not None and self._clock() < self._redis_down_until

@@ -89,6 +89,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
         int, msgspec.Meta(ge=limits.edge_admission_ttl_s_min, le=limits.edge_admission_ttl_s_max)
     ] = 900
     rate_limits: RateLimits = msgspec.field(default_factory=RateLimits)
+    # POST /v1/dev/token mints a fan JWT for any user id: local stacks only (docs/web-page.md).
+    dev_tokens: bool = False
 
     def __post_init__(self) -> None:
         for network in self.trusted_proxies:
@@ -108,6 +110,7 @@ ENV_FIELDS = {
     "stale_s": "TESSERA_STALE_S",
     "admission_ttl_s": "TESSERA_ADMISSION_TTL_S",
     "rate_limits": "TESSERA_RATE_LIMITS",
+    "dev_tokens": "TESSERA_DEV_TOKENS",
 }
 LIST_FIELDS = frozenset({"origin_urls", "trusted_proxies"})
 

@@ -85,7 +85,11 @@ BUMP_VERSIONS: Final = (
         t.sections.c.lease_epoch == sa.bindparam("fence_epoch"),
     )
     .values(version=t.sections.c.version + 1)
-    .returning(t.sections.c.section_id, t.sections.c.version, sa.func.now())
+    # clock_timestamp(): when the bump ran, at the end of the batch; now() is its start. The
+    # change feed's commit time is the former, or feed lag would include the batch's own work.
+    .returning(
+        t.sections.c.section_id, t.sections.c.version, sa.func.now(), sa.func.clock_timestamp()
+    )
 )
 
 
@@ -109,8 +113,19 @@ class Written:
     needs_reload: bool = False
     # The transaction's `now()`, once a statement returned it.
     db_now: datetime | None = None
+    # When the versions were bumped (the batch's last statement): the feed's commit time.
+    bumped_at: datetime | None = None
     # Orders written, whose events (they carry `db_now`) go to the outbox with the deltas.
-    orders: list[tuple[SellOp, list[str], bool]] = field(default_factory=list)
+    orders: list[tuple[SellOp, list[str], Buyer]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Buyer:
+    """What the order's messages say about its fan, read in the order's transaction."""
+
+    share_purchases: bool
+    email: str | None
+    phone: str | None
 
 
 class Publisher(Protocol):
@@ -154,6 +169,8 @@ class EventActor:
         )
         # Set when memory may have drifted from the database; the loop reloads before going on.
         self.reload_wanted = False
+        # The batch being committed: its picks are in memory, tentatively, until it commits.
+        self.pending: Plan | None = None
 
     async def submit(self, op: Op) -> Any:
         """Queue `op` and wait for its batch; 503 when the queue is full or the wait too long."""
@@ -198,6 +215,7 @@ class EventActor:
                 return
         plan = Plan(self.runtime)
         started = time.perf_counter()
+        self.pending = plan
         try:
             pick(plan, holds)
             plan.freeze()
@@ -210,10 +228,21 @@ class EventActor:
             plan.rollback()
             self.fail(batch, error)
             return
+        finally:
+            self.pending = None
         self.metrics.batch_commit_latency_s.observe(time.perf_counter() - started)
         self.metrics.batch_size.observe(len(batch))
         self.finish(plan, written, holds, releases, sells)
         self.count(written, holds, releases, sells)
+
+    def committed_section(self, position: int) -> bytes:
+        """A section's encoded map as last committed. While a batch commits, memory holds its
+        picks tentatively under the old version: a reader resyncing from that would keep seats
+        taken that the batch may never commit, under a version whose delta then does not fit."""
+        pending = self.pending
+        if pending is not None and position in pending.base_maps:
+            return pending.base_maps[position].encode()
+        return self.runtime.seats.encode_section(position)
 
     async def claim_keys(self, holds: list[HoldOp]) -> list[HoldOp]:
         """Claim the Idempotency-Keys the batch's requests bring, in one statement committed
@@ -264,8 +293,10 @@ class EventActor:
                     metrics.expiry_lag_s.observe(max(0.0, now - release.due_at))
 
     def fail(self, batch: list[Op], error: Exception) -> None:
-        if isinstance(error, OutOfSync):
-            self.reload_wanted = True
+        # Memory was rolled back, but the transaction may have committed all the same: a
+        # connection lost while COMMIT was answered is ambiguous, and never rerun (db/retry.py).
+        # Reload what the database has, holds' deadlines included (found by the fault suite).
+        self.reload_wanted = True
         if isinstance(error, StaleLease):
             self.runtime.owner = False
             log.error("stale lease on event %s: stopped writing", self.runtime.event_id)
@@ -480,29 +511,54 @@ class EventActor:
             )
         )
         await conn.execute(pg_insert(t.users).values(user_id=op.user_id).on_conflict_do_nothing())
-        share = (
+        user = (
             await conn.execute(
-                sa.select(t.users.c.share_purchases).where(t.users.c.user_id == op.user_id)
+                sa.select(t.users.c.share_purchases, t.users.c.email, t.users.c.phone).where(
+                    t.users.c.user_id == op.user_id
+                )
             )
-        ).scalar_one()
-        written.orders.append((op, seats, share))
+        ).one()
+        written.orders.append((op, seats, Buyer(user.share_purchases, user.email, user.phone)))
 
     def order_events(self, written: Written, db_now: datetime) -> list[Pending]:
+        """Per order: its event on the change feed (friends index) and its confirmation on the
+        notifier's work queue, both committed with the sale so neither can be lost."""
         runtime = self.runtime
         subject = contracts.orders_subject(runtime.event_id)
+        confirmed_subject = contracts.order_confirmed_subject(runtime.event_id)
         headers = {contracts.HEADER_EVENT: str(runtime.event_id)}
         pending = []
-        for op, seats, share in written.orders:
+        for op, seats, buyer in written.orders:
             event = contracts.OrderEvent(
                 order_id=op.order_id,
                 event_id=runtime.event_id,
                 user_id=op.user_id,
                 seats=seats,
-                share_purchases=share,
+                share_purchases=buyer.share_purchases,
                 created_at=db_now,
             )
             payload = contracts.order_event_encoder.encode(event)
             pending.append(Pending(subject, f"order.{op.order_id}", headers, payload))
+            confirmation = contracts.OrderConfirmation(
+                order_id=op.order_id,
+                event_id=runtime.event_id,
+                event_name=runtime.name,
+                user_id=op.user_id,
+                seats=seats,
+                amount=op.amount_minor,
+                currency=op.currency,
+                confirmed_at=db_now,
+                email=buyer.email,
+                phone=buyer.phone,
+            )
+            pending.append(
+                Pending(
+                    confirmed_subject,
+                    contracts.order_confirmed_msg_id(op.order_id),
+                    {**headers, contracts.HEADER_ORDER: str(op.order_id)},
+                    contracts.order_event_encoder.encode(confirmation),
+                )
+            )
         return pending
 
     async def bump_versions(self, conn: AsyncConnection, plan: Plan, written: Written) -> None:
@@ -523,6 +579,7 @@ class EventActor:
         if len(bumped) != len(ids):
             raise StaleLease(f"fencing epoch {runtime.lease_epoch} is no longer current")
         written.db_now = rows[0][2]
+        written.bumped_at = rows[0][3]
         for position in plan.touched:
             version = int(bumped[runtime.section_ids[position]])
             if version != plan.base_maps[position].version + 1:
@@ -532,8 +589,8 @@ class EventActor:
     def deltas(self, plan: Plan, written: Written) -> list[Pending]:
         """One change-feed message per touched section: its delta from the batch's base."""
         runtime = self.runtime
-        assert written.db_now is not None
-        committed_ms = str(int(written.db_now.timestamp() * 1000))
+        assert written.bumped_at is not None
+        committed_ms = str(int(written.bumped_at.timestamp() * 1000))
         pending = []
         for position in sorted(plan.touched):
             version = written.versions[position]

@@ -95,7 +95,10 @@ async def void_quietly(writer: Writer, authorization: Authorization) -> None:
 
 
 async def capture(writer: Writer, authorization: Authorization, order_id: uuid.UUID) -> None:
-    """The order is committed; a failed capture is recorded for reconciliation, not undone."""
+    """The order is committed; a failed capture is recorded for reconciliation, not undone.
+    Recording the capture is bookkeeping too: if the database cannot be reached for it (the
+    order committed a moment before), the payment row stays `authorized` for reconciliation and
+    the fan still gets the order, never an error for a sale that happened."""
     status = "captured"
     try:
         await writer.payments.capture(authorization)
@@ -110,4 +113,7 @@ async def capture(writer: Writer, authorization: Authorization, order_id: uuid.U
             .values(status=status, updated_at=sa.func.now())
         )
 
-    await run_transaction(writer.engine, write)
+    try:
+        await run_transaction(writer.engine, write)
+    except Exception:
+        log.exception("recording the %s payment of order %s failed; reconcile", status, order_id)

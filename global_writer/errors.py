@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from sqlalchemy import exc as sa_exc
+
+from global_writer.db.retry import sqlstate_of
 
 log = logging.getLogger("global_writer")
 
@@ -79,7 +82,35 @@ def handle_contention(_: Request[Any, Any, Any], error: Exception) -> Response[b
     return error_response(503, body)
 
 
+# SQLSTATE classes of a database that cannot be reached or is going away: connection exceptions
+# (08…), and the server shutting down, crashed or still starting (57P01, 57P02, 57P03).
+_UNREACHABLE_SQLSTATES: Final = ("08", "57P01", "57P02", "57P03")
+
+
+def database_unreachable(error: BaseException) -> bool:
+    """Whether `error` says the database (or another dependency) could not be reached, rather
+    than that a statement was wrong: a refused or reset connection, a pool checkout timeout, a
+    connection found dead, or one of the SQLSTATEs above."""
+    if isinstance(error, OSError | sa_exc.TimeoutError):
+        return True
+    if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
+        return True
+    state = sqlstate_of(error)
+    return state is not None and state.startswith(_UNREACHABLE_SQLSTATES)
+
+
+def database_unavailable(request: Request[Any, Any, Any], error: Exception) -> Response[bytes]:
+    """The database is down or restarting: nothing was answered from it, so this is a 503 the
+    client retries with the same Idempotency-Key (an effect and its key commit together, so a
+    retry replays whatever did commit)."""
+    log.warning("%s %s: database unreachable: %r", request.method, request.url.path, error)
+    body = Unavailable("the database is unreachable; retry with the same Idempotency-Key").body()
+    return error_response(503, body)
+
+
 def handle_unexpected(request: Request[Any, Any, Any], error: Exception) -> Response[bytes]:
+    if database_unreachable(error):
+        return database_unavailable(request, error)
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
     message = "internal error; the request may be retried with the same Idempotency-Key"
     body = {"error": {"code": "internal_error", "message": message}}

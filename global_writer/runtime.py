@@ -207,14 +207,7 @@ async def load_event(engine: AsyncEngine, event_id: uuid.UUID, owner: str) -> Ev
         epoch = await acquire_lease(conn, event_id, owner)
         versions = await section_versions(conn, event_id)
         claims = await event_claims(conn, event_id)
-        active = (
-            await conn.execute(
-                sa.select(t.holds.c.hold_id, t.holds.c.expires_at).where(
-                    t.holds.c.event_id == event_id, t.holds.c.status == "active"
-                )
-            )
-        ).all()
-        return row, epoch, versions, claims, active
+        return row, epoch, versions, claims, await active_holds(conn, event_id)
 
     row, epoch, versions, claims, active = await run_transaction(engine, work)
     runtime = build_runtime(row, epoch)
@@ -225,15 +218,19 @@ async def load_event(engine: AsyncEngine, event_id: uuid.UUID, owner: str) -> Ev
 
 
 async def reload_state(engine: AsyncEngine, runtime: EventRuntime) -> None:
-    """Bring memory back to the committed claims and versions (after a detected drift)."""
+    """Bring memory back to the committed claims and versions, and the expiry wheel to the
+    active holds (after a detected drift, or a batch that may have committed unseen)."""
 
-    async def work(conn: AsyncConnection) -> tuple[dict[str, int], Any]:
+    async def work(conn: AsyncConnection) -> tuple[dict[str, int], Any, Any]:
         event_id = runtime.event_id
-        return await section_versions(conn, event_id), await event_claims(conn, event_id)
+        versions = await section_versions(conn, event_id)
+        return versions, await event_claims(conn, event_id), await active_holds(conn, event_id)
 
-    versions, claims = await run_transaction(engine, work)
+    versions, claims, active = await run_transaction(engine, work)
     runtime.user_seats.clear()
     restore_claims(runtime, claims, versions)
+    for hold_id, expires_at in active:
+        runtime.wheel.schedule(str(hold_id), int(expires_at.timestamp() * 1000))
 
 
 async def section_versions(conn: AsyncConnection, event_id: uuid.UUID) -> dict[str, int]:
@@ -243,6 +240,17 @@ async def section_versions(conn: AsyncConnection, event_id: uuid.UUID) -> dict[s
         )
     )
     return {row[0]: row[1] for row in rows}
+
+
+async def active_holds(conn: AsyncConnection, event_id: uuid.UUID) -> Any:
+    """(hold id, expires_at) of the event's active holds: what the expiry wheel must know."""
+    return (
+        await conn.execute(
+            sa.select(t.holds.c.hold_id, t.holds.c.expires_at).where(
+                t.holds.c.event_id == event_id, t.holds.c.status == "active"
+            )
+        )
+    ).all()
 
 
 async def event_claims(conn: AsyncConnection, event_id: uuid.UUID) -> Any:

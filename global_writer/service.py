@@ -95,7 +95,7 @@ class Writer:
         self.mirror = HoldMirror(self.redis)
         self.nc = await nats.connect(self.settings.nats_url, max_reconnect_attempts=-1)
         self.js = self.nc.jetstream()
-        await ensure_jetstream(self.js, load_definitions())
+        await ensure_jetstream(self.js, load_definitions(replicas=self.settings.jetstream_replicas))
         self.publisher = JetStreamPublisher(self.autocommit_engine, self.js)
         # Whatever a crash left unsent goes out before anything new.
         await relay_once(self.engine, self.js, 0)
@@ -179,6 +179,11 @@ class Writer:
             venue = Venue(body.venue)
         except VenueError as error:
             raise errors.InvalidRequest(f"venue: {error}") from None
+        if not limits.onsale_at_year_min <= body.onsale_at.year <= limits.onsale_at_year_max:
+            raise errors.InvalidRequest(
+                f"onsale_at must be in the years {limits.onsale_at_year_min}"
+                f"-{limits.onsale_at_year_max}"
+            )
         event_id = uuid.uuid4()
         info = contracts.EventInfo(
             event_id=event_id,
@@ -423,11 +428,12 @@ class Writer:
         )
 
     async def snapshot(self, event_id: uuid.UUID, section_id: str) -> bytes:
-        runtime = (await self.handle(event_id)).runtime
-        position = runtime.positions.get(section_id)
+        """The section as last committed (never a batch's picks still being written)."""
+        handle = await self.handle(event_id)
+        position = handle.runtime.positions.get(section_id)
         if position is None:
             raise errors.NotFound(f"no section {section_id!r} in event {event_id}")
-        return runtime.seats.encode_section(position)
+        return handle.actor.committed_section(position)
 
     # --- background work ---
 

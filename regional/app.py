@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 from litestar import Litestar, Request, Response, get
 from litestar.exceptions import HTTPException
+from litestar.openapi import OpenAPIConfig
 from litestar.params import FromPath
 from litestar.response import Stream
 
@@ -20,11 +21,14 @@ from regional.fastpath import fast_seatmaps
 from regional.feed import Feed
 from regional.friends import FriendsIndex
 from regional.metrics import RegionalMetrics
+from regional.openapi import ROUTE_HANDLERS as FAST_PATH_DOCS
+from regional.openapi import FriendsAnswer
 from regional.settings import Settings, from_env
 from regional.sse import Broadcaster
 from regional.state import EventView
 from tessera import auth, limits
 from tessera.observability import configure_logging, render
+from tessera.openapi import LAST_EVENT_ID, Answer, documented, seat_stream_answer
 
 JSON = "application/json"
 
@@ -62,7 +66,13 @@ def view_of(request: Request[Any, Any, Any], event_id: str) -> EventView:
     return view
 
 
-@get("/v1/events/{event_id:str}/seatmap/stream", summary="Seat changes as Server-Sent Events")
+@get(
+    "/v1/events/{event_id:str}/seatmap/stream",
+    summary="Seat changes as Server-Sent Events",
+    operation_class=documented(
+        {200: seat_stream_answer("A snapshot, then deltas")}, headers=[LAST_EVENT_ID]
+    ),
+)
 async def seatmap_stream(request: Request[Any, Any, Any], event_id: FromPath[str]) -> Stream:
     view = view_of(request, event_id)
     broadcaster: Broadcaster = request.app.state.broadcaster
@@ -76,7 +86,11 @@ async def seatmap_stream(request: Request[Any, Any, Any], event_id: FromPath[str
     )
 
 
-@get("/v1/events/{event_id:str}/friends", summary="Friends who bought seats and share them")
+@get(
+    "/v1/events/{event_id:str}/friends",
+    summary="Friends who bought seats and share them",
+    operation_class=documented({200: Answer.json("Friends and their seats", FriendsAnswer)}),
+)
 async def friends(request: Request[Any, Any, Any], event_id: FromPath[str]) -> Response[bytes]:
     view = view_of(request, event_id)
     settings: Settings = request.app.state.settings
@@ -142,8 +156,18 @@ def create_app(settings: Settings | None = None) -> Any:
             await feed.stop()
 
     app = Litestar(
-        route_handlers=[seatmap_stream, friends, healthz, readyz, metrics_endpoint],
+        route_handlers=[
+            *FAST_PATH_DOCS,
+            seatmap_stream,
+            friends,
+            healthz,
+            readyz,
+            metrics_endpoint,
+        ],
         lifespan=[lifespan],
         exception_handlers={ReaderError: handle_reader_error, HTTPException: handle_http_exception},
+        openapi_config=OpenAPIConfig(
+            title="Tessera regional read node", version="0.1.0", path="/schema"
+        ),
     )
     return fast_seatmaps(app, feed, metrics)

@@ -193,23 +193,31 @@ class Feed:
                 if messages:
                     progress = time.monotonic()
                     await handle(messages)
+                    if kind == "seats":
+                        # Each message says how many the consumer has left after it: a node
+                        # that keeps up with a busy feed never sees an empty fetch, and must
+                        # still become ready (it once stayed unready through a whole onsale).
+                        self.caught_up = messages[-1].metadata.num_pending == 0
                     continue
-                if await self.stalled(subscription, kind, progress):
+                if not await self.pending(subscription, kind):
+                    # Caught up: the watchdog measures from here, or the first message after
+                    # a quiet spell longer than the watchdog would look like a stall.
+                    progress = time.monotonic()
+                elif time.monotonic() - progress > limits.feed_watchdog_s:
                     raise RuntimeError(f"no progress on {stream} for {limits.feed_watchdog_s}s")
         finally:
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
 
-    async def stalled(
-        self, subscription: JetStreamContext.PullSubscription, kind: str, progress: float
-    ) -> bool:
-        """Caught up, or stuck? The consumer's own count of messages still to deliver decides
-        (the stream's last sequence does not: messages may have been purged or aged out). A
-        consumer the server no longer knows (a restart) raises here, and is re-created."""
+    async def pending(self, subscription: JetStreamContext.PullSubscription, kind: str) -> int:
+        """Messages the consumer still has to deliver: 0 is caught up, more after an empty
+        fetch may be a stall. The consumer's own count decides (the stream's last sequence does
+        not: messages may have been purged or aged out). A consumer the server no longer knows
+        (a restart) raises here, and is re-created."""
         pending = (await subscription.consumer_info()).num_pending
         if kind == "seats":
             self.caught_up = pending == 0
-        return bool(pending) and time.monotonic() - progress > limits.feed_watchdog_s
+        return pending or 0
 
     async def apply_seats(self, messages: list[Msg]) -> None:
         changed: dict[uuid.UUID, dict[int, Change | None]] = {}

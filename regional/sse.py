@@ -52,7 +52,7 @@ def delta_frame(view: EventView, sections: dict[int, Change]) -> bytes:
 
 def snapshot_frame(view: EventView) -> bytes:
     """The whole event: the binary event map with its version vector, base64 (decode it with
-    docs/seatmap.mjs), plus the versions in clear."""
+    edge/static/seatmap.mjs), plus the versions in clear."""
     seatmap = tc.encode_event(view.maps, include_versions=True)
     data = {
         "versions": view.versions(),

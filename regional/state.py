@@ -16,7 +16,7 @@ import zstandard
 
 import tessera_core as tc
 from tessera import contracts, limits
-from tessera.venue import Venue
+from tessera.venue import Venue, new_event_seats
 
 SEATMAP_TYPE: Final = "application/vnd.tessera.seatmap"
 JSON_TYPE: Final = "application/json"
@@ -69,8 +69,13 @@ class EventView:
         self.venue = Venue(info.venue)
         self.section_ids = [layout.section_id for layout in self.venue.layouts]
         self.positions = {section_id: p for p, section_id in enumerate(self.section_ids)}
+        # Until a snapshot arrives, a section is as the venue made it: blocked seats (kills,
+        # production holds) are never available, even before the writer's first change.
+        # (Version 0, as the writer's sections start; blocking them bumped the engine's.)
+        fresh = new_event_seats(self.venue)
         self.maps = [
-            tc.SeatMap.all_available(layout.seat_count, 0) for layout in self.venue.layouts
+            tc.SeatMap(blocked.bitmap(), blocked.seat_count, 0)
+            for blocked in (fresh.seat_map(p) for p in range(len(self.venue.layouts)))
         ]
         self.loaded = [False] * len(self.maps)
         self.history: list[deque[Change]] = [

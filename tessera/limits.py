@@ -302,3 +302,112 @@ edge_hold_event_ttl_s: Final = 2 * hold_ttl_s_max
 edge_room_redis_timeout_s: Final = 1.0
 # Events whose waiting-room settings one edge process caches (bounded: event ids come from URLs).
 edge_room_configs_cached_max: Final = 10_000
+
+# --- the local stack (tessera up / down) ---
+
+# How often `tessera up` checks that its children still run.
+stack_supervise_s: Final = 0.5
+# `tessera down`: how long the supervisor gets to stop everything before leftovers are killed.
+stack_stop_timeout_s: Final = 60.0
+# `tessera up --regions`: one NATS domain, read node and edge each.
+stack_regions_max: Final = 5
+
+# --- notifications (notifier/, docs/notifications.md) ---
+# RFC 5321 §4.5.3.1.3: a path is at most 256 octets with its angle brackets, so an address 254.
+contact_email_chars_max: Final = 254
+# E.164: a country code and subscriber number of at most 15 digits in all.
+contact_phone_digits_max: Final = 15
+# Attempts (deliveries) one confirmation may get before it is dead-lettered; the setting is
+# bounded so a typo cannot keep a failing message cycling for weeks.
+notify_attempts_max: Final = 50
+# Confirmations one notifier process works on at once (SMTP sends run in threads).
+notify_concurrency_max: Final = 256
+# Unacknowledged confirmations the consumer hands out (retries waiting out their NAK delay
+# count too): past it the server holds back new ones, which is the backpressure we want.
+notify_ack_pending_max: Final = 1_024
+# Longest wait between two attempts, as a bound on the configured backoff cap.
+notify_backoff_s_max: Final = 3_600
+# One SMTP conversation or webhook call; bounded so a wedged peer cannot outlive the AckWait.
+notify_send_timeout_s_max: Final = 60
+# How long the server waits for an ack before redelivering (bound on the setting).
+notify_ack_wait_s_max: Final = 600
+# "Sent" / "dead" markers outlive any redelivery: ORDERS keeps a message at most 7 days.
+notify_marker_ttl_s: Final = 8 * 86_400
+# An error quoted in a dead letter (SMTP replies and webhook bodies can be long).
+notify_error_chars_max: Final = 1_024
+# One fetch from the consumer waits this long for messages before looping.
+notify_fetch_timeout_s: Final = 1.0
+# On stop, sends in progress get this long to finish before they are cancelled (the messages
+# are redelivered after AckWait; the markers stop a second send of what already went out).
+notify_drain_s: Final = 5.0
+# Webhook response bodies read for an error message.
+notify_webhook_body_bytes_max: Final = 4 * 1024
+# The local mail catcher keeps this many messages (oldest dropped first) and this size each.
+mailcatcher_messages_max: Final = 10_000
+mailcatcher_message_bytes_max: Final = 1024 * 1024
+
+# --- onsale simulator (tessera/tooling/onsale.py, docs/onsale.md) ---
+# Keep-alive connections the simulator opens to each edge for reads (and to each read node, the
+# writer), and for writes: thousands of fans share them, so the simulator's load on a server
+# stays bounded. Writes wait for the writer's batches: as many as the edge opens to the writer.
+onsale_connections_max: Final = 64
+onsale_write_connections_max: Final = 256
+# One request, connect to last byte: above the edge's own writer timeout (12 s), so a slow write
+# comes back as the edge's 504 rather than as a client-side timeout.
+onsale_request_timeout_s: Final = 15.0
+# An answer larger than this is refused (the event details of a 70,000-seat stadium are ~0.9 MB).
+onsale_response_bytes_max: Final = 64 * 1024 * 1024
+
+# --- the audit (tessera/tooling/audit.py) ---
+# A regional map may lag the writer by the change feed's delay (milliseconds; seconds after a
+# fault heals): maps are compared again every audit_retry_s until equal, for up to this long.
+audit_converge_s: Final = 5.0
+audit_retry_s: Final = 0.1
+# Seat-map GETs in flight per node while auditing (a stadium has ~100 sections).
+audit_connections_max: Final = 16
+audit_request_timeout_s: Final = 5.0
+
+# --- serving (tessera/serving.py: every tier under Granian) ---
+
+# The listen backlog (the kernel caps it at net.core.somaxconn).
+serve_backlog_max: Final = 4_096
+# Requests in progress per worker (SSE streams and waiting keep-alive requests count).
+serve_concurrent_requests_max: Final = 65_536
+# The edge fast path remembers validated cacheable paths and Accept-Encoding answers (bounded:
+# both come from requests; past the bound they are just computed each time).
+edge_known_paths_max: Final = 65_536
+edge_known_encodings_max: Final = 1_024
+
+# --- onsale simulator: the run ---
+onsale_fans_max: Final = 200_000
+onsale_duration_s_max: Final = 3_600.0
+# A state-changing request is sent at most this many times with one Idempotency-Key (after
+# 502/503/504, no answer, 429 or a key still in flight).
+onsale_write_attempts_max: Final = 4
+# Holds a fan attempts (seats gone, writer busy) before giving up; waiting out a sold-out map
+# does not count.
+onsale_hold_attempts_max: Final = 8
+# Seat-map GETs each bot fires back to back (they share one address per region: 429s).
+onsale_bot_reads_max: Final = 60
+# Holds whose seats are followed until they show as taken in every region (the feed-lag probe),
+# how often they are looked at, and for how long at most.
+onsale_lag_probes_max: Final = 200
+onsale_lag_probe_interval_s: Final = 0.01
+onsale_lag_probe_s_max: Final = 5.0
+# The writer releases an expired hold within ~1 s (ARCHITECTURE.md §3); past its deadline plus
+# this, an abandoned hold must read `expired`.
+onsale_expiry_slack_s: Final = 3.0
+# After the sale, how long the simulator waits at most for abandoned holds' deadlines (the
+# default; holds still within their TTL then are reported, not failed). With the demo event's
+# 30 s holds this keeps the default run near a minute.
+onsale_expiry_wait_s_max: Final = 20.0
+# The live table's refresh, and the status line's period without one.
+onsale_progress_s: Final = 0.25
+onsale_status_line_s: Final = 5.0
+
+# --- events: onsale_at bounds ---
+# An event's `onsale_at`, in years (as given). The PostgreSQL driver stores Python's first and
+# last instants as -infinity/infinity and reads them back without a time zone, which broke every
+# hold on the event (a 500; found by tests/fuzz).
+onsale_at_year_min: Final = 1970
+onsale_at_year_max: Final = 9998

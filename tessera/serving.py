@@ -10,6 +10,8 @@ from collections.abc import Callable
 from granian import Granian
 from granian.constants import Interfaces
 
+from tessera import limits
+
 
 def serve(
     module: str, default_port: int, check_settings: Callable[[], object], argv: list[str] | None
@@ -27,4 +29,8 @@ def serve(
         workers=1,
         factory=True,
         log_access=False,
+        backlog=limits.serve_backlog_max,
+        # Granian's default caps concurrent requests (so connections: SSE streams and keep-alive
+        # fans each hold one) at the backlog, 1,024: an edge must hold far more.
+        backpressure=limits.serve_concurrent_requests_max,
     ).serve()

@@ -25,15 +25,18 @@ from edge.controllers import (
     read_body,
     room_of,
 )
-from edge.waiting_room import RoomUpdate
+from edge.waiting_room import RoomUpdate, RoomView
+from tessera.openapi import Answer, documented
 
 PATH: Final = "/v1/admin/events/{event_id:str}/waiting-room"
 _UPDATE_DECODER: Final = msgspec.json.Decoder(RoomUpdate)
+ROOM_ANSWER: Final = Answer.json("The room's settings and stats", RoomView)
 
 
 @put(
     PATH,
     summary="Configure the event's waiting room (X-Admin-Key)",
+    operation_class=documented({200: ROOM_ANSWER}, body=RoomUpdate),
     request_max_body_size=BODY_BYTES_MAX,
 )
 async def configure_room(
@@ -45,7 +48,11 @@ async def configure_room(
     return json_response(await room_of(request).configure(event, update))
 
 
-@get(PATH, summary="The event's waiting room: settings and stats (X-Admin-Key)")
+@get(
+    PATH,
+    summary="The event's waiting room: settings and stats (X-Admin-Key)",
+    operation_class=documented({200: ROOM_ANSWER}),
+)
 async def view_room(request: Request[Any, Any, Any], event_id: FromPath[str]) -> Response[bytes]:
     check_admin(request)
     return json_response(await room_of(request).view(parse_event_id(event_id)))
@@ -55,6 +62,7 @@ async def view_room(request: Request[Any, Any, Any], event_id: FromPath[str]) ->
     f"{PATH}/open",
     status_code=200,
     summary="Open the gate now (X-Admin-Key)",
+    operation_class=documented({200: ROOM_ANSWER}),
     request_max_body_size=BODY_BYTES_MAX,
 )
 async def open_room(request: Request[Any, Any, Any], event_id: FromPath[str]) -> Response[bytes]:
@@ -66,6 +74,7 @@ async def open_room(request: Request[Any, Any, Any], event_id: FromPath[str]) ->
     f"{PATH}/close",
     status_code=200,
     summary="Freeze admission (X-Admin-Key)",
+    operation_class=documented({200: ROOM_ANSWER}),
     request_max_body_size=BODY_BYTES_MAX,
 )
 async def close_room(request: Request[Any, Any, Any], event_id: FromPath[str]) -> Response[bytes]:

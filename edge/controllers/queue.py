@@ -27,7 +27,9 @@ from edge.controllers import (
 from edge.fans import admit_rate, fan_of
 from edge.pow import SOLUTION_PATTERN
 from edge.settings import RouteClass
+from edge.waiting_room import ChallengeView, QueueStatus
 from tessera import limits
+from tessera.openapi import Answer, documented
 
 
 class JoinRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -39,9 +41,14 @@ class JoinRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_on
 
 
 _JOIN_DECODER: Final = msgspec.json.Decoder(JoinRequest)
+STATUS_ANSWER: Final = Answer.json("The fan's place in the queue", QueueStatus)
 
 
-@get("/v1/events/{event_id:str}/queue/challenge", summary="A proof-of-work challenge for joining")
+@get(
+    "/v1/events/{event_id:str}/queue/challenge",
+    summary="A proof-of-work challenge for joining",
+    operation_class=documented({200: Answer.json("A challenge", ChallengeView)}),
+)
 async def queue_challenge(
     request: Request[Any, Any, Any], event_id: FromPath[str]
 ) -> Response[bytes]:
@@ -52,6 +59,9 @@ async def queue_challenge(
 @post(
     "/v1/events/{event_id:str}/queue",
     summary="Join the event's waiting room (fan JWT)",
+    operation_class=documented(
+        {201: STATUS_ANSWER, 200: STATUS_ANSWER}, body=JoinRequest, body_required=False
+    ),
     request_max_body_size=BODY_BYTES_MAX,
 )
 async def join_queue(request: Request[Any, Any, Any], event_id: FromPath[str]) -> Response[bytes]:
@@ -66,7 +76,11 @@ async def join_queue(request: Request[Any, Any, Any], event_id: FromPath[str]) -
     return json_response(status, 201 if created else 200)
 
 
-@get("/v1/queue/{ticket:str}", summary="Where a queue ticket stands")
+@get(
+    "/v1/queue/{ticket:str}",
+    summary="Where a queue ticket stands",
+    operation_class=documented({200: STATUS_ANSWER}),
+)
 async def queue_status(request: Request[Any, Any, Any], ticket: FromPath[str]) -> Response[bytes]:
     await admit_rate(request, RouteClass.reads, None)
     return json_response(await room_of(request).status(ticket))

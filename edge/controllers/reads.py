@@ -16,9 +16,17 @@ from edge.origins import OriginPool, OriginUnavailable
 from edge.passthrough import StreamProxy, error_response, forwarded_headers
 from edge.settings import RouteClass
 from tessera import limits
+from tessera.openapi import ANY_OBJECT, LAST_EVENT_ID, Answer, documented, seat_stream_answer
 
 
-@get("/v1/events/{event_id:str}/seatmap/stream", summary="Seat changes as Server-Sent Events")
+@get(
+    "/v1/events/{event_id:str}/seatmap/stream",
+    summary="Seat changes as Server-Sent Events",
+    operation_class=documented(
+        {200: seat_stream_answer("A snapshot, then deltas (from a read node)")},
+        headers=[LAST_EVENT_ID],
+    ),
+)
 async def seatmap_stream(
     request: Request[Any, Any, Any], event_id: FromPath[str]
 ) -> Stream | Response[bytes]:
@@ -39,13 +47,20 @@ async def seatmap_stream(
     )
 
 
-@get("/v1/events/{event_id:str}/friends", summary="Friends who bought seats and share them")
+@get(
+    "/v1/events/{event_id:str}/friends",
+    summary="Friends who bought seats and share them",
+    operation_class=documented(
+        {200: Answer("Friends and their seats (from a read node)", {JSON: ANY_OBJECT})}
+    ),
+)
 async def friends(request: Request[Any, Any, Any], event_id: FromPath[str]) -> Response[bytes]:
     event = parse_uuid(event_id, "event")
     user_id = fan_of(request)
     ip = await admit_rate(request, RouteClass.reads, user_id)
     pool: OriginPool = request.app.state.origins
-    headers = {**forwarded_headers(request.headers, ip), "accept-encoding": "identity"}
+    headers = forwarded_headers(request.headers, ip)
+    headers["accept-encoding"] = "identity"
     try:
         answer = await pool.get(f"/v1/events/{event}/friends", headers)
     except OriginUnavailable:

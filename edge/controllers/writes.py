@@ -24,8 +24,21 @@ from edge.passthrough import WriterProxy, forwarded_headers
 from edge.settings import RouteClass
 from edge.waiting_room import ADMISSION_HEADER, WaitingRoom
 from tessera import auth, limits
+from tessera.openapi import (
+    ADMISSION_TOKEN,
+    ANY_OBJECT,
+    IDEMPOTENCY_KEY,
+    JSON,
+    Answer,
+    documented,
+)
 
 HOLD_EVENT_KEY = "tessera:edge:hold:{}"
+# The writer's answers and bodies pass through unchanged; the writer's own OpenAPI document
+# (docs/api.md) has their shapes.
+WRITER_ANSWER = Answer("The writer's answer, unchanged", {JSON: ANY_OBJECT})
+WRITER_BODY = dict[str, Any]
+GUARDED = (IDEMPOTENCY_KEY, ADMISSION_TOKEN)
 
 
 class HoldCreated(msgspec.Struct):
@@ -104,7 +117,11 @@ async def guarded_write(
     return response
 
 
-@post("/v1/events/{event_id:str}/holds", summary="Hold seats (passed to the writer)")
+@post(
+    "/v1/events/{event_id:str}/holds",
+    summary="Hold seats (passed to the writer)",
+    operation_class=documented({201: WRITER_ANSWER}, body=WRITER_BODY, headers=GUARDED),
+)
 async def create_hold(request: Request[Any, Any, Any], event_id: FromPath[str]) -> Response[bytes]:
     event = parse_uuid(event_id, "event")
     return await guarded_write(
@@ -112,19 +129,34 @@ async def create_hold(request: Request[Any, Any, Any], event_id: FromPath[str]) 
     )
 
 
-@post("/v1/holds/{hold_id:str}/extend", summary="Extend a hold once (passed to the writer)")
+@post(
+    "/v1/holds/{hold_id:str}/extend",
+    summary="Extend a hold once (passed to the writer)",
+    operation_class=documented({200: WRITER_ANSWER}, headers=GUARDED),
+)
 async def extend_hold(request: Request[Any, Any, Any], hold_id: FromPath[str]) -> Response[bytes]:
     hold = parse_uuid(hold_id, "hold")
     return await guarded_write(request, RouteClass.holds, f"/v1/holds/{hold}/extend", hold_id=hold)
 
 
-@delete("/v1/holds/{hold_id:str}", status_code=200, summary="Release a hold (passed on)")
+@delete(
+    "/v1/holds/{hold_id:str}",
+    status_code=200,
+    summary="Release a hold (passed on)",
+    operation_class=documented(
+        {204: Answer("Released (the writer's answer)")}, headers=[ADMISSION_TOKEN]
+    ),
+)
 async def release_hold(request: Request[Any, Any, Any], hold_id: FromPath[str]) -> Response[bytes]:
     hold = parse_uuid(hold_id, "hold")
     return await guarded_write(request, RouteClass.holds, f"/v1/holds/{hold}", hold_id=hold)
 
 
-@post("/v1/orders", summary="Buy a hold (passed to the writer)")
+@post(
+    "/v1/orders",
+    summary="Buy a hold (passed to the writer)",
+    operation_class=documented({201: WRITER_ANSWER}, body=WRITER_BODY, headers=GUARDED),
+)
 async def create_order(request: Request[Any, Any, Any]) -> Response[bytes]:
     return await guarded_write(request, RouteClass.orders, "/v1/orders")
 
@@ -136,34 +168,68 @@ async def fan_read(request: Request[Any, Any, Any], path: str) -> Response[bytes
     return await proxy.forward("GET", path, forwarded_headers(request.headers, ip))
 
 
-@get("/v1/holds/{hold_id:str}", summary="A hold (owner; from the writer)")
+@get(
+    "/v1/holds/{hold_id:str}",
+    summary="A hold (owner; from the writer)",
+    operation_class=documented({200: WRITER_ANSWER}),
+)
 async def get_hold(request: Request[Any, Any, Any], hold_id: FromPath[str]) -> Response[bytes]:
     return await fan_read(request, f"/v1/holds/{parse_uuid(hold_id, 'hold')}")
 
 
-@get("/v1/orders/{order_id:str}", summary="An order (owner; from the writer)")
+@get(
+    "/v1/orders/{order_id:str}",
+    summary="An order (owner; from the writer)",
+    operation_class=documented({200: WRITER_ANSWER}),
+)
 async def get_order(request: Request[Any, Any, Any], order_id: FromPath[str]) -> Response[bytes]:
     return await fan_read(request, f"/v1/orders/{parse_uuid(order_id, 'order')}")
 
 
-@get("/v1/me", summary="My sharing choice and friends (from the writer)")
+@get(
+    "/v1/me",
+    summary="My sharing choice and friends (from the writer)",
+    operation_class=documented({200: WRITER_ANSWER}),
+)
 async def get_me(request: Request[Any, Any, Any]) -> Response[bytes]:
     return await fan_read(request, "/v1/me")
 
 
-@put("/v1/me/sharing", summary="Share my purchases with my friends (passed on)")
+@put(
+    "/v1/me/sharing",
+    summary="Share my purchases with my friends (passed on)",
+    operation_class=documented({200: WRITER_ANSWER}, body=WRITER_BODY),
+)
 async def put_sharing(request: Request[Any, Any, Any]) -> Response[bytes]:
     return await guarded_write(request, RouteClass.holds, "/v1/me/sharing")
 
 
-@put("/v1/me/friends/{friend_id:str}", summary="Add a friend (passed on)")
+@put(
+    "/v1/me/contact",
+    summary="Where order confirmations go (passed on)",
+    operation_class=documented({200: WRITER_ANSWER}, body=WRITER_BODY),
+)
+async def put_contact(request: Request[Any, Any, Any]) -> Response[bytes]:
+    return await guarded_write(request, RouteClass.holds, "/v1/me/contact")
+
+
+@put(
+    "/v1/me/friends/{friend_id:str}",
+    summary="Add a friend (passed on)",
+    operation_class=documented({200: WRITER_ANSWER}),
+)
 async def put_friend(request: Request[Any, Any, Any], friend_id: FromPath[str]) -> Response[bytes]:
     return await guarded_write(
         request, RouteClass.holds, f"/v1/me/friends/{friend_path(friend_id)}"
     )
 
 
-@delete("/v1/me/friends/{friend_id:str}", status_code=200, summary="Remove a friend (passed on)")
+@delete(
+    "/v1/me/friends/{friend_id:str}",
+    status_code=200,
+    summary="Remove a friend (passed on)",
+    operation_class=documented({200: WRITER_ANSWER}),
+)
 async def delete_friend(
     request: Request[Any, Any, Any], friend_id: FromPath[str]
 ) -> Response[bytes]:
@@ -187,6 +253,7 @@ ROUTE_HANDLERS: list[Any] = [
     get_order,
     get_me,
     put_sharing,
+    put_contact,
     put_friend,
     delete_friend,
 ]

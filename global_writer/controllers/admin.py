@@ -8,13 +8,21 @@ from global_writer import errors
 from global_writer.controllers.common import JSON, body_of, writer_of
 from global_writer.schemas import CreateEvent, EventCreated, decode, encoder
 from tessera import auth, limits
+from tessera.openapi import Answer, documented
 
 
 class AdminController(Controller):
     path = "/v1/admin"
     tags = ["admin"]
 
-    @post("/events", status_code=201, summary="Create an event at a venue (X-Admin-Key)")
+    @post(
+        "/events",
+        status_code=201,
+        summary="Create an event at a venue (X-Admin-Key)",
+        operation_class=documented(
+            {201: Answer.json("The event was created", EventCreated)}, body=CreateEvent
+        ),
+    )
     async def create_event(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         writer = writer_of(request)
         try:

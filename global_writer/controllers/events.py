@@ -6,13 +6,18 @@ from litestar import Controller, Request, Response, get
 from litestar.params import FromPath
 
 from global_writer.controllers.common import JSON, SEATMAP, parse_id, writer_of
+from tessera.openapi import BINARY_SCHEMA, Answer, EventDocument, documented
 
 
 class EventsController(Controller):
     path = "/v1/events"
     tags = ["events"]
 
-    @get("/{event_id:str}", summary="The event, its sections, rows, seat ids and price tiers")
+    @get(
+        "/{event_id:str}",
+        summary="The event, its sections, rows, seat ids and price tiers",
+        operation_class=documented({200: Answer.json("The event", EventDocument)}),
+    )
     async def get_event(
         self, request: Request[Any, Any, Any], event_id: FromPath[str]
     ) -> Response[bytes]:
@@ -22,6 +27,9 @@ class EventsController(Controller):
     @get(
         "/{event_id:str}/sections/{section_id:str}/snapshot",
         summary="Binary section map and version, for readers that must resync",
+        operation_class=documented(
+            {200: Answer("The section map (docs/seatmap-format.md)", {SEATMAP: BINARY_SCHEMA})}
+        ),
     )
     async def snapshot(
         self, request: Request[Any, Any, Any], event_id: FromPath[str], section_id: FromPath[str]

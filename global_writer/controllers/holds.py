@@ -14,14 +14,21 @@ from global_writer.controllers.common import (
     user_of,
     writer_of,
 )
-from global_writer.schemas import CreateHold, decode, encoder
+from global_writer.schemas import CreateHold, HoldView, decode, encoder
+from tessera.openapi import IDEMPOTENCY_KEY, Answer, documented
+
+HOLD_ANSWER = Answer.json("The hold", HoldView)
 
 
 class HoldsController(Controller):
     path = "/v1"
     tags = ["holds"]
 
-    @post("/events/{event_id:str}/holds", summary="Hold seats (Bearer, Idempotency-Key)")
+    @post(
+        "/events/{event_id:str}/holds",
+        summary="Hold seats (Bearer, Idempotency-Key)",
+        operation_class=documented({201: HOLD_ANSWER}, body=CreateHold, headers=[IDEMPOTENCY_KEY]),
+    )
     async def create_hold(
         self, request: Request[Any, Any, Any], event_id: FromPath[str]
     ) -> Response[bytes]:
@@ -32,7 +39,11 @@ class HoldsController(Controller):
         idem = idem_of(request, user_id, raw)
         return reply(await writer_of(request).hold(user_id, event, body, idem))
 
-    @get("/holds/{hold_id:str}", summary="A hold (owner only)")
+    @get(
+        "/holds/{hold_id:str}",
+        summary="A hold (owner only)",
+        operation_class=documented({200: HOLD_ANSWER}),
+    )
     async def get_hold(
         self, request: Request[Any, Any, Any], hold_id: FromPath[str]
     ) -> Response[bytes]:
@@ -40,7 +51,11 @@ class HoldsController(Controller):
         view = await writer_of(request).get_hold(user_id, parse_id(hold_id, "hold"))
         return Response(encoder.encode(view), media_type=JSON)
 
-    @post("/holds/{hold_id:str}/extend", summary="Extend a hold once (Idempotency-Key)")
+    @post(
+        "/holds/{hold_id:str}/extend",
+        summary="Extend a hold once (Idempotency-Key)",
+        operation_class=documented({200: HOLD_ANSWER}, headers=[IDEMPOTENCY_KEY]),
+    )
     async def extend(
         self, request: Request[Any, Any, Any], hold_id: FromPath[str]
     ) -> Response[bytes]:
@@ -50,7 +65,12 @@ class HoldsController(Controller):
         idem = idem_of(request, user_id, raw)
         return reply(await writer_of(request).extend(user_id, hold, idem))
 
-    @delete("/holds/{hold_id:str}", status_code=200, summary="Release a hold now (204)")
+    @delete(
+        "/holds/{hold_id:str}",
+        status_code=200,
+        summary="Release a hold now (204)",
+        operation_class=documented({204: Answer("Released (or already ended unsold)")}),
+    )
     async def release(
         self, request: Request[Any, Any, Any], hold_id: FromPath[str]
     ) -> Response[bytes]:

@@ -2,7 +2,11 @@
 
     tessera venue generate --kind stadium|theatre [--seats N] [--seed S] [--out PATH]
     tessera venue validate PATH
-    tessera token --user ID [--ttl-s N]      (secret from $TESSERA_JWT_SECRET)
+    tessera token --user ID [--ttl-s N]      (secret from $TESSERA_JWT_SECRET or the running stack)
+    tessera up | down | friends add USER FRIEND | notifier   (tessera/tooling/cli_stack.py)
+    tessera audit [--event ID] [--database-url URL] …      (tessera/tooling/audit.py)
+    tessera onsale [--fans N] [--json] …                   (tessera/tooling/onsale.py)
+    tessera jetstream apply [--regional --hub-domain D] [--replicas N]   (cli_jetstream.py)
 
 Exit codes: 0 success, 1 I/O error, 2 usage error, invalid venue, or a missing or short secret.
 """
@@ -18,7 +22,7 @@ from typing import Final
 
 from tessera import limits
 from tessera.auth import JWT_SECRET_ENV, check_secret, mint_token
-from tessera.tooling import audit, venue_gen
+from tessera.tooling import audit, cli_jetstream, cli_stack, onsale, stackfile, venue_gen
 from tessera.venue import Venue, VenueError, dump_venue, load_venue_file
 
 EXIT_OK: Final = 0
@@ -81,9 +85,13 @@ def _validate(args: argparse.Namespace) -> int:
 def _token(args: argparse.Namespace) -> int:
     """Print a dev token. The secret comes only from the environment: a command-line argument
     would show up in `ps` and shell history."""
-    secret = os.environ.get(JWT_SECRET_ENV)
+    secret = os.environ.get(JWT_SECRET_ENV) or _stack_secret()
     if not secret:
-        print(f"tessera token: {JWT_SECRET_ENV} is not set", file=sys.stderr)
+        print(
+            f"tessera token: {JWT_SECRET_ENV} is not set and no stack is running "
+            f"(`tessera up`) in {stackfile.default_data_dir()}",
+            file=sys.stderr,
+        )
         return EXIT_INVALID
     try:
         check_secret(secret)
@@ -97,6 +105,14 @@ def _token(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     print(token)
     return EXIT_OK
+
+
+def _stack_secret() -> str | None:
+    """The running local stack's JWT secret (`tessera up` wrote it to its stack.json)."""
+    try:
+        return stackfile.read_stack().jwt_secret
+    except (OSError, ValueError):
+        return None
 
 
 def _whole_number(text: str) -> int:
@@ -146,27 +162,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     token.set_defaults(handler=_token)
 
-    check = commands.add_parser("audit", help="check the writer's database for oversells")
-    check.add_argument(
-        "--database-url",
-        default=os.environ.get("TESSERA_DATABASE_URL"),
-        help="postgresql:// URL (default: $TESSERA_DATABASE_URL)",
-    )
-    check.set_defaults(handler=_audit)
+    audit.register(commands)
+    onsale.register(commands)
+    cli_stack.register(commands)
+    cli_jetstream.register(commands)
     return parser
-
-
-def _audit(args: argparse.Namespace) -> int:
-    """Exit 0 when every invariant holds, 1 when one does not, 2 on a usage error."""
-    if not args.database_url:
-        print("tessera audit: give --database-url or set TESSERA_DATABASE_URL", file=sys.stderr)
-        return 2
-    report = audit.audit(args.database_url)
-    print(report.summary())
-    for name, rows in report.violations.items():
-        for row in rows[:20]:
-            print(f"  {name}: {row}")
-    return 0 if report.ok else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -4,6 +4,7 @@ publish, a stale fencing epoch, Redis flushed mid-sale, its database connections
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +13,13 @@ import nats
 import psycopg
 import pytest
 import redis.asyncio as aioredis
+from litestar.testing import TestClient
 from writer_support import WRITER_ADMIN_KEY, WriterApi, event_body, settings, writer_env
 
 import tessera_core as tc
+from global_writer import actor as actor_module
+from global_writer.app import create_app
+from global_writer.db.retry import run_transaction
 from tessera.tooling.audit import audit
 from tessera.tooling.processes import ServiceProcess, start_writer
 
@@ -198,3 +203,85 @@ async def test_connections_killed_under_the_writer_are_retried_not_answered_with
     report = audit(database_url)
     assert report.ok, report.summary()
     assert report.claims == 1
+
+
+async def test_snapshot_during_a_slow_commit_is_the_committed_state(
+    writer_api: Any, database_url: str
+) -> None:
+    """A batch's picks sit in the writer's memory, tentatively, while its transaction commits.
+    A reader that resyncs from the snapshot endpoint then must get the last committed state:
+    found by the onsale fault suite, where a reader installed a map with seats taken that the
+    batch had not committed, under the old version, and then refused the next delta as
+    malformed. The commit is held up here by a lock on the sections' rows."""
+    event_id = await writer_api.create_event(venue=ROOM)
+    path = f"/v1/events/{event_id}/sections/S/snapshot"
+    before = tc.SeatMap.decode((await writer_api.client.get(path)).content)
+    with psycopg.connect(database_url) as blocker:
+        blocker.execute("SELECT 1 FROM sections WHERE event_id = %s FOR UPDATE", (event_id,))
+        pending = asyncio.create_task(
+            writer_api.hold(event_id, "ann", {"seats": ["S:A:1", "S:A:2"]}, "slow")
+        )
+        await asyncio.sleep(0.5)
+        assert not pending.done(), "the batch waits for the lock"
+        during = tc.SeatMap.decode((await writer_api.client.get(path)).content)
+        blocker.rollback()
+    held = await pending
+    assert held.status_code == 201, held.text
+    after = tc.SeatMap.decode((await writer_api.client.get(path)).content)
+    assert during == before, "only committed seats are served"
+    assert after.version == before.version + 1
+    assert not after.is_available(0) and not after.is_available(1)
+
+
+def test_an_ambiguous_commit_is_reloaded_not_forgotten(
+    writer_settings: Any, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection drops while COMMIT is answered: the batch committed, the writer saw an
+    error (an ambiguous commit is never rerun) and rolled its memory back. The fans' retries
+    replay the committed answers, and the writer must reload what the database has: else its
+    map shows the held seats free under the old version (the next batch on the section fails),
+    and the holds, missing from its expiry wheel, would stay held past their deadline until a
+    restart."""
+    armed = [True]
+
+    async def ambiguous(engine: Any, work: Any, **options: Any) -> Any:
+        result = await run_transaction(engine, work, **options)
+        if armed[0]:
+            armed[0] = False
+            raise ConnectionResetError("connection lost while COMMIT was answered")
+        return result
+
+    with TestClient(create_app(writer_settings)) as client:
+        api = WriterApi(client, writer_settings)  # type: ignore[arg-type]
+        created = client.post(
+            "/v1/admin/events",
+            headers={"X-Admin-Key": WRITER_ADMIN_KEY},
+            json=event_body(ROOM, hold_ttl_s=1),
+        )
+        event_id = created.json()["event_id"]
+        monkeypatch.setattr(actor_module, "run_transaction", ambiguous)
+        body = {"seats": ["S:A:1", "S:A:2"]}
+        path = f"/v1/events/{event_id}/holds"
+        failed = client.post(path, headers=api.headers("ann", "k"), json=body)
+        assert failed.status_code == 503, failed.text
+        replay = client.post(path, headers=api.headers("ann", "k"), json=body)
+        assert replay.status_code == 201, replay.text
+        assert replay.headers["idempotent-replayed"] == "true"
+        snapshot = tc.SeatMap.decode(
+            client.get(f"/v1/events/{event_id}/sections/S/snapshot").content
+        )
+        assert snapshot.version == 1 and not snapshot.is_available(0), "memory is the database's"
+        hold_id = replay.json()["hold_id"]
+        deadline = time.monotonic() + 3.0
+        while hold_status(database_url, hold_id) == "active":
+            assert time.monotonic() < deadline, "the hold was not released after its deadline"
+            time.sleep(0.05)
+    assert hold_status(database_url, hold_id) == "expired"
+    assert audit(database_url).ok
+
+
+def hold_status(database_url: str, hold_id: str) -> str:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT status FROM holds WHERE hold_id = %s", (hold_id,)).fetchone()
+    assert row is not None
+    return str(row[0])

@@ -16,7 +16,7 @@ import pytest
 from edge_support import EDGE_SECRET, OPEN_LIMITS, EdgeStack, fan_headers
 from writer_support import WRITER_ADMIN_KEY
 
-from edge.pow import solve
+from edge.pow import meets, solve
 from edge.signing import Admission, Signer
 from tessera.tooling.processes import ServiceProcess
 from tessera.tooling.servers import start_valkey
@@ -165,10 +165,17 @@ async def test_proof_of_work_only_when_under_attack(stack: EdgeStack, edge: Serv
         assert refused.json()["error"]["code"] == "proof_of_work_required"
         challenge = (await client.get(f"/v1/events/{event}/queue/challenge")).json()
         assert challenge["required"] is True and challenge["difficulty"] == 8
+        # A wrong answer: at difficulty 8 one string in 256 is right by chance, so pick one that
+        # is certainly wrong.
+        wrong_answer = next(
+            answer
+            for answer in (f"nope{i}" for i in range(1_000))
+            if not meets(challenge["challenge"], answer, challenge["difficulty"])
+        )
         wrong = await client.post(
             f"/v1/events/{event}/queue",
             headers=fan_headers("bot"),
-            json={"challenge": challenge["challenge"], "solution": "nope"},
+            json={"challenge": challenge["challenge"], "solution": wrong_answer},
         )
         assert wrong.status_code == 403
         solution = solve(challenge["challenge"], challenge["difficulty"])

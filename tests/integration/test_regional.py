@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ import httpx
 import nats
 import pytest
 import zstandard
-from writer_support import ROOM, WRITER_JWT_SECRET, WriterApi, settings, writer_env
+from writer_support import ROOM, THEATRE, WRITER_JWT_SECRET, WriterApi, settings, writer_env
 
 import tessera_core as tc
 from tessera.tooling.processes import ServiceProcess, start_regional, start_writer
@@ -362,3 +363,18 @@ async def test_sales_reach_both_regions_through_the_mirror(
                 assert near_json == far_json
         finally:
             remote.stop()
+
+
+async def test_blocked_seats_are_unavailable_before_the_first_change(stack: Stack) -> None:
+    """A fresh event's sections have no snapshot yet: the node must still not offer the venue's
+    blocked seats (the theatre blocks 4 in ORCH row J)."""
+    event = await stack.api.create_event(venue=json.loads(THEATRE.read_bytes()))
+    deadline = time.monotonic() + 10
+    while (
+        answer := await stack.reader.get(f"/v1/events/{event}/sections/ORCH/seatmap")
+    ).status_code != 200:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    writer = await stack.api.client.get(f"/v1/events/{event}/sections/ORCH/snapshot")
+    assert tc.SeatMap.decode(answer.content) == tc.SeatMap.decode(writer.content)
+    assert tc.SeatMap.decode(answer.content).available_count == 205

@@ -14,6 +14,7 @@ import pytest
 from tessera import limits
 from tessera.auth import JWT_SECRET_ENV, verify_token
 from tessera.tooling.cli import main
+from tessera.tooling.stackfile import Stack, write_stack
 
 REPO = Path(__file__).resolve().parents[3]
 SECRET = "cli-test-secret-0123456789-abcdefghij"
@@ -50,8 +51,12 @@ def test_ttl_option_sets_the_lifetime(secret: str, capsys: pytest.CaptureFixture
 
 @pytest.mark.parametrize("value", [None, ""], ids=["unset", "empty"])
 def test_a_missing_secret_is_a_usage_error(
-    value: str | None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    value: str | None,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
 ) -> None:
+    monkeypatch.setenv("TESSERA_DATA_DIR", str(tmp_path))  # no stack running there either
     if value is None:
         monkeypatch.delenv(JWT_SECRET_ENV, raising=False)
     else:
@@ -59,7 +64,30 @@ def test_a_missing_secret_is_a_usage_error(
     assert main(["token", "--user", "fan-42"]) == 2
     out, err = capsys.readouterr()
     assert out == ""
-    assert err == f"tessera token: {JWT_SECRET_ENV} is not set\n"
+    assert err.startswith(f"tessera token: {JWT_SECRET_ENV} is not set and no stack is running")
+
+
+def test_the_running_stacks_secret_is_used_when_the_environment_has_none(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    secret = "s" * 40
+    stack = Stack(
+        data_dir=str(tmp_path),
+        database_url="postgresql://x",
+        redis_url="redis://x",
+        writer_url="http://x",
+        admin_key="a" * 32,
+        jwt_secret=secret,
+        edge_secret="e" * 32,
+        event_id="e",
+        regions=[],
+        supervisor_pid=1,
+    )
+    write_stack(stack)
+    monkeypatch.setenv("TESSERA_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv(JWT_SECRET_ENV, raising=False)
+    assert main(["token", "--user", "alice"]) == 0
+    assert verify_token(capsys.readouterr().out.strip(), secret).user_id == "alice"
 
 
 def test_a_short_secret_is_a_usage_error_that_does_not_echo_it(

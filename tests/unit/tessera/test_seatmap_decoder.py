@@ -1,4 +1,4 @@
-"""The independent seat-map decoders (tessera/seatmap.py, docs/seatmap.mjs) against the Rust
+"""The independent seat-map decoders (tessera/seatmap.py, edge/static/seatmap.mjs) against the Rust
 encoder and strict decoder in tessera_core: same maps out, same inputs rejected."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import tessera_core as tc
 from tessera import seatmap as sm
 
 ROOT = Path(__file__).resolve().parents[3]
-JS_DECODER = ROOT / "docs" / "seatmap.mjs"
+JS_DECODER = ROOT / "edge" / "static" / "seatmap.mjs"
 VERSION_MAX = 2**63 - 1  # what tessera_core.SeatMap accepts from Python
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

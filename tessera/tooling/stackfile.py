@@ -1,0 +1,85 @@
+"""`<data-dir>/stack.json`: what `tessera up` started, for scripts (`tessera onsale`, `tessera
+audit`, `tessera down`, the tests). Written once everything is ready; removed by a clean stop.
+
+Every URL by service and region, the admin key, the demo event, and — this is a local,
+development stack — the secrets its services were started with, so dev tools can mint tokens.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Final
+
+import msgspec
+
+STACK_FILE: Final = "stack.json"
+Url = Annotated[str, msgspec.Meta(min_length=1, max_length=2_048)]
+
+
+class Region(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    name: str
+    nats_url: Url
+    regional_url: Url
+    edge_url: Url
+    # The seat-map web page of the demo event, through this region's edge.
+    page_url: Url
+    # The region whose writer owns the events (and whose NATS is the hub).
+    home: bool
+
+
+class Mail(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    smtp_host: str
+    smtp_port: int
+    # Where the caught mail can be read (a web page or an API of the local mail catcher).
+    inbox_url: Url | None = None
+
+
+class Stack(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    data_dir: str
+    database_url: Url
+    redis_url: Url
+    writer_url: Url
+    admin_key: str
+    jwt_secret: str
+    edge_secret: str
+    event_id: str
+    regions: list[Region]
+    # Process id of the `tessera up` supervisor (`tessera down` signals it).
+    supervisor_pid: int
+    # Every started process: name -> pid (for reports and for `tessera down` to verify).
+    pids: dict[str, int] = msgspec.field(default_factory=dict)
+    # Log file per service.
+    logs: dict[str, str] = msgspec.field(default_factory=dict)
+    metrics: dict[str, Url] = msgspec.field(default_factory=dict)
+    mail: Mail | None = None
+    notifier_url: Url | None = None
+
+    def region(self, name: str | None = None) -> Region:
+        """The named region, or the home region."""
+        for region in self.regions:
+            if (name is None and region.home) or region.name == name:
+                return region
+        raise KeyError(name or "home")
+
+
+_decoder: Final = msgspec.json.Decoder(Stack)
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("TESSERA_DATA_DIR", ".tessera"))
+
+
+def write_stack(stack: Stack) -> Path:
+    path = Path(stack.data_dir) / STACK_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(msgspec.json.format(msgspec.json.encode(stack)))
+    os.replace(tmp, path)
+    return path
+
+
+def read_stack(data_dir: Path | None = None) -> Stack:
+    """The running stack described in `data_dir` (default `$TESSERA_DATA_DIR` or `.tessera`);
+    `FileNotFoundError` when none is running there."""
+    path = (data_dir or default_data_dir()) / STACK_FILE
+    return _decoder.decode(path.read_bytes())
