@@ -1,0 +1,1154 @@
+"""One flash sale, three systems: Tessera through its edges, the textbook row-locking design and
+the common Redis cache design, in one run, on the 70,000-seat stadium.
+
+    .venv/bin/python bench/onsale_vs_baselines.py [--fans 2000] [--duration 40] [--edges 2]
+        [--connections 512] [--systems tessera,textbook,cache] [--tessera-direct] [--keep]
+        [--json OUT]
+
+Starts its own PostgreSQL, Valkey and NATS (bench/stack.py, in a temporary directory, all stopped
+at the end) and a second Valkey for the cache design; each system gets a fresh database and a
+fresh event on the stadium, and only its own processes run during its sale:
+
+- **tessera**: the global writer, a regional read node and `--edges` edges (`python -m edge`,
+  one Granian worker each) in front of it; fans talk to the edges only (dealt round-robin), with
+  every rate budget `{"ip": {"per_s": 10^6, "burst": 10^6}, "store": "local"}` so that the
+  bench's single address is never throttled; no waiting room. Event: hold_ttl_s HOLD_TTL_S,
+  per_user_limit PER_USER_LIMIT. `--tessera-direct` (a diagnosis, not the comparison): the fans
+  read from the node and write to the writer, without edges.
+- **textbook** (bench/baselines/textbook.py): every request one PostgreSQL transaction with
+  `SELECT … FOR UPDATE` on the seat rows (`SKIP LOCKED` for best-available), availability read
+  from the database.
+- **cache** (bench/baselines/cache.py): a Redis key per held seat set by one Lua script per hold
+  (`SET NX PX`, all or nothing), checkout written to PostgreSQL, availability read by scanning
+  Redis.
+
+All three answer the same API (docs/api.md's shapes): `GET /v1/events/{e}/seatmap` (Tessera's
+binary event map; the baselines encode theirs with `tessera_core.encode_event`, ETag +
+`If-None-Match`), `POST /v1/events/{e}/holds` (`{"seats": […]}` or `{"best_available":
+{"quantity": k, "sections": [s]}}`) and `POST /v1/orders` (`{"hold_id", "payment_token"}`), writes
+with a Bearer JWT (tessera.auth.mint_token) and an Idempotency-Key. The baselines hold seats for
+the same HOLD_TTL_S.
+
+**The workload** (the same seeds for every system). `--fans` concurrent fans for `--duration`
+seconds, arriving within the first second; when a fan leaves, a new fan (a new user) takes its
+place. A fan wants QUANTITIES seats (weights QUANTITY_WEIGHTS: pairs and fours most common) and
+prefers one section drawn with Zipf skew ZIPF_S over the sections ranked by their best row (heavy
+contention on the best sections), then the next two in rank, then anywhere. It reads the seat
+map (with `If-None-Match` once it has one), looks at it for LOOK_S seconds, then asks for a hold:
+PICK_SHARE of fans pick adjacent seats they saw free in their section (one of the three best
+runs, at random: fans collide), the rest ask for best-available there. A 409 means: read the map
+again and try the next preference, at most HOLD_ATTEMPTS times. With a hold the fan fills in the
+checkout form for CHECKOUT_S seconds, then buys (`tok_approve`) or, ABANDON_SHARE of fans, walks
+away (the hold must expire). A 5xx or transport error is sent again with the same
+Idempotency-Key, at most SEND_ATTEMPTS times. After `--duration` no fan starts a new request;
+requests in flight finish. The load generator (this process, loadgen's keep-alive HTTP/1.1
+client, `--connections` connections per system) records every answer.
+
+**Measures** per system: seats sold per second (seats of the orders acknowledged within the
+duration ÷ the duration); hold, seat-map and order latency p50/p99 as the fan saw them (from before
+the connection was taken from the pool until the answer, retries included); feed staleness; the
+audit; the cores each process used, and the servers' CPU per seat sold (the system's processes'
+CPU over the whole sale, drain included, ÷ every seat sold: the measure the machine's outside
+load disturbs least).
+
+**Feed staleness** (how old the availability a fan saw was): every acknowledged hold carries its
+commit time (`expires_at` minus the TTL: the server's clock when it took the seats — a few ms before
+the commit for Tessera, whose `expires_at` is `now()` of the transaction). For each seat-map
+answer received at `t`, the map the fan then has (the body, or the one its 304 confirmed) is
+checked against every acknowledged hold committed in the STALENESS_WINDOW_S before `t` and still
+live at `t` (not expired, or bought): staleness = `t` minus the commit time of the earliest such
+hold that the map still shows available (0 when it shows them all). Releases (expired holds
+coming back) are not counted.
+
+**The audit**, after the sale, against each system's store: Tessera's `tessera.tooling.audit`
+(`audit` over the database, `audit_event` across writer and node); the baselines' equivalent
+queries (bench/baselines/*.py `ledger`). Then, the same for all three, the acknowledgements
+against the store: **oversells** = seats in two acknowledged orders + seats of two acknowledged
+holds whose lifetimes overlap (commit → expiry, or → forever once bought; OVERLAP_TOLERANCE_S for
+clock reads inside transactions) + seats of a stored order held or sold by someone else + the
+store's own double-sale queries; **lost acknowledgements** = acknowledged orders the store does
+not have with exactly their seats, and acknowledged holds still live at the audit
+(LIVE_MARGIN_S) whose seats are not all held by them.
+
+Targets (issue 8): Tessera at least 5 times the textbook design's seats sold per second and twice
+the cache design's, with 0 oversells and 0 lost acknowledgements. Prints each run and a markdown
+table, exits 1 if a target is missed, `--json OUT` also writes the results. Everything shares the
+machine's cores (2 here): each run prints what each process used and what processes outside the
+bench used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import bisect
+import hashlib
+import itertools
+import json
+import math
+import os
+import random
+import re
+import sys
+import time
+import uuid
+from collections import Counter, OrderedDict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Final
+
+import httpx
+import psycopg
+from baselines import cache, common, textbook
+from baselines.common import Ledger, VenueIndex
+from loadgen import (
+    DISTURBED_CORES,
+    HttpError,
+    Pool,
+    cores,
+    cpu_seconds,
+    percentile_ms,
+    print_table,
+    request_bytes,
+    serve,
+    start_script_server,
+    write_json,
+)
+from stack import (
+    ADMIN_KEY,
+    JSON_TYPE,
+    JWT_SECRET,
+    Stack,
+    add_stack_args,
+    create_event,
+    print_machine,
+    run_in_stack,
+    start_bench_writer,
+    start_servers,
+)
+
+import tessera_core as tc
+from tessera import auth
+from tessera.tooling.audit import AuditTarget, audit, audit_event
+from tessera.tooling.processes import ServiceProcess, start_edge, start_regional
+from tessera.tooling.servers import RunningServer, create_database, start_valkey
+
+SEED: Final = 20261128
+SYSTEMS: Final = ("tessera", "textbook", "cache")
+FANS: Final = 2_000
+DURATION_S: Final = 40.0
+EDGES: Final = 2
+CONNECTIONS: Final = 512
+HOLD_TTL_S: Final = 15
+PER_USER_LIMIT: Final = 8
+ZIPF_S: Final = 1.0
+QUANTITIES: Final = (1, 2, 3, 4, 5, 6)
+QUANTITY_WEIGHTS: Final = (10, 40, 10, 30, 5, 5)
+PICK_SHARE: Final = 0.3
+ABANDON_SHARE: Final = 0.15
+LOOK_S: Final = (0.2, 0.8)
+CHECKOUT_S: Final = (0.3, 1.0)
+RETRY_PAUSE_S: Final = (0.05, 0.2)
+HOLD_ATTEMPTS: Final = 4
+SEND_ATTEMPTS: Final = 3
+REQUEST_TIMEOUT_S: Final = 30.0
+PICK_RUNS: Final = 3
+STALENESS_WINDOW_S: Final = 20.0
+LIVE_MARGIN_S: Final = 2.0
+OVERLAP_TOLERANCE_S: Final = 0.05
+EDGE_SECRET: Final = "bench-edge-secret-" + "e" * 32  # a throwaway local secret
+OPEN_BUDGET: Final = {"ip": {"per_s": 1_000_000, "burst": 1_000_000}, "store": "local"}
+READY_LIMIT_S: Final = 60.0
+# Targets (issue 8).
+TEXTBOOK_RATIO_MIN: Final = 5.0
+CACHE_RATIO_MIN: Final = 2.0
+PAUSE_RETRIED: Final = frozenset({0, 502, 503, 504})
+
+
+# --- what the load generator records ---
+
+
+@dataclass
+class Read:
+    """One seat-map answer: when it came (wall clock), how long it took, and the map the fan
+    has after it (None: the fan has no map)."""
+
+    received: float
+    latency_s: float
+    status: int
+    map_key: str | None
+
+
+@dataclass(frozen=True)
+class HoldAck:
+    hold_id: str
+    seats: tuple[str, ...]
+    committed: float  # expires_at - TTL (wall clock)
+    expires: float
+
+
+@dataclass(frozen=True)
+class OrderAck:
+    order_id: str
+    hold_id: str
+    seats: tuple[str, ...]
+    acked: float
+
+
+@dataclass
+class Record:
+    """Everything one sale's fans saw."""
+
+    reads: list[Read] = field(default_factory=list)
+    holds: dict[str, HoldAck] = field(default_factory=dict)
+    orders: list[OrderAck] = field(default_factory=list)
+    latencies: dict[str, list[float]] = field(default_factory=dict)
+    statuses: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, str] = field(default_factory=dict)
+    fans: Counter[str] = field(default_factory=Counter)
+    maps: dict[str, bytes] = field(default_factory=dict)
+    ended: float = 0.0  # wall clock when the last fan left
+
+
+@dataclass
+class Target:
+    """One system as the fans see it: where they read seat maps and where they write, each list
+    dealt round-robin over the fans."""
+
+    name: str
+    read_urls: list[str]
+    write_urls: list[str]
+    event_id: str
+
+
+@dataclass
+class Fan:
+    user: str
+    auth: str
+    reads: Pool
+    writes: Pool
+    rng: random.Random
+    etag: str | None = None
+    map_key: str | None = None
+
+
+class Sale:
+    """The flash sale against one target (see the module docstring)."""
+
+    def __init__(self, target: Target, index: VenueIndex, connections: int) -> None:
+        self.target = target
+        self.index = index
+        urls = list(dict.fromkeys(target.read_urls + target.write_urls))
+        per_url = max(1, connections // len(urls))
+        self.pools = {url: Pool(url, limit=per_url) for url in urls}
+        self.record = Record()
+        self.start = self.stop_at = self.elapsed = 0.0
+        ranked = sorted(
+            range(len(index.layouts)), key=lambda p: (min(index.layouts[p].row_ranks), p)
+        )
+        self.sections = [index.layouts[p].section_id for p in ranked]
+        self.cum_weights = list(
+            itertools.accumulate(1 / (r + 1) ** ZIPF_S for r in range(len(ranked)))
+        )
+        self.decoded: OrderedDict[str, list[int]] = OrderedDict()
+        self.seatmap = f"/v1/events/{target.event_id}/seatmap"
+        self.holds = f"/v1/events/{target.event_id}/holds"
+
+    async def run(self, fans: int, seconds: float) -> Record:
+        self.start = time.time()
+        self.stop_at = self.start + seconds
+        await asyncio.gather(*(self.slot(n) for n in range(fans)))
+        self.record.ended = time.time()
+        for pool in self.pools.values():
+            pool.close()
+        return self.record
+
+    def over(self) -> bool:
+        return time.time() >= self.stop_at
+
+    async def slot(self, number: int) -> None:
+        """One place in the crowd: fan after fan until the sale is over."""
+        rng = random.Random(SEED * 10_000 + number)
+        target = self.target
+        reads = self.pools[target.read_urls[number % len(target.read_urls)]]
+        writes = self.pools[target.write_urls[number % len(target.write_urls)]]
+        await asyncio.sleep(rng.random())
+        for serial in itertools.count():
+            if self.over():
+                return
+            user = f"fan-{number:05d}-{serial:03d}"
+            token = f"Bearer {auth.mint_token(user, JWT_SECRET)}"
+            await self.fan(Fan(user, token, reads, writes, rng))
+
+    async def fan(self, fan: Fan) -> None:
+        record, rng = self.record, fan.rng
+        record.fans["arrived"] += 1
+        quantity = rng.choices(QUANTITIES, QUANTITY_WEIGHTS)[0]
+        first = rng.choices(range(len(self.sections)), cum_weights=self.cum_weights)[0]
+        preference = self.sections[first : first + 3]
+        picks = rng.random() < PICK_SHARE
+        hold: dict[str, Any] | None = None
+        for attempt in range(HOLD_ATTEMPTS):
+            if self.over():
+                record.fans["stopped while shopping"] += 1
+                return
+            free = await self.look(fan)
+            await asyncio.sleep(rng.uniform(*LOOK_S))
+            body = self.choose(fan, free, quantity, preference[attempt:], picks)
+            status, hold = await self.write(fan, "hold", self.holds, body)
+            if status != 409:
+                break
+            await asyncio.sleep(rng.uniform(*RETRY_PAUSE_S))
+        if hold is None:
+            record.fans["gave up"] += 1
+            return
+        await asyncio.sleep(rng.uniform(*CHECKOUT_S))
+        if rng.random() < ABANDON_SHARE:
+            record.fans["abandoned a hold"] += 1
+            return
+        if self.over():
+            record.fans["stopped with a hold"] += 1
+            return
+        order = {"hold_id": hold["hold_id"], "payment_token": "tok_approve"}
+        status, _ = await self.write(fan, "order", "/v1/orders", order)
+        record.fans["bought" if status == 201 else f"checkout {status}"] += 1
+
+    def choose(
+        self, fan: Fan, free: list[int] | None, quantity: int, preference: list[str], picks: bool
+    ) -> dict[str, Any]:
+        """The hold request: seats picked from the map in the first preferred section that shows
+        a run, else best-available in the first preferred section, else anywhere."""
+        if picks and free is not None:
+            for section in preference:
+                position = self.index.positions[section]
+                runs = common.find_runs(self.index, free, quantity, [position], PICK_RUNS)
+                if runs:
+                    chosen, seats = fan.rng.choice(runs)
+                    return {"seats": [self.index.seat_id(chosen, i) for i in seats]}
+        wanted: dict[str, Any] = {"quantity": quantity}
+        if preference:
+            wanted["sections"] = preference[:1]
+        return {"best_available": wanted}
+
+    # --- requests ---
+
+    async def exchange(
+        self, pool: Pool, method: str, path: str, headers: dict[str, str], body: bytes = b""
+    ) -> tuple[int, bytes, bytes]:
+        """One request on a pooled keep-alive connection: status, body, response head."""
+        data = request_bytes(method, f"http://{pool.host}:{pool.port}{path}", headers, body)
+        async with asyncio.timeout(REQUEST_TIMEOUT_S):
+            connection = await pool.acquire()
+            try:
+                status, reply = await connection.request(data)
+            except BaseException:
+                connection.close()
+                raise
+            finally:
+                pool.release(connection)
+        return status, reply, connection.head
+
+    async def look(self, fan: Fan) -> list[int] | None:
+        """The seat map (revalidated with the fan's ETag): per section, the available seats."""
+        headers = {"if-none-match": fan.etag} if fan.etag else {}
+        begin = time.perf_counter()
+        try:
+            status, body, head = await self.exchange(fan.reads, "GET", self.seatmap, headers)
+        except (OSError, HttpError, TimeoutError) as exc:
+            status, body, head = 0, type(exc).__name__.encode(), b""
+        received = time.time()
+        record = self.record
+        record.latencies.setdefault("seatmap", []).append(time.perf_counter() - begin)
+        record.statuses[f"seatmap {status}"] += 1
+        if status == 200:
+            etag = _header(head, b"etag")
+            key = etag or hashlib.blake2b(body, digest_size=8).hexdigest()
+            record.maps.setdefault(key, body)
+            fan.etag, fan.map_key = etag, key
+        elif status != 304:
+            record.examples.setdefault(f"seatmap {status}", body[:300].decode(errors="replace"))
+        record.reads.append(Read(received, time.perf_counter() - begin, status, fan.map_key))
+        return None if fan.map_key is None else self.free(fan.map_key)
+
+    def free(self, key: str) -> list[int]:
+        found = self.decoded.get(key)
+        if found is None:
+            found = decode_free(self.record.maps[key], self.index.seat_counts)
+            self.decoded[key] = found
+            if len(self.decoded) > 256:
+                self.decoded.popitem(last=False)
+        return found
+
+    async def write(
+        self, fan: Fan, kind: str, path: str, body: dict[str, Any]
+    ) -> tuple[int, dict[str, Any] | None]:
+        """POST as the fan with a new Idempotency-Key; 5xx and transport errors are sent again
+        with the same key. Records the answer (and the acknowledgement of a 201)."""
+        headers = {
+            "authorization": fan.auth,
+            "idempotency-key": f"{kind}-{uuid.uuid4().hex}",
+            "content-type": JSON_TYPE,
+        }
+        data = json.dumps(body).encode()
+        record = self.record
+        begin = time.perf_counter()
+        for attempt in range(SEND_ATTEMPTS):
+            try:
+                status, reply, _ = await self.exchange(fan.writes, "POST", path, headers, data)
+            except (OSError, HttpError, TimeoutError) as exc:
+                status, reply = 0, type(exc).__name__.encode()
+            if status not in PAUSE_RETRIED or attempt == SEND_ATTEMPTS - 1:
+                break
+            record.statuses[f"{kind} {status} (sent again)"] += 1
+            record.examples.setdefault(f"{kind} {status}", reply[:300].decode(errors="replace"))
+            await asyncio.sleep(0.1 * (attempt + 1))
+        record.latencies.setdefault(kind, []).append(time.perf_counter() - begin)
+        record.statuses[f"{kind} {status}"] += 1
+        if status != 201:
+            if status != 409:
+                record.examples.setdefault(f"{kind} {status}", reply[:300].decode(errors="replace"))
+            return status, None
+        answer: dict[str, Any] = json.loads(reply)
+        self.acknowledge(kind, answer)
+        return status, answer
+
+    def acknowledge(self, kind: str, answer: dict[str, Any]) -> None:
+        seats = tuple(answer["seats"])
+        if kind == "hold":
+            expires = datetime.fromisoformat(answer["expires_at"]).timestamp()
+            ack = HoldAck(answer["hold_id"], seats, expires - HOLD_TTL_S, expires)
+            self.record.holds[ack.hold_id] = ack
+        else:
+            order = OrderAck(answer["order_id"], answer["hold_id"], seats, time.time())
+            self.record.orders.append(order)
+
+
+def _header(head: bytes, name: bytes) -> str | None:
+    for line in head.split(b"\r\n")[1:]:
+        key, _, value = line.partition(b":")
+        if key.strip().lower() == name:
+            return value.strip().decode("latin-1")
+    return None
+
+
+def decode_free(body: bytes, seat_counts: Sequence[int]) -> list[int]:
+    """Per section of an event map, an int whose bit i is set when seat i is available."""
+    _, _, maps = tc.decode_event(body, seat_counts)
+    return [int.from_bytes(m.bitmap(), "little") for m in maps]
+
+
+# --- after the sale: staleness and the audit ---
+
+
+def staleness(record: Record, index: VenueIndex) -> list[float]:
+    """Per seat-map answer (200 or 304), how old the map the fan then had was (module
+    docstring): seconds since the earliest acknowledged, still live hold it does not show."""
+    bought = {order.hold_id for order in record.orders}
+    holds = sorted(record.holds.values(), key=lambda h: h.committed)
+    commits = [h.committed for h in holds]
+    located = {h.hold_id: [index.locate(seat) for seat in h.seats] for h in holds}
+    by_map: dict[str, list[float]] = {}
+    for read in record.reads:
+        if read.map_key is not None and read.status in (200, 304):
+            by_map.setdefault(read.map_key, []).append(read.received)
+    ages: list[float] = []
+    for key, times in by_map.items():
+        free = decode_free(record.maps[key], index.seat_counts)
+        low = bisect.bisect_left(commits, min(times) - STALENESS_WINDOW_S)
+        high = bisect.bisect_left(commits, max(times))
+        missing = [
+            (hold.committed, math.inf if hold.hold_id in bought else hold.expires)
+            for hold in holds[low:high]
+            if any(free[p] >> i & 1 for p, i in located[hold.hold_id])
+        ]
+        for at in times:
+            oldest = next(
+                (
+                    committed
+                    for committed, end in missing
+                    if at - STALENESS_WINDOW_S <= committed < at and end > at
+                ),
+                None,
+            )
+            ages.append(0.0 if oldest is None else at - oldest)
+    return ages
+
+
+# The stores' own queries that find a seat sold or held twice (the rest: other violations).
+DOUBLE_SALE_QUERIES: Final = frozenset(
+    {"seat_sold_twice", "seat_in_two_holds_or_orders", "seat_in_two_orders"}
+)
+
+
+@dataclass
+class Audit:
+    oversells: dict[str, int]
+    lost: dict[str, int]  # acknowledged "holds" and "orders" the store does not have
+    other: dict[str, int]  # the store's other consistency checks, convergence
+    live_holds_checked: int
+    orders_checked: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def oversold(self) -> int:
+        return sum(self.oversells.values())
+
+    @property
+    def lost_total(self) -> int:
+        return sum(self.lost.values())
+
+
+def check(record: Record, ledger: Ledger, audited_at: float) -> Audit:
+    """The acknowledgements against the store (module docstring: the audit)."""
+    oversells = acknowledged_twice(record)
+    for order_id, (_, seats) in ledger.orders.items():
+        for seat in seats:
+            if ledger.seats.get(seat, (None, None))[1] != order_id:
+                oversells["seats of a stored order held or sold elsewhere"] += 1
+    for name, count in ledger.violations.items():
+        if name in DOUBLE_SALE_QUERIES:
+            oversells[f"store: {name}"] += count
+    bought = {order.hold_id for order in record.orders}
+    lost: Counter[str] = Counter(holds=0, orders=0)
+    for order in record.orders:
+        stored = ledger.orders.get(order.order_id)
+        if stored is None or stored[1] != frozenset(order.seats):
+            lost["orders"] += 1
+    live = [
+        h
+        for h in record.holds.values()
+        if h.hold_id not in bought and h.expires > audited_at + LIVE_MARGIN_S
+    ]
+    examples = [
+        f"audit {audited_at - record.ended:.1f} s after the last answer; newest hold expires "
+        f"{max((h.expires for h in record.holds.values()), default=0) - audited_at:.1f} s "
+        "after the audit"
+    ]
+    for hold in live:
+        shown = [ledger.seats.get(seat, (None, None)) for seat in hold.seats]
+        if any(holder != hold.hold_id for holder, _ in shown):
+            lost["holds"] += 1
+            if len(examples) < 4:
+                since, until = hold.committed - audited_at, hold.expires - audited_at
+                examples.append(
+                    f"lost hold {hold.hold_id} {hold.seats} (committed {since:.1f} s, expiring "
+                    f"{until:.1f} s from the audit): the store shows {shown}"
+                )
+    other = {k: v for k, v in ledger.violations.items() if k not in DOUBLE_SALE_QUERIES}
+    return Audit(dict(oversells), dict(lost), other, len(live), len(record.orders), examples)
+
+
+def acknowledged_twice(record: Record) -> Counter[str]:
+    """Seats in two acknowledged orders, and seats of two acknowledged holds whose lifetimes
+    (commit -> expiry, or forever once bought) overlap."""
+    found: Counter[str] = Counter()
+    sold_to: dict[str, str] = {}
+    for order in record.orders:
+        for seat in order.seats:
+            if sold_to.setdefault(seat, order.order_id) != order.order_id:
+                found["seats in two acknowledged orders"] += 1
+    bought = {order.hold_id for order in record.orders}
+    lives: dict[str, list[tuple[float, float]]] = {}
+    for hold in record.holds.values():
+        end = math.inf if hold.hold_id in bought else hold.expires
+        for seat in hold.seats:
+            lives.setdefault(seat, []).append((hold.committed, end))
+    for spans in lives.values():
+        spans.sort()
+        reach = -math.inf
+        for begin, end in spans:
+            if begin < reach - OVERLAP_TOLERANCE_S:
+                found["seats of two acknowledged holds at once"] += 1
+                break
+            reach = max(reach, end)
+    return found
+
+
+def tessera_ledger(database_url: str, index: VenueIndex, event_id: str) -> Ledger:
+    """Tessera's claims (seat -> hold, order) and confirmed orders for the event."""
+    found = Ledger()
+    with psycopg.connect(database_url) as conn:
+        for section, seat, hold_id, order_id in conn.execute(
+            "SELECT section_id, seat_index, hold_id::text, order_id::text FROM seat_claims "
+            "WHERE event_id = %s",
+            (event_id,),
+        ).fetchall():
+            position = index.positions[section]
+            found.seats[index.seat_id(position, seat)] = (hold_id, order_id)
+        for order_id, hold_id, seats in conn.execute(
+            "SELECT order_id::text, hold_id::text, seats FROM orders "
+            "WHERE event_id = %s AND status = 'confirmed'",
+            (event_id,),
+        ).fetchall():
+            found.orders[order_id] = (hold_id, frozenset(seats))
+    return found
+
+
+# --- the three systems ---
+
+
+@dataclass
+class Servers:
+    postgres: RunningServer
+    valkey: RunningServer
+    nats: RunningServer
+    cache_valkey: RunningServer  # the cache design's own Redis
+
+
+@dataclass
+class Sold:
+    """What a sale left to summarize: the record, the cores used, the audit, the setup."""
+
+    record: Record
+    cpu_cores: dict[str, float]
+    seconds: float
+    audit: Audit
+    setup: dict[str, Any]
+
+
+async def sell(
+    target: Target, index: VenueIndex, args: argparse.Namespace, groups: dict[str, list[int]]
+) -> tuple[Sale, dict[str, float]]:
+    """Run the sale: the sale (its record, window and elapsed time, drain included) and the
+    cores each group used meanwhile."""
+    print(
+        f"  {target.name}: {args.fans:,} fans for {args.duration:g} s, reading from "
+        f"{', '.join(target.read_urls)}, writing to {', '.join(target.write_urls)} ...",
+        flush=True,
+    )
+    sale = Sale(target, index, args.connections)
+    before, began = cpu_seconds(groups), time.monotonic()
+    await sale.run(args.fans, args.duration)
+    after, sale.elapsed = cpu_seconds(groups), time.monotonic() - began
+    used = cores({k: after[k] - before[k] for k in after}, sale.elapsed)
+    used.pop("load generator", None)  # reaped children: none here
+    used["load generator"] = used.pop("bench process")
+    return sale, used
+
+
+def edge_env(node: str, writer: str, redis_url: str) -> dict[str, str]:
+    budgets = dict.fromkeys(("reads", "queue", "holds", "orders"), OPEN_BUDGET)
+    return {
+        "TESSERA_ORIGIN_URLS": node,
+        "TESSERA_WRITER_URL": writer,
+        "TESSERA_REDIS_URL": redis_url,
+        "TESSERA_JWT_SECRET": JWT_SECRET,
+        "TESSERA_ADMIN_KEY": ADMIN_KEY,
+        "TESSERA_EDGE_SECRET": EDGE_SECRET,
+        "TESSERA_RATE_LIMITS": json.dumps({"budgets": budgets}),
+    }
+
+
+async def wait_serving(urls: list[str], path: str) -> None:
+    """Until every server answers `path` with 200."""
+    deadline = time.monotonic() + READY_LIMIT_S
+    async with httpx.AsyncClient(timeout=5.0) as client:
+        for url in urls:
+            while (await client.get(f"{url}{path}")).status_code != 200:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{url}{path} is not served")
+                await asyncio.sleep(0.1)
+
+
+async def run_tessera(
+    args: argparse.Namespace, stack: Stack, servers: Servers, index: VenueIndex
+) -> Sold:
+    database = create_database(servers.postgres.url, "bench_onsale_tessera")
+    writer = start_bench_writer(stack, database, servers.valkey, servers.nats)
+    event_id = create_event(
+        writer.url,
+        stack.venue_path,
+        name="Onsale against the baselines",
+        hold_ttl_s=HOLD_TTL_S,
+        per_user_limit=PER_USER_LIMIT,
+    )
+    node_env = {
+        "TESSERA_NATS_URL": servers.nats.url,
+        "TESSERA_WRITER_URL": writer.url,
+        "TESSERA_JWT_SECRET": JWT_SECRET,
+    }
+    node = start_regional(stack.workdir / "regional", node_env)
+    stack.services.append(node)
+    edges = []
+    for number in range(args.edges):
+        edge = start_edge(
+            stack.workdir / f"edge-{number}", edge_env(node.url, writer.url, servers.valkey.url)
+        )
+        edge.name = f"edge-{number}"
+        stack.services.append(edge)
+        edges.append(edge)
+    await wait_serving([e.url for e in edges], f"/v1/events/{event_id}/seatmap")
+    groups = {
+        "writer": [pid(writer)],
+        "regional": [pid(node)],
+        "edges": [pid(e) for e in edges],
+        "postgres": [servers.postgres.pid],
+        "valkey+nats": [servers.valkey.pid, servers.nats.pid],
+    }
+    edge_urls = [e.url for e in edges]
+    target = Target("tessera", edge_urls, edge_urls, event_id)
+    if args.tessera_direct:  # diagnosis: no edges between the fans and the tiers
+        target = Target("tessera", [node.url], [writer.url], event_id)
+    sale, used = await sell(target, index, args, groups)
+    record = sale.record
+    ledger = tessera_ledger(database, index, event_id)
+    audited_at = time.time()  # after the read: a hold live now was live throughout it
+    report = audit(database, event_id)
+    ledger.violations = {name: len(rows) for name, rows in report.violations.items()}
+    across = await audit_event(AuditTarget(writer.url, {"local": node.url}, database), event_id)
+    result = check(record, ledger, audited_at)
+    result.other |= {
+        "writer map unlike the database": len(across.writer),
+        "regional map unlike the writer": len(across.regional),
+        "unreachable": len(across.unreachable),
+    }
+    result.notes.append(f"regional node converged {across.converged_s or 0:.2f} s after the sale")
+    result.notes.append(await writer_batches(writer.url))
+    if args.tessera_direct:
+        result.notes.append("DIRECT: fans read from the regional node and wrote to the writer")
+    for service in (*edges, node, writer):
+        service.stop()
+    setup = {
+        "event_id": event_id,
+        "edges": 0 if args.tessera_direct else args.edges,
+        "stop_at": sale.stop_at,
+        "elapsed_s": sale.elapsed,
+    }
+    return Sold(record, used, args.duration, result, setup)
+
+
+async def writer_batches(writer_url: str) -> str:
+    """The writer's group commits so far (its /metrics): how many, their mean size and commit
+    time."""
+    async with httpx.AsyncClient(timeout=10.0) as client:
+        text = (await client.get(f"{writer_url}/metrics")).text
+    values = {}
+    for name in (
+        "tessera_batch_requests_count",
+        "tessera_batch_requests_sum",
+        "tessera_batch_commit_duration_seconds_sum",
+    ):
+        found = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
+        values[name] = float(found.group(1)) if found else math.nan
+    batches = values["tessera_batch_requests_count"]
+    if not batches:
+        return "writer: no group commits"
+    size = values["tessera_batch_requests_sum"] / batches
+    commit_ms = values["tessera_batch_commit_duration_seconds_sum"] / batches * 1000
+    return (
+        f"writer: {batches:,.0f} group commits, {size:.1f} requests and {commit_ms:,.0f} ms of "
+        "commit each on average"
+    )
+
+
+def pid(service: ServiceProcess) -> int:
+    assert service.process is not None
+    return service.process.pid
+
+
+def start_baseline(stack: Stack, name: str, env: dict[str, str]) -> ServiceProcess:
+    flags = [f"--serve-{name}", "--venue", str(stack.venue_path)]
+    env = {
+        common.ENV_SECRET: JWT_SECRET,
+        common.ENV_VENUE: str(stack.venue_path.resolve()),
+        common.ENV_HOLD_TTL: str(HOLD_TTL_S),
+        **env,
+    }
+    service = start_script_server(stack.workdir, name, Path(__file__), flags, env)
+    stack.services.append(service)
+    return service
+
+
+async def run_textbook(
+    args: argparse.Namespace, stack: Stack, servers: Servers, index: VenueIndex
+) -> Sold:
+    database = create_database(servers.postgres.url, "bench_onsale_textbook")
+    textbook.schema(database)
+    event = str(uuid.uuid4())
+    textbook.load_event(database, stack.venue, event)
+    env = {common.ENV_DATABASE: database, common.ENV_POOL: str(args.textbook_pool)}
+    app = start_baseline(stack, "textbook", env)
+    groups = {"textbook": [pid(app)], "postgres": [servers.postgres.pid]}
+    sale, used = await sell(Target("textbook", [app.url], [app.url], event), index, args, groups)
+    record = sale.record
+    ledger = textbook.ledger(database, stack.venue, event)
+    audited_at = time.time()  # after the read: a hold live now was live throughout it
+    app.stop()
+    setup = {
+        "event_id": event,
+        "pool": args.textbook_pool,
+        "stop_at": sale.stop_at,
+        "elapsed_s": sale.elapsed,
+    }
+    return Sold(record, used, args.duration, check(record, ledger, audited_at), setup)
+
+
+async def run_cache(
+    args: argparse.Namespace, stack: Stack, servers: Servers, index: VenueIndex
+) -> Sold:
+    database = create_database(servers.postgres.url, "bench_onsale_cache")
+    cache.schema(database)
+    event = str(uuid.uuid4())
+    redis_url = servers.cache_valkey.url
+    env = {
+        common.ENV_DATABASE: database,
+        common.ENV_REDIS: redis_url,
+        common.ENV_POOL: str(args.cache_pool),
+        common.ENV_REDIS_POOL: str(args.cache_redis_pool),
+    }
+    app = start_baseline(stack, "cache", env)
+    groups = {
+        "cache": [pid(app)],
+        "postgres": [servers.postgres.pid],
+        "valkey": [servers.cache_valkey.pid],
+    }
+    sale, used = await sell(Target("cache", [app.url], [app.url], event), index, args, groups)
+    record = sale.record
+    ledger = cache.ledger(database, redis_url, stack.venue, event)
+    audited_at = time.time()  # after the read: a hold live now was live throughout it
+    app.stop()
+    setup = {
+        "event_id": event,
+        "pool": args.cache_pool,
+        "redis_pool": args.cache_redis_pool,
+        "stop_at": sale.stop_at,
+        "elapsed_s": sale.elapsed,
+    }
+    return Sold(record, used, args.duration, check(record, ledger, audited_at), setup)
+
+
+RUNNERS: Final = {"tessera": run_tessera, "textbook": run_textbook, "cache": run_cache}
+
+
+# --- the results ---
+
+
+@dataclass
+class Run:
+    system: str
+    seconds: float
+    seats_sold: int  # seats of the orders acknowledged within the sale's duration
+    seats_per_s: float
+    orders: int
+    orders_per_s: float
+    seats_sold_after: int  # seats of orders acknowledged after it (requests sent before its end)
+    holds_acknowledged: int
+    hold_p50_ms: float
+    hold_p99_ms: float
+    seatmap_p50_ms: float
+    seatmap_p99_ms: float
+    order_p50_ms: float
+    order_p99_ms: float
+    staleness_p50_ms: float
+    staleness_p99_ms: float
+    staleness_max_ms: float
+    fresh_share: float  # answers whose map showed every acknowledged live hold
+    cpu_ms_per_seat: float  # the servers' CPU over the sale (drain included) per seat sold
+    reads: int
+    distinct_maps: int
+    statuses: dict[str, int]
+    fans: dict[str, int]
+    server_errors: int
+    cpu_cores: dict[str, float]
+    audit: Audit
+    examples: dict[str, str]
+    setup: dict[str, Any]
+
+
+def summarize(system: str, sold: Sold, index: VenueIndex) -> Run:
+    record = sold.record
+    stop_at = sold.setup["stop_at"]
+    inside = [o for o in record.orders if o.acked <= stop_at]
+    seats = sum(len(o.seats) for o in inside)
+    ages = staleness(record, index)
+    lat = record.latencies
+    errors = sum(  # every attempt, those sent again included
+        count
+        for status, count in record.statuses.items()
+        if (code := status.split(" ")[1]) == "0" or code.startswith("5")
+    )
+    return Run(
+        system=system,
+        seconds=sold.seconds,
+        seats_sold=seats,
+        seats_per_s=seats / sold.seconds,
+        orders=len(inside),
+        orders_per_s=len(inside) / sold.seconds,
+        seats_sold_after=sum(len(o.seats) for o in record.orders) - seats,
+        holds_acknowledged=len(record.holds),
+        hold_p50_ms=percentile_ms(lat.get("hold", []), 50),
+        hold_p99_ms=percentile_ms(lat.get("hold", []), 99),
+        seatmap_p50_ms=percentile_ms(lat.get("seatmap", []), 50),
+        seatmap_p99_ms=percentile_ms(lat.get("seatmap", []), 99),
+        order_p50_ms=percentile_ms(lat.get("order", []), 50),
+        order_p99_ms=percentile_ms(lat.get("order", []), 99),
+        staleness_p50_ms=percentile_ms(ages, 50),
+        staleness_p99_ms=percentile_ms(ages, 99),
+        staleness_max_ms=percentile_ms(ages, 100),
+        fresh_share=sum(1 for a in ages if a == 0) / len(ages) if ages else math.nan,
+        cpu_ms_per_seat=cpu_per_seat(sold),
+        reads=len(ages),
+        distinct_maps=len(record.maps),
+        statuses=dict(sorted(record.statuses.items())),
+        fans=dict(record.fans),
+        server_errors=errors,
+        cpu_cores=sold.cpu_cores,
+        audit=sold.audit,
+        examples=record.examples,
+        setup=sold.setup,
+    )
+
+
+def cpu_per_seat(sold: Sold) -> float:
+    """Milliseconds of the servers' CPU (the system's processes, not the load generator or
+    other processes) per seat sold, over the whole sale."""
+    seats = sum(len(order.seats) for order in sold.record.orders)
+    servers = sum(
+        v
+        for k, v in sold.cpu_cores.items()
+        if k not in ("load generator", "other processes", "kernel softirq")
+    )
+    return servers * sold.setup["elapsed_s"] * 1000 / seats if seats else math.inf
+
+
+def print_run(run: Run) -> None:
+    used = ", ".join(f"{k} {v:.2f}" for k, v in run.cpu_cores.items() if v >= 0.005)
+    a = run.audit
+    print(
+        f"  {run.system}: {run.seats_sold:,} seats sold in {run.seconds:g} s = "
+        f"{run.seats_per_s:,.1f} seats/s ({run.orders:,} orders = {run.orders_per_s:,.1f}/s; "
+        f"{run.seats_sold_after:,} more seats in orders answered after the end); "
+        f"{run.holds_acknowledged:,} holds acknowledged\n"
+        f"    hold p50/p99 {run.hold_p50_ms:,.0f}/{run.hold_p99_ms:,.0f} ms, seat map "
+        f"{run.seatmap_p50_ms:,.0f}/{run.seatmap_p99_ms:,.0f} ms, order {run.order_p50_ms:,.0f}/"
+        f"{run.order_p99_ms:,.0f} ms; staleness p50/p99/max {run.staleness_p50_ms:,.0f}/"
+        f"{run.staleness_p99_ms:,.0f}/{run.staleness_max_ms:,.0f} ms over {run.reads:,} map "
+        f"answers ({run.fresh_share:.0%} showed every acknowledged hold; "
+        f"{run.distinct_maps:,} distinct maps)\n"
+        f"    statuses {run.statuses}\n"
+        f"    fans {run.fans}\n"
+        f"    cores used: {used}; total {sum(run.cpu_cores.values()):.2f} of {os.cpu_count()}\n"
+        f"    audit: oversells {a.oversells or 0}; lost acknowledgements {a.lost} "
+        f"({a.live_holds_checked:,} live holds and {a.orders_checked:,} orders checked); other "
+        f"{ {k: v for k, v in a.other.items() if v} or 0 }"
+        + "".join(f"; {note}" for note in a.notes)
+        + "".join(f"\n    {k}: {v}" for k, v in run.examples.items()),
+        flush=True,
+    )
+    other = run.cpu_cores.get("other processes", 0.0)
+    if other >= DISTURBED_CORES:
+        print(f"    DISTURBED: processes outside the bench used {other:.2f} cores", flush=True)
+
+
+@dataclass
+class Row:
+    name: str
+    tessera: str
+    textbook: str
+    cache: str
+    target: str = ""
+    met: bool | None = None
+
+
+def cells(runs: dict[str, Run], show: Any) -> tuple[str, str, str]:
+    """The tessera, textbook and cache cells of a row ("—" for a system not run)."""
+    tessera, book, cached = (show(runs[s]) if s in runs else "—" for s in SYSTEMS)
+    return tessera, book, cached
+
+
+def ratio_row(runs: dict[str, Run], other: str, minimum: float) -> Row:
+    tessera, base = runs.get("tessera"), runs.get(other)
+    value, met = "—", None
+    if tessera is not None and base is not None:
+        ratio = tessera.seats_per_s / base.seats_per_s if base.seats_per_s else math.inf
+        value, met = f"{ratio:.2f}×", ratio >= minimum
+    return Row(
+        f"**Tessera ÷ {other}**, seats sold per second", value, "", "", f"≥ {minimum:g}×", met
+    )
+
+
+def zero_row(runs: dict[str, Run], name: str, count: Any, show: Any) -> Row:
+    t = runs.get("tessera")
+    met = None if t is None else count(t) == 0
+    return Row(name, *cells(runs, show), target="0 (Tessera)", met=met)
+
+
+def table(runs: dict[str, Run]) -> list[Row]:
+    ms = "{:,.0f} / {:,.0f}".format
+    return [
+        Row("**seats sold per second**", *cells(runs, lambda r: f"{r.seats_per_s:,.1f}")),
+        ratio_row(runs, "textbook", TEXTBOOK_RATIO_MIN),
+        ratio_row(runs, "cache", CACHE_RATIO_MIN),
+        Row(
+            "orders/s; holds acknowledged; hold 409s",
+            *cells(
+                runs,
+                lambda r: (
+                    f"{r.orders_per_s:,.1f}; {r.holds_acknowledged:,}; "
+                    f"{r.statuses.get('hold 409', 0):,}"
+                ),
+            ),
+        ),
+        Row("hold p50 / p99 ms", *cells(runs, lambda r: ms(r.hold_p50_ms, r.hold_p99_ms))),
+        Row(
+            "seat map p50 / p99 ms",
+            *cells(runs, lambda r: ms(r.seatmap_p50_ms, r.seatmap_p99_ms)),
+        ),
+        Row("order p50 / p99 ms", *cells(runs, lambda r: ms(r.order_p50_ms, r.order_p99_ms))),
+        Row(
+            "feed staleness p50 / p99 (max) ms",
+            *cells(
+                runs,
+                lambda r: (
+                    f"{ms(r.staleness_p50_ms, r.staleness_p99_ms)} ({r.staleness_max_ms:,.0f})"
+                ),
+            ),
+        ),
+        zero_row(
+            runs,
+            "**oversells** (audit)",
+            lambda r: r.audit.oversold,
+            lambda r: str(r.audit.oversold),
+        ),
+        zero_row(
+            runs,
+            "**lost acknowledged holds / orders**",
+            lambda r: r.audit.lost_total,
+            lambda r: f"{r.audit.lost.get('holds', 0)} / {r.audit.lost.get('orders', 0)}",
+        ),
+        zero_row(
+            runs,
+            "other audit violations",
+            lambda r: sum(r.audit.other.values()),
+            lambda r: str(sum(r.audit.other.values())),
+        ),
+        Row(
+            "5xx and transport errors (every attempt)",
+            *cells(runs, lambda r: f"{r.server_errors:,}"),
+        ),
+        Row(
+            "fans: arrived / bought / abandoned / gave up",
+            *cells(
+                runs,
+                lambda r: (
+                    f"{r.fans.get('arrived', 0):,} / {r.fans.get('bought', 0):,} / "
+                    f"{r.fans.get('abandoned a hold', 0):,} / {r.fans.get('gave up', 0):,}"
+                ),
+            ),
+        ),
+        Row(
+            "servers' CPU per seat sold, ms",
+            *cells(runs, lambda r: f"{r.cpu_ms_per_seat:,.1f}"),
+        ),
+        Row(
+            "cores: servers / load generator / other processes",
+            *cells(runs, lambda r: "{:.2f} / {:.2f} / {:.2f}".format(*core_split(r))),
+        ),
+    ]
+
+
+def core_split(run: Run) -> tuple[float, float, float]:
+    used = dict(run.cpu_cores)
+    generator = used.pop("load generator", 0.0)
+    other = used.pop("other processes", 0.0)
+    used.pop("kernel softirq", None)
+    return sum(used.values()), generator, other
+
+
+# --- main ---
+
+
+async def bench(args: argparse.Namespace, stack: Stack) -> list[Run]:
+    postgres, valkey, nats = start_servers(stack)
+    cache_valkey = start_valkey(stack.workdir / "valkey-cache")
+    stack.servers.append(cache_valkey)
+    servers = Servers(postgres, valkey, nats, cache_valkey)
+    index = VenueIndex(stack.venue)
+    print(
+        f"workload: {args.fans:,} concurrent fans for {args.duration:g} s per system; "
+        f"{PICK_SHARE:.0%} pick seats from the map, the rest ask for best-available; "
+        f"{ABANDON_SHARE:.0%} abandon their hold (TTL {HOLD_TTL_S} s); sections by Zipf "
+        f"s={ZIPF_S}; {args.connections} client connections per system",
+        flush=True,
+    )
+    runs = []
+    for system in args.systems:
+        print(f"{system}:", flush=True)
+        sold = await RUNNERS[system](args, stack, servers, index)
+        run = summarize(system, sold, index)
+        print_run(run)
+        runs.append(run)
+    return runs
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    add_stack_args(parser)
+    parser.add_argument("--fans", type=int, default=FANS, help="concurrent fans")
+    parser.add_argument("--duration", type=float, default=DURATION_S, help="seconds per system")
+    parser.add_argument("--edges", type=int, default=EDGES, help="Tessera's edge processes")
+    parser.add_argument("--connections", type=int, default=CONNECTIONS)
+    parser.add_argument(
+        "--systems",
+        type=lambda text: [s for s in text.split(",") if s],
+        default=list(SYSTEMS),
+        help="which systems, in this order (default tessera,textbook,cache)",
+    )
+    parser.add_argument(
+        "--tessera-direct",
+        action="store_true",
+        help="diagnosis: Tessera's fans read from the regional node and write to the writer, "
+        "without edges",
+    )
+    parser.add_argument("--textbook-pool", type=int, default=textbook.POOL_SIZE)
+    parser.add_argument("--cache-pool", type=int, default=cache.POOL_SIZE)
+    parser.add_argument("--cache-redis-pool", type=int, default=cache.REDIS_POOL)
+    parser.add_argument("--serve-textbook", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-cache", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    unknown = [s for s in args.systems if s not in SYSTEMS]
+    if unknown:
+        parser.error(f"unknown systems {unknown}; choose from {', '.join(SYSTEMS)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.serve_textbook or args.serve_cache:
+        module = "textbook" if args.serve_textbook else "cache"
+        serve(f"baselines.{module}:create_app", args.port)
+        return 0
+    started = time.perf_counter()
+    stack = Stack.create("tessera-onsale-bench-", args.venue)
+    print_machine(
+        stack.venue,
+        "PostgreSQL, two Valkeys, NATS, the system under test and the load generator (one "
+        "asyncio loop in this process)",
+    )
+    runs, problems = run_in_stack(stack, args.keep, lambda: bench(args, stack))
+    rows = table({run.system: run for run in runs})
+    print_table(["measure", *SYSTEMS, "target", "met"], rows)
+    print(
+        f"\nwarnings and errors in the service logs: {sum(problems.values())}"
+        + "".join(f"\n    {count} × {line}" for line, count in list(problems.items())[:20])
+    )
+    print(
+        f"python {sys.version.split()[0]}; {args.fans:,} fans, {args.duration:g} s per system, "
+        f"{args.connections} connections; whole bench {time.perf_counter() - started:.0f} s"
+    )
+    if args.json:
+        document = {
+            "runs": [asdict(run) for run in runs],
+            "table": [asdict(row) for row in rows],
+            "log_problems": problems,
+            "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        }
+        write_json(args.json, document)
+    return 0 if all(row.met is not False for row in rows) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
