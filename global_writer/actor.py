@@ -173,7 +173,11 @@ class EventActor:
         self.pending: Plan | None = None
 
     async def submit(self, op: Op) -> Any:
-        """Queue `op` and wait for its batch; 503 when the queue is full or the wait too long."""
+        """Queue `op` and wait for its batch; 503 when the queue is full, or when the op waited
+        too long to be taken into a batch (it is then dropped: it never runs, so the caller may
+        free its key and void its payment). Once taken, the batch's outcome is awaited however
+        long its commit takes: answering before it would let an effect commit after its key was
+        freed (a retry would run it twice) or its authorization voided."""
         if not self.runtime.owner:
             raise errors.Unavailable("this writer no longer owns the event; retry")
         try:
@@ -184,6 +188,9 @@ class EventActor:
             async with asyncio.timeout(limits.actor_reply_timeout_s):
                 return await asyncio.shield(op.future)
         except TimeoutError:
+            if op.taken:
+                return await op.future
+            op.cancelled = True
             raise errors.Unavailable("commit is taking too long; retry with the same key") from None
 
     async def run(self) -> None:
@@ -193,7 +200,11 @@ class EventActor:
                 await asyncio.sleep(self.batch_window_s)
             while len(batch) < self.batch_requests_max and not self.queue.empty():
                 batch.append(self.queue.get_nowait())
-            await self.process(batch)
+            batch = [op for op in batch if not op.cancelled]
+            for op in batch:
+                op.taken = True
+            if batch:
+                await self.process(batch)
             if self.reload_wanted:
                 await self.reload()
 

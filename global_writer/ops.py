@@ -55,6 +55,8 @@ class HoldOp:
     # (`claim_key`); `claimed` says it did, so the request can free the key if it fails.
     claim_key: bool = False
     claimed: bool = False
+    taken: bool = False
+    cancelled: bool = False
 
 
 @dataclass(eq=False)
@@ -65,6 +67,8 @@ class ReleaseOp:
     # For expiries: the earliest deadline in the batch (epoch seconds), to measure expiry lag.
     due_at: float = 0.0
     future: asyncio.Future[Any] = field(default_factory=_future)
+    taken: bool = False
+    cancelled: bool = False
 
 
 @dataclass(eq=False)
@@ -78,8 +82,12 @@ class SellOp:
     idem: Idem | None = None
     order_id: uuid.UUID = field(default_factory=uuid.uuid4)
     future: asyncio.Future[Any] = field(default_factory=_future)
+    taken: bool = False
+    cancelled: bool = False
 
 
+# Every op has `taken` (the actor took it into a batch: its outcome is that batch's) and
+# `cancelled` (its request gave up waiting before that: the actor drops it, it never runs).
 Op = HoldOp | ReleaseOp | SellOp
 
 

@@ -64,7 +64,9 @@ batch_window_ms: Final = 2
 batch_requests_max: Final = 256
 # Waiting operations per event; past it, writers answer 503 rather than queue without bound.
 actor_queue_ops_max: Final = 10_000
-# A request waits at most this long for its batch to commit before answering 503.
+# A request still queued after this long is dropped, never run, and answered 503. One whose
+# batch is already committing waits for the outcome instead (freeing its key early could let a
+# retry and the batch both act).
 actor_reply_timeout_s: Final = 10.0
 # Idempotency keys claimed by one statement (many concurrent requests' keys at once), and how
 # many such statements may run at once; requests arriving meanwhile wait for the next one.
@@ -264,7 +266,9 @@ edge_origin_timeout_s: Final = 2.0
 edge_origin_cooldown_s: Final = 2.0
 edge_origins_max: Final = 16
 edge_origin_connections_max: Final = 64
-# Writes: the writer answers within its actor's reply timeout; a little margin on top.
+# Writes: the writer answers queued requests within its actor's reply timeout; a little margin
+# on top. A request whose batch is committing can take longer: the fan gets 504, and the retry
+# with the same Idempotency-Key gets 409 in-flight until the batch ends, then the outcome.
 edge_writer_timeout_s: Final = actor_reply_timeout_s + 2.0
 edge_writer_connect_timeout_s: Final = 2.0
 edge_writer_connections_max: Final = 256

@@ -20,6 +20,7 @@ import tessera_core as tc
 from global_writer import actor as actor_module
 from global_writer.app import create_app
 from global_writer.db.retry import run_transaction
+from tessera import limits
 from tessera.tooling.audit import audit
 from tessera.tooling.processes import ServiceProcess, start_writer
 
@@ -285,3 +286,47 @@ def hold_status(database_url: str, hold_id: str) -> str:
         row = conn.execute("SELECT status FROM holds WHERE hold_id = %s", (hold_id,)).fetchone()
     assert row is not None
     return str(row[0])
+
+
+@pytest.mark.slow
+async def test_the_reply_timeout_never_answers_for_a_batch_still_committing(
+    writer_api: Any, database_url: str
+) -> None:
+    """The commit stalls past the actor's reply timeout (a lock held on the sections' rows).
+    A request whose batch is committing waits for that batch's outcome: answering 503 and
+    freeing its key (and, for checkout, voiding the authorization) while the batch could still
+    commit would leave an effect without its key, so the retry ran it again (found while writing
+    docs/guarantees.md: a checkout answered 503, then 409 "already bought" for an order that had
+    been confirmed with a voided payment). A request still queued behind it when the timeout
+    fires is answered 503 and dropped, never run: its retry runs it once."""
+    event_id = await writer_api.create_event(venue=ROOM)
+    held = await writer_api.hold(event_id, "ann", {"seats": ["S:A:1"]}, "h")
+    assert held.status_code == 201, held.text
+    hold_id = held.json()["hold_id"]
+    with psycopg.connect(database_url) as blocker:
+        blocker.execute("SELECT 1 FROM sections WHERE event_id = %s FOR UPDATE", (event_id,))
+        committing = asyncio.create_task(
+            writer_api.hold(event_id, "bob", {"seats": ["S:A:5"]}, "b")
+        )
+        await asyncio.sleep(0.5)  # its batch is in flight, waiting for the lock
+        queued = asyncio.create_task(writer_api.order("ann", hold_id, "tok_approve", "o"))
+        await asyncio.sleep(limits.actor_reply_timeout_s + 1.0)
+        assert queued.done() and (await queued).status_code == 503
+        assert not committing.done(), "a batch in flight is waited for, not answered 503"
+        blocker.rollback()
+    assert (await committing).status_code == 201
+    assert orders_of(database_url, hold_id) == [], "the op that timed out in the queue never ran"
+    retry = await writer_api.order("ann", hold_id, "tok_approve", "o")
+    assert retry.status_code == 201, retry.text
+    assert orders_of(database_url, hold_id) == [retry.json()["order_id"]]
+    again = await writer_api.order("ann", hold_id, "tok_approve", "o")
+    assert again.headers["idempotent-replayed"] == "true"
+    assert audit(database_url).ok
+
+
+def orders_of(database_url: str, hold_id: str) -> list[str]:
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT order_id::text FROM orders WHERE hold_id = %s", (hold_id,)
+        ).fetchall()
+    return [row[0] for row in rows]
