@@ -24,6 +24,8 @@ MODULE_NAMES: Final = (
     "service",
 )
 ENV_NAMES: Final = ("prod", "staging")
+# The tiers' Python packages: where the metrics the dashboards and alarms name are defined.
+METRIC_SOURCES: Final = ("global_writer", "regional", "edge", "notifier", "tessera")
 
 Block = dict[str, Any]
 
@@ -73,6 +75,55 @@ def resources(directory: Path) -> list[tuple[str, str]]:
                 for name in named:
                     found.append((str(unquote(kind)), str(unquote(name))))
     return found
+
+
+def example_dir(module: str) -> Path:
+    """The module's example configuration (terraform/modules/<m>/examples/basic)."""
+    return MODULES / module / "examples" / "basic"
+
+
+def lock_file(env: str) -> Path:
+    return ENVS / env / ".terraform.lock.hcl"
+
+
+_METRIC_DEFINITION: Final = re.compile(
+    r"\b(Counter|Gauge|Histogram)\(\s*\"(tessera_[a-z0-9_]+)\"", re.MULTILINE
+)
+
+
+@cache
+def defined_metrics() -> dict[str, str]:
+    """Every Prometheus metric the tiers define (name -> Counter, Gauge or Histogram), read from
+    the Python sources as written: `Counter(\n    "tessera_...",`."""
+    found: dict[str, str] = {}
+    for package in METRIC_SOURCES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for kind, name in _METRIC_DEFINITION.findall(path.read_text()):
+                found[name] = kind
+    return found
+
+
+def exposed_series(kind: str, name: str) -> set[str]:
+    """The series names prometheus_client exposes for one metric (counters gain `_total`,
+    histograms `_bucket`, `_sum` and `_count`)."""
+    if kind == "Counter":
+        return {f"{name}_total", f"{name}_created"}
+    if kind == "Histogram":
+        return {f"{name}_bucket", f"{name}_sum", f"{name}_count", f"{name}_created"}
+    return {name}
+
+
+def prometheus_series() -> set[str]:
+    """Every series name a PromQL expression may use."""
+    return {s for name, kind in defined_metrics().items() for s in exposed_series(kind, name)}
+
+
+def cloudwatch_metrics() -> set[str]:
+    """Every metric name the ADOT sidecars write to CloudWatch: counters keep `_total` (the
+    collector does not normalise names), histograms and gauges keep their own name."""
+    return {
+        f"{name}_total" if kind == "Counter" else name for name, kind in defined_metrics().items()
+    }
 
 
 def locals_of(directory: Path) -> Block:

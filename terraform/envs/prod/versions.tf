@@ -1,14 +1,17 @@
 terraform {
-  required_version = ">= 1.9.0"
+  # >= 1.11: the environments' S3 backend locks with use_lockfile, generally available from 1.11;
+  # one floor for every module and environment.
+  required_version = ">= 1.11"
 
   required_providers {
     aws = {
       source  = "hashicorp/aws"
       version = ">= 6.0"
     }
+    # >= 1.12: the cluster's `labels`.
     cockroach = {
       source  = "cockroachdb/cockroach"
-      version = ">= 1.11"
+      version = ">= 1.12"
     }
     random = {
       source  = "hashicorp/random"
@@ -18,11 +21,16 @@ terraform {
       source  = "hashicorp/tls"
       version = ">= 4.0"
     }
+    archive = {
+      source  = "hashicorp/archive"
+      version = ">= 2.4"
+    }
   }
 
-  # State in S3 (encrypted, versioned, locked): it holds generated passwords. The bucket, key and
-  # region come from `terraform init -backend-config=backend.hcl` (see backend.hcl.example), so
-  # no account's bucket name is written here.
+  # State in S3 (encrypted, versioned, locked with use_lockfile, an S3 lock object: no DynamoDB
+  # table): it holds generated passwords. The bucket, key and region come from
+  # `terraform init -backend-config=backend.hcl` (see backend.hcl.example), so no account's
+  # bucket name is written here.
   backend "s3" {}
 }
 

@@ -4,10 +4,12 @@
 #
 #   regions[0] (the writer's home)       every region
 #   ─────────────────────────────────   ───────────────────────────────────────────────
-#   writer (ECS) ── CockroachDB primary  edge (ECS, public ALB) ◄── CloudFront + WAF
-#   NATS hub (3 nodes, streams)          regional (ECS, internal ALB) ◄── NATS (3 nodes,
-#   Redis global datastore primary         mirrors, leaf-connected to the hub)
-#                                        Redis (writable; secondary of the global datastore)
+#   writer (ECS) ── CockroachDB primary  edge (ECS, public ALB) ◄── CloudFront + WAF, only
+#   NATS hub (3 nodes, streams)            with the origin secret header; internal ALB for
+#   Valkey global datastore primary        /metrics and the admin API (from the VPC only)
+#                                        regional (ECS, internal ALB) ◄── NATS (3 nodes,
+#                                          mirrors, leaf-connected to the hub)
+#                                        Valkey (writable; secondary of the global datastore)
 
 locals {
   name       = "tessera-${var.environment}"
@@ -19,6 +21,32 @@ locals {
   regional_hostname = { for r in var.regions : r => "regional.${r}.${local.zone_name}" }
   edge_hostname     = { for r in var.regions : r => "edge.${r}.${local.zone_name}" }
   all_vpc_cidrs     = [for r in var.regions : var.networks[r].vpc_cidr]
+  # The edges' internal listener: /metrics and the waiting room's admin API, never public.
+  edge_internal_port  = 9100
+  edge_admin_hostname = { for r in var.regions : r => "edge-admin.${r}.${local.zone_name}" }
+
+  # Settings every tier that verifies fans reads: tokens are checked against the identity
+  # provider's published keys; no tier holds a secret that could mint one.
+  identity_environment = {
+    TESSERA_JWKS_URL     = var.identity.jwks_url
+    TESSERA_JWT_ISSUER   = var.identity.jwt_issuer
+    TESSERA_JWT_AUDIENCE = var.identity.jwt_audience
+  }
+  production_environment = { TESSERA_PRODUCTION = tostring(var.production) }
+  # Valkey runs in cluster mode (redis module): TESSERA_REDIS_URL is the configuration endpoint.
+  redis_environment = { TESSERA_REDIS_CLUSTER = "true" }
+
+  # Announced onsales: the windows in which the edges' and read nodes' floors are raised.
+  onsale_windows = [
+    for o in var.onsales : {
+      name           = o.name
+      from           = timeadd(o.starts_at, "-${o.scale_up_minutes_before}m")
+      until          = timeadd(o.starts_at, "${o.duration_minutes}m")
+      edge           = o.edge_min_tasks
+      edge_by_region = o.edge_min_tasks_by_region
+      regional       = o.regional_min_tasks
+    }
+  ]
 
   tags = { "tessera:environment" = var.environment }
 }
@@ -65,10 +93,12 @@ module "redis" {
       vpc_id        = var.networks[r].vpc_id
       subnet_ids    = var.networks[r].private_subnet_ids
       allowed_cidrs = [var.networks[r].vpc_cidr]
+      shards        = lookup(var.redis.shards, r, 1)
     }
   }
-  node_type = var.redis_node_type
-  tags      = local.tags
+  node_type          = var.redis.node_type
+  replicas_per_shard = var.redis.replicas_per_shard
+  tags               = local.tags
 }
 
 # --- the services ---
@@ -89,24 +119,32 @@ module "writer" {
     max                = var.capacity.writer.max
     cpu_target_percent = var.capacity.writer.cpu_target_percent
   }
-  environment = {
+  environment = merge(local.identity_environment, local.production_environment, local.redis_environment, {
     TESSERA_JETSTREAM_REPLICAS = tostring(module.nats.replicas)
     TESSERA_DB_PRIMARY_REGION  = module.database.database_regions[0]
     TESSERA_DB_REGIONS         = join(",", module.database.database_regions)
     TESSERA_DB_CA_PATH         = module.database.sslrootcert_path
-  }
-  secrets = {
+    TESSERA_PAYMENT_PROVIDER   = var.payment_provider
+  })
+  secret_arns = {
     TESSERA_DATABASE_URL = module.database.writer_url_secret_arn
     TESSERA_REDIS_URL    = module.redis.url_secret_arns[local.hub_region]
     TESSERA_NATS_URL     = module.nats.client_url_secret_arns[local.hub_region]["writer"]
   }
-  secret_names = {
-    TESSERA_ADMIN_KEY  = var.app_secret_names.admin_key
-    TESSERA_JWT_SECRET = var.app_secret_names.jwt_secret
-  }
+  # One secret per purpose: a leaked admission secret cannot call the admin API, and so on.
+  secret_names = merge(
+    {
+      TESSERA_ADMIN_KEY              = var.app_secret_names.admin_key
+      TESSERA_EDGE_WRITER_CREDENTIAL = var.app_secret_names.edge_writer_credential
+    },
+    var.payment_provider == "stripe" ? {
+      TESSERA_STRIPE_API_KEY        = var.app_secret_names.stripe_api_key
+      TESSERA_STRIPE_WEBHOOK_SECRET = var.app_secret_names.stripe_webhook_secret
+    } : {},
+  )
   # The database URL's sslrootcert: the cluster's CA, written before the writer starts.
-  init_command = ["python", "-c", "import os, pathlib; pathlib.Path(os.environ['TESSERA_DB_CA_PATH']).write_text(os.environ['TESSERA_DB_CA'])"]
-  init_secrets = { TESSERA_DB_CA = module.database.ca_secret_arn }
+  init_command     = ["python", "-c", "import os, pathlib; pathlib.Path(os.environ['TESSERA_DB_CA_PATH']).write_text(os.environ['TESSERA_DB_CA'])"]
+  init_secret_arns = { TESSERA_DB_CA = module.database.ca_secret_arn }
   load_balancer = {
     internal      = true
     subnet_ids    = var.networks[local.hub_region].private_subnet_ids
@@ -135,20 +173,22 @@ module "regional" {
     cpu_target_percent  = var.capacity.regional.cpu_target_percent
     requests_per_target = var.capacity.regional.requests_per_task_per_min
   }
-  environment = {
+  environment = merge(local.identity_environment, local.production_environment, {
     TESSERA_WRITER_URL   = module.writer.url
     TESSERA_SEATS_STREAM = module.nats.streams[each.key].seats
     TESSERA_KV_STREAM    = module.nats.streams[each.key].kv
-  }
+  })
   # The read node connects as `reader`: it may only read its region's streams.
-  secrets      = { TESSERA_NATS_URL = module.nats.client_url_secret_arns[each.key]["reader"] }
-  secret_names = { TESSERA_JWT_SECRET = var.app_secret_names.jwt_secret }
+  secret_arns = { TESSERA_NATS_URL = module.nats.client_url_secret_arns[each.key]["reader"] }
+  scheduled_minimums = [
+    for w in local.onsale_windows : { name = w.name, from = w.from, until = w.until, min = w.regional }
+  ]
   # Outside the hub, the region's mirrors (nats/jetstream/regional/) are applied first, as admin.
   init_command = each.key == local.hub_region ? [] : [
     "python", "-m", "tessera.tooling.cli", "jetstream", "apply", "--regional",
     "--hub-domain", module.nats.hub_domain, "--replicas", tostring(module.nats.replicas),
   ]
-  init_secrets = each.key == local.hub_region ? {} : { TESSERA_NATS_URL = module.nats.client_url_secret_arns[each.key]["admin"] }
+  init_secret_arns = each.key == local.hub_region ? {} : { TESSERA_NATS_URL = module.nats.client_url_secret_arns[each.key]["admin"] }
   load_balancer = {
     internal      = true
     subnet_ids    = var.networks[each.key].private_subnet_ids
@@ -178,30 +218,52 @@ module "edge" {
     requests_per_target = var.capacity.edge.requests_per_task_per_min
   }
   environment = merge(
+    local.identity_environment,
+    local.production_environment,
+    local.redis_environment,
     {
       TESSERA_ORIGIN_URLS = module.regional[each.key].url
       TESSERA_WRITER_URL  = module.writer.url
       # The load balancer (VPC) and CloudFront append to X-Forwarded-For: believe them.
-      TESSERA_TRUSTED_PROXIES = join(",", concat([var.networks[each.key].vpc_cidr], module.cdn.origin_facing_cidrs[each.key]))
+      TESSERA_TRUSTED_PROXIES    = join(",", concat([var.networks[each.key].vpc_cidr], module.cdn.origin_facing_cidrs[each.key]))
+      TESSERA_EDGE_INTERNAL_PORT = tostring(local.edge_internal_port)
     },
     var.edge_rate_limits == null ? {} : { TESSERA_RATE_LIMITS = var.edge_rate_limits },
   )
-  secrets = { TESSERA_REDIS_URL = module.redis.url_secret_arns[each.key] }
-  secret_names = {
-    TESSERA_JWT_SECRET  = var.app_secret_names.jwt_secret
-    TESSERA_ADMIN_KEY   = var.app_secret_names.admin_key
-    TESSERA_EDGE_SECRET = var.app_secret_names.edge_secret
+  secret_arns = {
+    TESSERA_REDIS_URL = module.redis.url_secret_arns[each.key]
+    # JSON {"previous", "current", "next"}: the X-Origin-Secret values to accept (edge_cdn).
+    TESSERA_EDGE_ORIGIN_SECRETS = module.cdn.origin_secret_arns[each.key]
   }
+  secret_names = {
+    TESSERA_ADMISSION_SECRET       = var.app_secret_names.admission_secret
+    TESSERA_ADMIN_KEY              = var.app_secret_names.admin_key
+    TESSERA_EDGE_WRITER_CREDENTIAL = var.app_secret_names.edge_writer_credential
+  }
+  # CloudFront only, and only our distribution: the security group admits CloudFront's
+  # addresses, the listener forwards only requests carrying the origin secret, and never
+  # /metrics or the admin routes (those are on the internal listener).
   load_balancer = {
-    internal   = false
-    subnet_ids = var.networks[each.key].public_subnet_ids
-    # CloudFront, and the operators (the waiting room's admin API is per region: docs/operations.md)
+    internal                = false
+    subnet_ids              = var.networks[each.key].public_subnet_ids
     ingress_prefix_list_ids = [module.cdn.origin_facing_prefix_list_ids[each.key]]
-    ingress_cidrs           = var.operator_cidrs
     hostname                = local.edge_hostname[each.key]
     extra_certificate_names = [local.origin_hostname]
     zone_id                 = var.dns_zone.id
+    origin_header_name      = module.cdn.origin_header_name
+    blocked_paths           = ["/metrics", "/metrics/*", "/v1/admin", "/v1/admin/*"]
   }
+  origin_secret_values = module.cdn.origin_secret_values
+  internal_listener = {
+    port          = local.edge_internal_port
+    subnet_ids    = var.networks[each.key].private_subnet_ids
+    ingress_cidrs = distinct(concat([var.networks[each.key].vpc_cidr], var.operator_cidrs))
+    hostname      = local.edge_admin_hostname[each.key]
+    zone_id       = var.dns_zone.id
+  }
+  scheduled_minimums = [
+    for w in local.onsale_windows : { name = w.name, from = w.from, until = w.until, min = lookup(w.edge_by_region, each.key, w.edge) }
+  ]
   tags = local.tags
 }
 
@@ -220,11 +282,11 @@ module "notifier" {
     max                = 4
     cpu_target_percent = 60
   }
-  environment = merge(var.notifier.environment, {
+  environment = merge(var.notifier.environment, local.production_environment, local.redis_environment, {
     TESSERA_JETSTREAM_REPLICAS = tostring(module.nats.replicas)
   })
   # The notifier user consumes ORDERS and publishes dead letters, nothing else.
-  secrets = {
+  secret_arns = {
     TESSERA_NATS_URL  = module.nats.client_url_secret_arns[local.hub_region]["notifier"]
     TESSERA_REDIS_URL = module.redis.url_secret_arns[local.hub_region]
   }
@@ -233,7 +295,7 @@ module "notifier" {
   tags          = local.tags
 }
 
-# --- the fans' front door, and the alarms ---
+# --- the fans' front door, and the alarms and dashboards ---
 
 module "cdn" {
   source = "../../modules/edge_cdn"
@@ -249,7 +311,16 @@ module "cdn" {
     }
   }
   origin_shield_region = local.hub_region
-  tags                 = local.tags
+  # What the origin secret's rotation updates in each region.
+  origin_guards = {
+    for r in var.regions : r => {
+      listener_rule_arn = module.edge[r].origin_listener_rule_arn
+      cluster_name      = module.edge[r].cluster_name
+      service_name      = module.edge[r].service_name
+    }
+  }
+  origin_secret_rotation_schedule = var.origin_secret_rotation_schedule
+  tags                            = local.tags
 }
 
 module "observability" {
@@ -263,6 +334,15 @@ module "observability" {
     { for r in var.regions : "regional/${r}" => { region = r, tier = "regional", arn_suffix = module.regional[r].load_balancer.arn_suffix } },
     { for r in var.regions : "edge/${r}" => { region = r, tier = "edge", arn_suffix = module.edge[r].load_balancer.arn_suffix } },
   )
+  services = merge(
+    { "writer/${local.hub_region}" = { region = local.hub_region, cluster_name = module.writer.cluster_name, service_name = module.writer.service_name } },
+    { for r in var.regions : "regional/${r}" => { region = r, cluster_name = module.regional[r].cluster_name, service_name = module.regional[r].service_name } },
+    { for r in var.regions : "edge/${r}" => { region = r, cluster_name = module.edge[r].cluster_name, service_name = module.edge[r].service_name } },
+    var.notifier.enabled ? { "notifier/${local.hub_region}" = { region = local.hub_region, cluster_name = module.notifier[0].cluster_name, service_name = module.notifier[0].service_name } } : {},
+  )
+  nats_load_balancers        = module.nats.load_balancers
+  redis_nodes                = module.redis.writable_nodes
+  rotation_function          = module.cdn.origin_secret_rotation_function
   cloudfront_distribution_id = module.cdn.distribution_id
   notification_emails        = var.alarm_emails
   thresholds                 = var.alarm_thresholds

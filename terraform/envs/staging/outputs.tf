@@ -14,11 +14,12 @@ output "writer_url" {
 }
 
 output "regions" {
-  description = "Per region: the read nodes' and edges' URLs, ECS cluster and service names (for `aws ecs update-service`), the NATS client name and the streams the read nodes consume."
+  description = "Per region: the read nodes' and edges' URLs (edge_admin_url: the waiting room's admin API and /metrics, from inside the VPC), ECS cluster and service names (for `aws ecs update-service`), the NATS client name and the streams the read nodes consume."
   value = {
     for r in var.regions : r => {
       regional_url     = module.regional[r].url
       edge_url         = module.edge[r].url
+      edge_admin_url   = module.edge[r].internal_url
       regional_service = { cluster = module.regional[r].cluster_name, service = module.regional[r].service_name }
       edge_service     = { cluster = module.edge[r].cluster_name, service = module.edge[r].service_name }
       nats             = module.nats.client_hostnames[r]
@@ -46,6 +47,24 @@ output "alarm_topic_arns" {
 output "alarms" {
   description = "Every alarm by kind (docs/operations.md, \"Alarms\")."
   value       = module.observability.alarm_names
+}
+
+output "dashboards" {
+  description = "The onsale dashboard: CloudWatch (name, console URL) and the Grafana JSON to import into a Grafana with a Prometheus data source."
+  value = {
+    cloudwatch = module.observability.dashboard
+    grafana    = module.observability.grafana_dashboard_path
+  }
+}
+
+output "scheduled_onsales" {
+  description = "The raised task floors scheduled for announced onsales (var.onsales), per tier and region: check them the week before (docs/operations.md, \"Scale for an onsale\")."
+  value = {
+    for r in var.regions : r => {
+      edge     = module.edge[r].scheduled_windows
+      regional = module.regional[r].scheduled_windows
+    }
+  }
 }
 
 output "redis_global_datastore" {

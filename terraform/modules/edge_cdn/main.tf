@@ -10,6 +10,8 @@
 # - Origin Shield (optional) collapses the locations' seat-map misses into one request stream.
 # - AWS WAF: IP reputation, common and known-bad-input rules, Bot Control, and rate-based rules
 #   per client IP (all requests, and the write paths).
+# - A secret origin header (origin_secret.tf) so that only this distribution, behind this WAF,
+#   reaches the edges.
 
 locals {
   # CloudFront requires its certificate and web ACL in us-east-1.
@@ -176,6 +178,12 @@ resource "aws_cloudfront_distribution" "edge" {
       origin_read_timeout      = 60
       origin_keepalive_timeout = 60
     }
+
+    # Only our distribution knows it: the edge load balancers answer 403 without it.
+    custom_header {
+      name  = var.origin_header_name
+      value = local.origin_secret.current
+    }
   }
 
   origin {
@@ -189,6 +197,12 @@ resource "aws_cloudfront_distribution" "edge" {
       origin_ssl_protocols     = ["TLSv1.2"]
       origin_read_timeout      = 30
       origin_keepalive_timeout = 60
+    }
+
+    # Only our distribution knows it: the edge load balancers answer 403 without it.
+    custom_header {
+      name  = var.origin_header_name
+      value = local.origin_secret.current
     }
 
     dynamic "origin_shield" {
@@ -462,7 +476,7 @@ resource "aws_wafv2_web_acl" "edge" {
 
 resource "aws_kms_key" "waf_logs" {
   region                  = local.global_region
-  description             = "${var.name}: WAF logs"
+  description             = "${var.name}: WAF and origin-secret rotation logs"
   enable_key_rotation     = true
   deletion_window_in_days = 30
   policy = jsonencode({

@@ -59,3 +59,14 @@ output "jetstream_definition_files" {
     regional = sort(keys(local.regional_definitions))
   }
 }
+
+output "load_balancers" {
+  description = "Per region, the client network load balancer and its target group (CloudWatch's LoadBalancer and TargetGroup dimensions) and how many nodes should be healthy behind it: the observability module's node-health alarm."
+  value = {
+    for region in keys(var.regions) : region => {
+      arn_suffix              = aws_lb.nats[region].arn_suffix
+      target_group_arn_suffix = aws_lb_target_group.client[region].arn_suffix
+      nodes                   = var.nodes_per_region
+    }
+  }
+}

@@ -1,24 +1,38 @@
-# CloudWatch alarms for an onsale, one SNS topic per region. Every alarm's description names its
-# section of docs/operations.md ("Alarms"), where what to do is written down.
+# CloudWatch alarms for an onsale, one SNS topic per region, and the onsale dashboard
+# (dashboard.tf; the same view for Grafana in grafana/onsale.json). Every alarm's description
+# names its section of docs/operations.md ("Alarms"), where what to do is written down.
 #
 # Metrics: the services' ADOT sidecars (service module) scrape each tier's /metrics and write
 # them to the `metrics_namespace` namespace with dimensions tier and region (and operation="hold"
-# for POST .../holds); histograms arrive as distributions, so p99 is available. The 5xx ratios
-# use the load balancers' and CloudFront's own metrics.
+# for POST .../holds, and the closed-set labels reason, outcome, result, channel); histograms
+# arrive as distributions, so p99 is available; counters keep Prometheus's `_total` suffix and
+# arrive as per-scrape deltas (Sum over a period is the count in it). The 5xx ratios, task
+# counts, NATS node health and Valkey memory use AWS's own metrics (load balancers, CloudFront,
+# Container Insights, ElastiCache). Why CloudWatch rather than Amazon Managed Prometheus: README.
 
 data "aws_caller_identity" "current" {}
 
 data "aws_partition" "current" {}
 
 locals {
-  t             = var.thresholds
-  mirrored      = [for region in var.regions : region if region != var.hub_region]
-  runbook       = "docs/operations.md"
-  global        = "us-east-1" # CloudFront's metrics live there
-  topic_regions = distinct(concat(var.regions, var.cloudfront_distribution_id == null ? [] : [local.global]))
-  tags          = merge(var.tags, { "tessera:component" = "observability" })
+  t        = var.thresholds
+  mirrored = [for region in var.regions : region if region != var.hub_region]
+  runbook  = "docs/operations.md"
+  global   = "us-east-1" # CloudFront's metrics live there
+  tags     = merge(var.tags, { "tessera:component" = "observability" })
+  # The rotation Lambda's region (us-east-1 in practice) needs a topic too.
+  topic_regions = distinct(concat(
+    var.regions,
+    var.cloudfront_distribution_id == null ? [] : [local.global],
+    var.rotation_function == null ? [] : [var.rotation_function.region],
+  ))
   subscriptions = {
     for pair in setproduct(local.topic_regions, var.notification_emails) : "${pair[0]}/${pair[1]}" => { region = pair[0], email = pair[1] }
+  }
+  redis_nodes = {
+    for pair in flatten([
+      for region, group in var.redis_nodes : [for id in group.node_ids : { region = region, id = id }]
+    ]) : pair.id => pair
   }
 }
 
@@ -233,5 +247,203 @@ resource "aws_cloudwatch_metric_alarm" "cdn_5xx" {
   treat_missing_data  = "notBreaching"
   alarm_actions       = [aws_sns_topic.alarms[local.global].arn]
   ok_actions          = [aws_sns_topic.alarms[local.global].arn]
+  tags                = local.tags
+}
+
+# --- what loses money: the outbox, payments, confirmations ---
+
+# Committed changes not yet on the change feed: fans everywhere see stale seat maps, and the
+# ORDERS messages behind them (confirmation e-mails) wait too.
+resource "aws_cloudwatch_metric_alarm" "outbox_backlog" {
+  region              = var.hub_region
+  alarm_name          = "${var.name_prefix}-outbox-backlog"
+  alarm_description   = "More than ${local.t.outbox_unpublished} outbox rows committed but unpublished (tessera_outbox_unpublished) for 5 minutes: the writer's relay is not reaching NATS. ${local.runbook}#alarm-outbox-backlog"
+  namespace           = var.metrics_namespace
+  metric_name         = "tessera_outbox_unpublished"
+  dimensions          = { tier = "writer", region = var.hub_region }
+  statistic           = "Maximum"
+  period              = 60
+  evaluation_periods  = 5
+  datapoints_to_alarm = 5
+  threshold           = local.t.outbox_unpublished
+  comparison_operator = "GreaterThanThreshold"
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = [aws_sns_topic.alarms[var.hub_region].arn]
+  ok_actions          = [aws_sns_topic.alarms[var.hub_region].arn]
+  tags                = local.tags
+}
+
+# Money held on a fan's card and not yet settled: an order committed but not captured, or a
+# cancelled one not voided or refunded.
+resource "aws_cloudwatch_metric_alarm" "payments_unsettled" {
+  region              = var.hub_region
+  alarm_name          = "${var.name_prefix}-payments-unsettled"
+  alarm_description   = "The oldest payment still to be captured, voided or refunded is older than ${local.t.payments_unsettled_oldest_s} s (tessera_payments_unsettled_oldest_seconds): the writer's settler is failing against the payment provider. ${local.runbook}#alarm-payments-unsettled"
+  namespace           = var.metrics_namespace
+  metric_name         = "tessera_payments_unsettled_oldest_seconds"
+  dimensions          = { tier = "writer", region = var.hub_region }
+  statistic           = "Maximum"
+  period              = 300
+  evaluation_periods  = 2
+  datapoints_to_alarm = 2
+  threshold           = local.t.payments_unsettled_oldest_s
+  comparison_operator = "GreaterThanThreshold"
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = [aws_sns_topic.alarms[var.hub_region].arn]
+  ok_actions          = [aws_sns_topic.alarms[var.hub_region].arn]
+  tags                = local.tags
+}
+
+resource "aws_cloudwatch_metric_alarm" "notifier_dead_letters" {
+  region              = var.hub_region
+  alarm_name          = "${var.name_prefix}-notifier-dead-letters"
+  alarm_description   = "More than ${local.t.notifier_dead_letters} order confirmations dead-lettered in 5 minutes (tessera_notifications_dead_lettered_total): fans paid and got no e-mail or SMS. ${local.runbook}#alarm-notifier-dead-letters"
+  namespace           = var.metrics_namespace
+  metric_name         = "tessera_notifications_dead_lettered_total"
+  dimensions          = { tier = "notifier", region = var.hub_region }
+  statistic           = "Sum"
+  period              = 300
+  evaluation_periods  = 1
+  datapoints_to_alarm = 1
+  threshold           = local.t.notifier_dead_letters
+  comparison_operator = "GreaterThanThreshold"
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = [aws_sns_topic.alarms[var.hub_region].arn]
+  ok_actions          = [aws_sns_topic.alarms[var.hub_region].arn]
+  tags                = local.tags
+}
+
+# --- what loses fans: NATS nodes, Valkey, tasks that do not start ---
+
+resource "aws_cloudwatch_metric_alarm" "nats_nodes" {
+  for_each = var.nats_load_balancers
+
+  region              = each.key
+  alarm_name          = "${var.name_prefix}-nats-node-unhealthy-${each.key}"
+  alarm_description   = "Fewer than ${each.value.nodes} NATS nodes in ${each.key} pass /healthz?js-enabled-only=true for 3 minutes: the region's JetStream runs without its spare replica (one more loss stops it). Missing data counts: a load balancer with no healthy target reports nothing. ${local.runbook}#alarm-nats-node-unhealthy"
+  namespace           = "AWS/NetworkELB"
+  metric_name         = "HealthyHostCount"
+  dimensions          = { LoadBalancer = each.value.arn_suffix, TargetGroup = each.value.target_group_arn_suffix }
+  statistic           = "Minimum"
+  period              = 60
+  evaluation_periods  = 3
+  datapoints_to_alarm = 3
+  threshold           = each.value.nodes
+  comparison_operator = "LessThanThreshold"
+  treat_missing_data  = "breaching"
+  alarm_actions       = [aws_sns_topic.alarms[each.key].arn]
+  ok_actions          = [aws_sns_topic.alarms[each.key].arn]
+  tags                = local.tags
+}
+
+resource "aws_cloudwatch_metric_alarm" "redis_memory" {
+  for_each = local.redis_nodes
+
+  region              = each.value.region
+  alarm_name          = "${var.name_prefix}-redis-memory-${each.key}"
+  alarm_description   = "Valkey node ${each.key} (${each.value.region}) above ${local.t.redis_memory_percent}% of its memory for 5 minutes: evictions (lost waiting-room places, reset rate budgets) come next. ${local.runbook}#alarm-redis-memory"
+  namespace           = "AWS/ElastiCache"
+  metric_name         = "DatabaseMemoryUsagePercentage"
+  dimensions          = { CacheClusterId = each.key }
+  statistic           = "Maximum"
+  period              = 60
+  evaluation_periods  = 5
+  datapoints_to_alarm = 5
+  threshold           = local.t.redis_memory_percent
+  comparison_operator = "GreaterThanThreshold"
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = [aws_sns_topic.alarms[each.value.region].arn]
+  ok_actions          = [aws_sns_topic.alarms[each.value.region].arn]
+  tags                = local.tags
+}
+
+resource "aws_cloudwatch_metric_alarm" "redis_evictions" {
+  for_each = local.redis_nodes
+
+  region              = each.value.region
+  alarm_name          = "${var.name_prefix}-redis-evictions-${each.key}"
+  alarm_description   = "Valkey node ${each.key} (${each.value.region}) evicted more than ${local.t.redis_evictions} keys in 5 minutes: waiting-room tickets, admissions or rate budgets were dropped. ${local.runbook}#alarm-redis-evictions"
+  namespace           = "AWS/ElastiCache"
+  metric_name         = "Evictions"
+  dimensions          = { CacheClusterId = each.key }
+  statistic           = "Sum"
+  period              = 300
+  evaluation_periods  = 1
+  datapoints_to_alarm = 1
+  threshold           = local.t.redis_evictions
+  comparison_operator = "GreaterThanThreshold"
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = [aws_sns_topic.alarms[each.value.region].arn]
+  ok_actions          = [aws_sns_topic.alarms[each.value.region].arn]
+  tags                = local.tags
+}
+
+# Running below desired for minutes: tasks that cannot start (image pull, a secret they may not
+# read, Fargate capacity), or a floor raised for an onsale that is not met.
+resource "aws_cloudwatch_metric_alarm" "tasks_below_desired" {
+  for_each = var.services
+
+  region              = each.value.region
+  alarm_name          = "${var.name_prefix}-tasks-below-desired-${replace(each.key, "/", "-")}"
+  alarm_description   = "The ${each.key} ECS service has run fewer tasks than desired for ${local.t.tasks_below_desired_minutes} minutes (Container Insights RunningTaskCount < DesiredTaskCount). ${local.runbook}#alarm-tasks-below-desired"
+  evaluation_periods  = local.t.tasks_below_desired_minutes
+  datapoints_to_alarm = local.t.tasks_below_desired_minutes
+  threshold           = 0
+  comparison_operator = "GreaterThanThreshold"
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = [aws_sns_topic.alarms[each.value.region].arn]
+  ok_actions          = [aws_sns_topic.alarms[each.value.region].arn]
+  tags                = local.tags
+
+  metric_query {
+    id          = "missing"
+    expression  = "desired - running"
+    label       = "tasks missing"
+    return_data = true
+  }
+
+  metric_query {
+    id = "desired"
+    metric {
+      namespace   = "ECS/ContainerInsights"
+      metric_name = "DesiredTaskCount"
+      dimensions  = { ClusterName = each.value.cluster_name, ServiceName = each.value.service_name }
+      stat        = "Minimum"
+      period      = 60
+    }
+  }
+
+  metric_query {
+    id = "running"
+    metric {
+      namespace   = "ECS/ContainerInsights"
+      metric_name = "RunningTaskCount"
+      dimensions  = { ClusterName = each.value.cluster_name, ServiceName = each.value.service_name }
+      stat        = "Minimum"
+      period      = 60
+    }
+  }
+}
+
+# --- the CDN's origin secret ---
+
+resource "aws_cloudwatch_metric_alarm" "origin_secret_rotation" {
+  count = var.rotation_function == null ? 0 : 1
+
+  region              = var.rotation_function.region
+  alarm_name          = "${var.name_prefix}-origin-secret-rotation"
+  alarm_description   = "The CDN origin secret's rotation (${var.rotation_function.name}) failed: CloudFront, the edge load balancers or the edges may disagree on the accepted values. ${local.runbook}#alarm-origin-secret-rotation"
+  namespace           = "AWS/Lambda"
+  metric_name         = "Errors"
+  dimensions          = { FunctionName = var.rotation_function.name }
+  statistic           = "Sum"
+  period              = 300
+  evaluation_periods  = 1
+  datapoints_to_alarm = 1
+  threshold           = 0
+  comparison_operator = "GreaterThanThreshold"
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = [aws_sns_topic.alarms[var.rotation_function.region].arn]
+  ok_actions          = [aws_sns_topic.alarms[var.rotation_function.region].arn]
   tags                = local.tags
 }

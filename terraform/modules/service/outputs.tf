@@ -32,3 +32,23 @@ output "log_group_name" {
   description = "CloudWatch log group of the tier's structured JSON logs."
   value       = aws_cloudwatch_log_group.service.name
 }
+
+output "internal_url" {
+  description = "The internal listener's HTTPS URL (the edge: the waiting room's admin API and /metrics, reachable from inside the VPC only); null without one."
+  value       = local.has_int ? "https://${var.internal_listener.hostname}" : null
+}
+
+output "origin_listener_rule_arn" {
+  description = "The listener rule that forwards only requests carrying the origin header (the origin secret's rotation rewrites its values); null when the load balancer is not guarded."
+  value       = local.guarded ? aws_lb_listener_rule.origin[0].arn : null
+}
+
+output "service_arn" {
+  description = "ECS service ARN (IAM policies that may redeploy it, e.g. the origin secret's rotation)."
+  value       = aws_ecs_service.service.id
+}
+
+output "scheduled_windows" {
+  description = "The raised floors scheduled for announced onsales: name -> from, until (UTC), min tasks."
+  value       = { for name, w in local.windows : name => { from = w.from, until = w.until, min = w.min } }
+}

@@ -16,6 +16,7 @@ from terraform_support import (
     MODULES,
     TERRAFORM,
     directory_blocks,
+    locals_of,
     parse,
     resources,
     tf_files,
@@ -75,7 +76,8 @@ def test_every_output_is_described(directory: Path) -> None:
 @pytest.mark.parametrize("directory", DIRECTORIES, ids=lambda d: d.name)
 def test_providers_have_lower_bounds_only(directory: Path) -> None:
     (terraform,) = parse(directory / "versions.tf")["terraform"]
-    assert str(unquote(terraform["required_version"])).startswith(">=")
+    # >= 1.11 everywhere: the S3 backend's use_lockfile (test_hygiene checks the examples too).
+    assert unquote(terraform["required_version"]) == ">= 1.11"
     (providers,) = terraform["required_providers"]
     assert "aws" in providers or directory.name == "cockroach_cluster"
     for name, spec in providers.items():
@@ -190,51 +192,133 @@ def test_every_region_gets_nats_services_redis_and_a_cdn_origin(env: str) -> Non
     assert _covers_every_region(modules["database"]["regions"])
 
 
+def _passed(env: str, module: str, arguments: tuple[str, ...]) -> set[str]:
+    """The TESSERA_* names an env passes a service in these arguments, `local.*` values (the
+    identity settings, TESSERA_PRODUCTION...) expanded."""
+    body = _env_modules(env)[module]
+    env_locals = locals_of(ENVS / env)
+    text = " ".join(str(body.get(argument, "")) for argument in arguments)
+    for name in re.findall(r"local\.(\w+)", text):
+        text += " " + str(env_locals.get(name, ""))
+    return set(re.findall(r"TESSERA_[A-Z0-9_]+", text))
+
+
+_PLAIN = ("environment",)
+_SECRET = ("secret_arns", "secret_names")
+
+
 @pytest.mark.parametrize("env", ENV_NAMES)
 def test_services_get_the_environment_their_settings_read(env: str) -> None:
-    """The variables each tier reads (its settings module) are what the env passes it."""
-    modules = _env_modules(env)
+    """The variables each tier reads (its settings module) are what the env passes it: plain
+    settings in `environment`, secrets only through Secrets Manager."""
 
     def passed(module: str) -> set[str]:
-        body = modules[module]
-        names = {"TESSERA_REGION"}  # the service module adds it
-        for argument in ("environment", "secrets", "secret_names"):
-            names |= set(re.findall(r"TESSERA_[A-Z_]+", str(body.get(argument, ""))))
-        return names
+        # the service module adds TESSERA_REGION
+        return _passed(env, module, _PLAIN + _SECRET) | {"TESSERA_REGION"}
 
+    identity = {"TESSERA_JWKS_URL", "TESSERA_JWT_ISSUER", "TESSERA_JWT_AUDIENCE"}
     assert {
         "TESSERA_DATABASE_URL",
         "TESSERA_REDIS_URL",
         "TESSERA_NATS_URL",
         "TESSERA_ADMIN_KEY",
-        "TESSERA_JWT_SECRET",
+        "TESSERA_EDGE_WRITER_CREDENTIAL",
+        "TESSERA_PAYMENT_PROVIDER",
+        "TESSERA_PRODUCTION",
+        "TESSERA_STRIPE_API_KEY",
+        "TESSERA_STRIPE_WEBHOOK_SECRET",
         "TESSERA_REGION",
         "TESSERA_JETSTREAM_REPLICAS",
+        *identity,
     } <= passed("writer")
     assert {
         "TESSERA_NATS_URL",
         "TESSERA_WRITER_URL",
-        "TESSERA_JWT_SECRET",
         "TESSERA_REGION",
         "TESSERA_SEATS_STREAM",
         "TESSERA_KV_STREAM",
+        "TESSERA_PRODUCTION",
+        *identity,
     } <= passed("regional")
     assert {
         "TESSERA_ORIGIN_URLS",
         "TESSERA_WRITER_URL",
         "TESSERA_REDIS_URL",
-        "TESSERA_JWT_SECRET",
         "TESSERA_ADMIN_KEY",
-        "TESSERA_EDGE_SECRET",
+        "TESSERA_ADMISSION_SECRET",
+        "TESSERA_EDGE_WRITER_CREDENTIAL",
+        "TESSERA_EDGE_ORIGIN_SECRETS",
+        "TESSERA_EDGE_INTERNAL_PORT",
+        "TESSERA_PRODUCTION",
         "TESSERA_REGION",
         "TESSERA_TRUSTED_PROXIES",
         "TESSERA_RATE_LIMITS",
+        *identity,
     } <= passed("edge")
     assert "TESSERA_NATS_URL" in passed("notifier")
     # the read nodes read as `reader`; only their init container manages streams, as `admin`
-    assert '["reader"]' in str(modules["regional"]["secrets"])
-    assert '["admin"]' in str(modules["regional"]["init_secrets"])
+    modules = _env_modules(env)
+    assert '["reader"]' in str(modules["regional"]["secret_arns"])
+    assert '["admin"]' in str(modules["regional"]["init_secret_arns"])
     assert "jetstream" in str(modules["regional"]["init_command"])
+
+
+@pytest.mark.parametrize("env", ENV_NAMES)
+def test_each_secret_goes_only_where_it_is_used(env: str) -> None:
+    """One secret per purpose (issue 14): no shared JWT HMAC secret at all (HS256 is for local
+    development), the admission secret on the edges only, the payment provider's keys on the
+    writer only, the origin secret on the edges only, and secrets never as plain variables."""
+    text = (ENVS / env / "main.tf").read_text()
+    assert "TESSERA_JWT_SECRET" not in text
+    assert "TESSERA_EDGE_SECRET" not in text
+    tiers = ("writer", "regional", "edge", "notifier")
+    secret = {tier: _passed(env, tier, _SECRET) for tier in tiers}
+    plain = {tier: _passed(env, tier, _PLAIN) for tier in tiers}
+    holders = {
+        "TESSERA_ADMISSION_SECRET": {"edge"},
+        "TESSERA_ADMIN_KEY": {"writer", "edge"},
+        "TESSERA_EDGE_WRITER_CREDENTIAL": {"writer", "edge"},
+        "TESSERA_STRIPE_API_KEY": {"writer"},
+        "TESSERA_STRIPE_WEBHOOK_SECRET": {"writer"},
+        "TESSERA_EDGE_ORIGIN_SECRETS": {"edge"},
+    }
+    for name, expected in holders.items():
+        assert {tier for tier in tiers if name in secret[tier]} == expected, name
+        assert not any(name in plain[tier] for tier in tiers), f"{name} passed as plain text"
+    secretish = re.compile(r"(SECRET|PASSWORD|TOKEN|CREDENTIAL|_KEY$)")
+    for tier in tiers:
+        leaked = {name for name in plain[tier] if secretish.search(name)}
+        assert not leaked, f"{tier}: {leaked} must come from Secrets Manager"
+
+
+@pytest.mark.parametrize("env", ENV_NAMES)
+def test_the_public_edge_admits_only_our_cdn_and_hides_metrics_and_admin(env: str) -> None:
+    """Issue 15 item 5: the edge load balancers accept CloudFront's addresses AND the origin
+    secret header (403 otherwise), never route /metrics or /v1/admin/*, and serve those on an
+    internal listener reachable from inside the VPC only."""
+    edge = _env_modules(env)["edge"]
+    balancer = edge["load_balancer"]
+    assert isinstance(balancer, dict)
+    assert balancer["internal"] is False
+    assert "origin_facing_prefix_list_ids" in str(balancer["ingress_prefix_list_ids"])
+    assert "ingress_cidrs" not in balancer  # no operator bypass on the public side
+    assert balancer["origin_header_name"] == "${module.cdn.origin_header_name}"
+    assert {"/metrics", "/v1/admin/*"} <= {str(unquote(p)) for p in balancer["blocked_paths"]}
+    assert "module.cdn.origin_secret_values" in str(edge["origin_secret_values"])
+    internal = str(edge["internal_listener"])
+    assert "local.edge_internal_port" in internal and "vpc_cidr" in internal
+    assert "TESSERA_EDGE_INTERNAL_PORT = tostring(local.edge_internal_port)" in str(
+        edge["environment"]
+    )
+    cdn = (MODULES / "edge_cdn" / "main.tf").read_text()
+    assert cdn.count("name  = var.origin_header_name") == 2  # both origins send the header
+    assert unquote(variable_default(MODULES / "edge_cdn", "origin_header_name")) == (
+        "X-Origin-Secret"
+    )
+    service = (MODULES / "service" / "main.tf").read_text()
+    assert 'status_code  = "403"' in service
+    assert "http_header_name = var.load_balancer.origin_header_name" in service
+    assert "values           = var.origin_secret_values" in service
 
 
 def test_every_service_checks_readyz_and_scales_on_cpu_and_requests() -> None:
@@ -254,9 +338,12 @@ def test_every_alarm_links_its_runbook_entry() -> None:
         re.sub(r"[^a-z0-9 -]", "", heading.lower()).replace(" ", "-")
         for heading in re.findall(r"^#+ (.+)$", runbook, re.M)
     }
-    text = (MODULES / "observability" / "main.tf").read_text()
+    text = "\n".join(p.read_text() for p in sorted((MODULES / "observability").glob("*.tf")))
     linked = set(re.findall(r"docs/operations\.md#([a-z0-9-]+)", text)) | set(
         re.findall(r"\$\{local\.runbook\}#([a-z0-9-]+)", text)
     )
-    assert len(linked) >= 5
+    assert len(linked) >= 12
+    alarms = re.findall(r'resource "aws_cloudwatch_metric_alarm" "(\w+)" \{(.*?)\n\}', text, re.S)
+    for name, body in alarms:
+        assert "local.runbook}#alarm-" in body, f"alarm {name} does not link its runbook entry"
     assert linked <= anchors, f"missing runbook sections: {linked - anchors}"
