@@ -36,9 +36,10 @@ from collections import Counter, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import astuple, dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast
 from urllib.parse import urlsplit
 
+from tessera import limits
 from tessera.tooling.processes import ServiceProcess
 from tessera.tooling.servers import free_port
 
@@ -92,16 +93,21 @@ def serve(target: str, port: int, workers: int = 1) -> None:
     one worker unless told otherwise. The bench scripts run as scripts, so `bench/` is on sys.path
     and their modules import by their stems."""
     from granian import Granian  # noqa: PLC0415  (only the server processes need it)
-    from granian.constants import Interfaces  # noqa: PLC0415
+    from granian.constants import Interfaces, Loops  # noqa: PLC0415
 
+    # The tiers' settings (tessera/serving.py): uvloop, and room for thousands of connections
+    # (Granian's default admits 1,024 at once; the rest wait in the accept queue and time out).
     Granian(
         target,
         address="127.0.0.1",
         port=port,
         interface=Interfaces.ASGI,
+        loop=Loops.uvloop,
         workers=workers,
         factory=True,
         log_access=False,
+        backlog=limits.serve_backlog_max,
+        backpressure=limits.serve_concurrent_requests_max,
     ).serve()
 
 
@@ -216,8 +222,8 @@ class HttpConnection(asyncio.Protocol):
         self.usable = True
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses; they have its methods.
+        self.transport = cast("asyncio.Transport", transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.usable = False
@@ -818,9 +824,9 @@ def add_closed_loop_args(parser: argparse.ArgumentParser) -> None:
 
 
 def finite(value: Any) -> Any:
-    """NaN (a percentile of no values) as null, in dicts and lists too, so that JSON output
-    stays strict JSON."""
-    if isinstance(value, float) and math.isnan(value):
+    """NaN (a percentile of no values) and infinities (a cost per nothing sold) as null, in
+    dicts and lists too, so that JSON output stays strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
         return {k: finite(v) for k, v in value.items()}

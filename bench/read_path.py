@@ -10,7 +10,8 @@ NATS (tessera.tooling.servers, in a temporary directory, all stopped at the end)
 writer and a regional read node (tessera.tooling.processes), creates the stadium event, then
 sells half of it through the writer:
 64 concurrent fans, each asking for a best-available hold of 8-10 seats
-(`POST /v1/events/{e}/holds`) and buying it (`POST /v1/orders`, sandbox token); a 503 is retried
+(`POST /v1/events/{e}/holds`) and buying it (`POST /v1/events/{e}/orders`, sandbox token); a
+503 is retried
 with the same Idempotency-Key. The node learns every sale from the change feed only. The bench
 then waits until the node is ready (`/readyz` 200), its section maps equal the writer's
 `GET /v1/events/{e}/sections/{s}/snapshot` for five sections, and its whole-event map equals,

@@ -27,15 +27,17 @@ import re
 import shutil
 import tempfile
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Self, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
-import httpx
+import uvloop
 from loadgen import HttpError, Pool, percentile_ms, request_bytes
 
 import tessera_core as tc
@@ -149,10 +151,12 @@ _RAISED: Final = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Exhausted)\w*: 
 def run_in_stack(
     stack: Stack, keep: bool, main: Callable[[], Coroutine[Any, Any, T]]
 ) -> tuple[T, dict[str, int]]:
-    """`asyncio.run(main())`; on failure, the end of every service's log. Then the stack is
-    stopped, its logs' problems counted and its work directory removed (unless `keep`)."""
+    """`main()` on uvloop (the load generator must cost far less than what it loads: uvloop's
+    sockets and callbacks cost about half asyncio's); on failure, the end of every service's
+    log. Then the stack is stopped, its logs' problems counted and its work directory removed
+    (unless `keep`)."""
     try:
-        result = asyncio.run(main())
+        result = uvloop.run(main())
     except BaseException:
         for service in stack.services:
             print(f"--- {service.name} log ({service.log_path}) ends:\n{service.log_tail(20)}")
@@ -217,23 +221,39 @@ def start_bench_writer(
 def create_event(
     writer_url: str, venue_path: Path, *, name: str, hold_ttl_s: int, per_user_limit: int
 ) -> str:
-    response = httpx.post(
+    body = {
+        "name": name,
+        "venue": json.loads(venue_path.read_bytes()),
+        "onsale_at": "2020-01-01T00:00:00Z",
+        "hold_ttl_s": hold_ttl_s,
+        "per_user_limit": per_user_limit,
+        "home_region": "local",
+    }
+    request = urllib.request.Request(
         f"{writer_url}/v1/admin/events",
-        headers={"X-Admin-Key": ADMIN_KEY},
-        json={
-            "name": name,
-            "venue": json.loads(venue_path.read_bytes()),
-            "onsale_at": "2020-01-01T00:00:00Z",
-            "hold_ttl_s": hold_ttl_s,
-            "per_user_limit": per_user_limit,
-            "home_region": "local",
-        },
-        timeout=HTTP_TIMEOUT_S,
+        data=json.dumps(body).encode(),
+        headers={"X-Admin-Key": ADMIN_KEY, "Content-Type": JSON_TYPE},
+        method="POST",
     )
-    if response.status_code != 201:
-        raise RuntimeError(f"creating the event failed: {response.status_code} {response.text}")
-    event_id: str = response.json()["event_id"]
+    try:
+        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S) as response:
+            status, reply = response.status, response.read()
+    except urllib.error.HTTPError as error:
+        status, reply = error.code, error.read()
+    if status != 201:
+        raise RuntimeError(f"creating the event failed: {status} {reply.decode(errors='replace')}")
+    event_id: str = json.loads(reply)["event_id"]
     return event_id
+
+
+async def http_get(url: str, headers: Mapping[str, str] | None = None) -> tuple[int, bytes]:
+    """One GET for the setup (loadgen's client, a connection of its own): status and body."""
+    pool = Pool(url)
+    try:
+        async with asyncio.timeout(HTTP_TIMEOUT_S):
+            return await pool.send(request_bytes("GET", url, headers or {}))
+    finally:
+        pool.close()
 
 
 # --- the event map computed from the writer's database ---
@@ -371,14 +391,14 @@ class Seller:
             sales.holds += 1
             hold = json.loads(reply)
             order = json.dumps({"hold_id": hold["hold_id"], "payment_token": "tok_approve"})
-            status, _ = await self.call("order", "/v1/orders", user, order.encode())
+            path = f"/v1/events/{self.event_id}/orders"
+            status, _ = await self.call("order", path, user, order.encode())
             if status == 201:
                 sales.orders += 1
                 sales.seats += len(hold["seats"])
 
 
 async def converge(
-    client: httpx.AsyncClient,
     stack: Stack,
     *,
     node_url: str,
@@ -402,27 +422,27 @@ async def converge(
     plain = {"accept-encoding": "identity"}
     problem = ""
     while time.perf_counter() < deadline:
-        ready = await client.get(f"{node_url}/readyz")
-        if ready.status_code != 200:
-            problem = f"/readyz {ready.status_code} {ready.text}"
+        ready, text = await http_get(f"{node_url}/readyz")
+        if ready != 200:
+            problem = f"/readyz {ready} {text.decode(errors='replace')}"
             await asyncio.sleep(0.1)
             continue
         problem = ""
         for position in CHECKED_SECTIONS:
             section = stack.venue.layouts[position].section_id
             path = f"/v1/events/{event_id}/sections/{section}"
-            want = await client.get(f"{writer_url}{path}/snapshot")
-            got = await client.get(f"{node_url}{path}/seatmap", headers=plain)
-            if want.status_code != 200 or got.status_code != 200:
-                problem = f"section {section}: writer {want.status_code}, node {got.status_code}"
+            want_status, want = await http_get(f"{writer_url}{path}/snapshot")
+            got_status, got = await http_get(f"{node_url}{path}/seatmap", plain)
+            if want_status != 200 or got_status != 200:
+                problem = f"section {section}: writer {want_status}, node {got_status}"
                 break
-            w, g = tc.SeatMap.decode(want.content), tc.SeatMap.decode(got.content)
+            w, g = tc.SeatMap.decode(want), tc.SeatMap.decode(got)
             if w.version != g.version or w.bitmap() != g.bitmap():
                 problem = f"section {section}: writer v{w.version}, node v{g.version}"
                 break
         if not problem:
-            whole = await client.get(f"{node_url}/v1/events/{event_id}/seatmap", headers=plain)
-            if whole.content == expected:
+            _, whole = await http_get(f"{node_url}/v1/events/{event_id}/seatmap", plain)
+            if whole == expected:
                 return expected, time.perf_counter() - started, claimed
             problem = "the node's event map differs from the database's"
         await asyncio.sleep(0.1)
@@ -444,6 +464,11 @@ def metrics_counts(text: str, route: str) -> dict[str, float]:
             if status:
                 counts[status.group(1)] = counts.get(status.group(1), 0) + float(line.split()[-1])
     return counts
+
+
+async def metrics_text(url: str) -> str:
+    _, body = await http_get(f"{url}/metrics")
+    return body.decode(errors="replace")
 
 
 def metric_value(text: str, name: str) -> float:
@@ -503,39 +528,37 @@ async def sell_and_converge(
     event_id: str,
 ) -> tuple[bytes, dict[str, Any]]:
     """Sell through the writer, wait for the node: the expected event map, and what happened."""
-    async with httpx.AsyncClient(timeout=HTTP_TIMEOUT_S) as client:
-        deadline = time.perf_counter() + CONVERGE_LIMIT_S
-        while (await client.get(f"{node.url}/v1/events/{event_id}/seatmap")).status_code != 200:
-            if time.perf_counter() > deadline:
-                raise RuntimeError("the node never learnt of the event")
-            await asyncio.sleep(0.05)
-        resyncs_before = metric_value((await client.get(f"{node.url}/metrics")).text, "resyncs")
-        target = round(stack.venue.seat_count * sold)
-        print(
-            f"selling {target:,} seats through the writer: {SETUP_CLIENTS} concurrent fans, "
-            f"best-available holds of {HOLD_SIZES[0]}-{HOLD_SIZES[-1]} seats, each bought ...",
-            flush=True,
-        )
-        sales = await Seller(writer.url, event_id, target).run(SETUP_CLIENTS)
-        done = sales.summary()
-        print(
-            f"  {sales.holds:,} holds, {sales.orders:,} orders, {sales.seats:,} seats sold in "
-            f"{sales.elapsed_s:.1f} s ({(sales.holds + sales.orders) / sales.elapsed_s:,.0f} "
-            f"writer requests/s; hold p50/p99 {done['hold_p50_ms']:.0f}/"
-            f"{done['hold_p99_ms']:.0f} ms, order {done['order_p50_ms']:.0f}/"
-            f"{done['order_p99_ms']:.0f} ms); statuses {done['statuses']}"
-            + "".join(f"\n    {k}: {v}" for k, v in sales.examples.items()),
-            flush=True,
-        )
-        expected, waited, claimed = await converge(
-            client,
-            stack,
-            node_url=node.url,
-            writer_url=writer.url,
-            database_url=database,
-            event_id=event_id,
-        )
-        node_metrics = (await client.get(f"{node.url}/metrics")).text
+    deadline = time.perf_counter() + CONVERGE_LIMIT_S
+    while (await http_get(f"{node.url}/v1/events/{event_id}/seatmap"))[0] != 200:
+        if time.perf_counter() > deadline:
+            raise RuntimeError("the node never learnt of the event")
+        await asyncio.sleep(0.05)
+    resyncs_before = metric_value(await metrics_text(node.url), "resyncs")
+    target = round(stack.venue.seat_count * sold)
+    print(
+        f"selling {target:,} seats through the writer: {SETUP_CLIENTS} concurrent fans, "
+        f"best-available holds of {HOLD_SIZES[0]}-{HOLD_SIZES[-1]} seats, each bought ...",
+        flush=True,
+    )
+    sales = await Seller(writer.url, event_id, target).run(SETUP_CLIENTS)
+    done = sales.summary()
+    print(
+        f"  {sales.holds:,} holds, {sales.orders:,} orders, {sales.seats:,} seats sold in "
+        f"{sales.elapsed_s:.1f} s ({(sales.holds + sales.orders) / sales.elapsed_s:,.0f} "
+        f"writer requests/s; hold p50/p99 {done['hold_p50_ms']:.0f}/"
+        f"{done['hold_p99_ms']:.0f} ms, order {done['order_p50_ms']:.0f}/"
+        f"{done['order_p99_ms']:.0f} ms); statuses {done['statuses']}"
+        + "".join(f"\n    {k}: {v}" for k, v in sales.examples.items()),
+        flush=True,
+    )
+    expected, waited, claimed = await converge(
+        stack,
+        node_url=node.url,
+        writer_url=writer.url,
+        database_url=database,
+        event_id=event_id,
+    )
+    node_metrics = await metrics_text(node.url)
     resyncs = metric_value(node_metrics, "resyncs") - resyncs_before
     print(
         f"node caught up {waited:.2f} s after the last sale: /readyz 200, sections "

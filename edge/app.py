@@ -1,5 +1,6 @@
-"""`create_app()`: the edge (ARCHITECTURE.md §5, docs/edge.md). Cached GETs are answered by the
-bare-ASGI fast path (edge/fastpath.py); queue, admin, writes, streams, health and metrics by
+"""`create_app()`: the edge (ARCHITECTURE.md §5, docs/edge.md). Cached GETs and the hot writes
+(holds, extend, release, orders) are answered by bare-ASGI fast paths (edge/fastpath.py,
+edge/fastwrites.py); queue, admin, the fan's own records, streams, health and metrics by
 Litestar."""
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import msgspec
 import redis.asyncio as aioredis
 from litestar import Litestar, Request, Response, get
@@ -22,7 +22,9 @@ from edge.cache import MicroCache
 from edge.clientip import parse_networks
 from edge.controllers import admin, cached, queue, reads, writes
 from edge.errors import JSON, EdgeError, handle_edge_error, handle_http_exception
+from edge.fans import VerifiedTokens
 from edge.fastpath import CachedGets
+from edge.fastwrites import FastWrites
 from edge.metrics import EdgeMetrics
 from edge.origins import OriginPool
 from edge.passthrough import StreamProxy, WriterProxy
@@ -90,13 +92,7 @@ async def healthz() -> Response[bytes]:
 async def readyz(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Ready when a read node of the region is ready and Redis answers."""
     parts: Parts = request.app.state.parts
-    origin_ready = False
-    for origin in parts.origins.ordered():
-        with contextlib.suppress(httpx.HTTPError):
-            response = await parts.origins.client.get(f"{origin.base_url}/readyz")
-            if response.status_code == 200:
-                origin_ready = True
-                break
+    origin_ready = await parts.origins.ready()
     redis_ready = False
     with contextlib.suppress(aioredis.RedisError, OSError):
         redis_ready = bool(await parts.redis.ping())
@@ -114,6 +110,7 @@ def metrics_endpoint(request: Request[Any, Any, Any]) -> Response[bytes]:
     parts: Parts = request.app.state.parts
     parts.metrics.cache_entries.set(len(parts.seatmaps.entries) + len(parts.events.entries))
     request.app.state.fast.flush_metrics()
+    parts.writer.flush_metrics()
     body, content_type = render(parts.metrics.registry)
     return Response(body, media_type=content_type)
 
@@ -152,12 +149,22 @@ def create_app(settings: Settings | None = None) -> Any:
         request_max_body_size=limits.request_body_bytes_max,
         openapi_config=OpenAPIConfig(title="Tessera edge", version="0.1.0", path="/schema"),
     )
-    fast = CachedGets(
+    trusted = parse_networks(settings.trusted_proxies)
+    fast_writes = FastWrites(
         app,
+        writer=parts.writer,
+        limiter=parts.limiter,
+        room=parts.room,
+        tokens=VerifiedTokens(settings.jwt_secret),
+        trusted=trusted,
+        metrics=parts.metrics,
+    )
+    fast = CachedGets(
+        fast_writes,
         seatmaps=parts.seatmaps,
         events=parts.events,
         limiter=parts.limiter,
-        trusted=parse_networks(settings.trusted_proxies),
+        trusted=trusted,
         metrics=parts.metrics,
     )
     app.state.fast = fast

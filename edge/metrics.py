@@ -53,6 +53,13 @@ class EdgeMetrics(Metrics):
             ("result",),
             registry=on,
         )
+        self.writes_shed = Counter(
+            "tessera_edge_writes_shed",
+            "Writes refused with 503 overloaded before reaching the writer, by reason: queue_wait "
+            "(the wait for a writer connection would pass its bound), in_flight (the cap).",
+            ("reason",),
+            registry=on,
+        )
         self.sse_clients = Gauge(
             "tessera_edge_sse_clients", "SSE streams being proxied.", registry=on
         )

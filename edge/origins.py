@@ -1,16 +1,16 @@
 """The origins behind the edge: a region's read nodes (or the writer, for event details), tried in
-order with failover. An origin that fails (connection error, timeout, 5xx) is skipped for
-`limits.edge_origin_cooldown_s` while another answers; when every origin is cooling down they are
-all tried anyway, because refusing without asking is worse than a slow failure."""
+order with failover, each on its own keep-alive pool (edge/upstream.py). An origin that fails
+(connection error, timeout, 5xx) is skipped for `limits.edge_origin_cooldown_s` while another
+answers; when every origin is cooling down they are all tried anyway, because refusing without
+asking is worse than a slow failure."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-import httpx
-
+from edge.upstream import Header, Shed, UpstreamError, UpstreamPool
 from tessera import limits
 
 # Headers of an origin answer the edge keeps and replays to fans.
@@ -34,10 +34,29 @@ class OriginAnswer:
         return None
 
 
+def origin_pool(base_url: str) -> UpstreamPool:
+    """Connections to one origin. Its queue is bounded by the origin timeout (a cache miss that
+    waits longer is answered from the next origin, or stale): the per-fan reads that go through
+    it (friends) are few next to the writes."""
+    return UpstreamPool(
+        base_url,
+        connections_max=limits.edge_origin_connections_max,
+        connect_timeout_s=limits.edge_origin_timeout_s,
+        timeout_s=limits.edge_origin_timeout_s,
+        queue_wait_s_max=limits.edge_origin_timeout_s,
+        in_flight_max=limits.edge_writes_in_flight_max,
+        body_bytes_max=limits.edge_cache_body_bytes_max,
+    )
+
+
 @dataclass(slots=True)
 class Origin:
     base_url: str
     down_until: float = 0.0
+    pool: UpstreamPool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.pool = origin_pool(self.base_url)
 
 
 class OriginPool:
@@ -52,17 +71,10 @@ class OriginPool:
         self.origins = [Origin(url.rstrip("/")) for url in base_urls]
         self.on_result = on_result or (lambda _result: None)
         self.clock = clock
-        self.client = httpx.AsyncClient(
-            timeout=httpx.Timeout(limits.edge_origin_timeout_s),
-            limits=httpx.Limits(
-                max_connections=limits.edge_origin_connections_max,
-                max_keepalive_connections=limits.edge_origin_connections_max,
-            ),
-            follow_redirects=False,
-        )
 
     async def close(self) -> None:
-        await self.client.aclose()
+        for origin in self.origins:
+            await origin.pool.close()
 
     def ordered(self) -> list[Origin]:
         now = self.clock()
@@ -75,12 +87,17 @@ class OriginPool:
 
     async def get(self, path_and_query: str, headers: Mapping[str, str]) -> OriginAnswer:
         """GET from the first origin that answers below 500. The body is kept as sent (still
-        compressed): it is replayed to fans with the origin's Content-Encoding."""
+        compressed): it is replayed to fans with the origin's Content-Encoding. Header values
+        are the fan's (or the cache's) latin-1 text, sent as the bytes they came as."""
+        wire = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
         failure = "no origin configured"
         for origin in self.ordered():
             try:
-                answer = await self._get(origin, path_and_query, headers)
-            except (httpx.HTTPError, OriginUnavailable) as error:
+                answer = await self._get(origin, path_and_query, wire)
+            except Shed:
+                failure = f"{origin.base_url}: too many requests queued"
+                continue  # this edge is busy, not the origin: no cool-down
+            except UpstreamError as error:
                 failure = f"{origin.base_url}: {type(error).__name__}"
             else:
                 if answer.status < 500:
@@ -92,25 +109,26 @@ class OriginPool:
             self.on_result("error")
         raise OriginUnavailable(failure)
 
-    async def _get(
-        self, origin: Origin, path_and_query: str, headers: Mapping[str, str]
-    ) -> OriginAnswer:
-        request = self.client.build_request(
-            "GET", origin.base_url + path_and_query, headers=headers
-        )
-        response = await self.client.send(request, stream=True)
-        try:
-            body = bytearray()
-            async for chunk in response.aiter_raw():
-                body += chunk
-                if len(body) > limits.edge_cache_body_bytes_max:
-                    raise OriginUnavailable("answer too large")
-        finally:
-            await response.aclose()
+    @staticmethod
+    async def _get(origin: Origin, path_and_query: str, headers: Sequence[Header]) -> OriginAnswer:
+        answer = await origin.pool.request(b"GET", path_and_query.encode("latin-1"), headers)
         kept = tuple(
-            (name, response.headers[name]) for name in KEPT_HEADERS if name in response.headers
+            (name, value.decode("latin-1"))
+            for name in KEPT_HEADERS
+            if (value := answer.header(name.encode())) is not None
         )
-        return OriginAnswer(response.status_code, kept, bytes(body))
+        return OriginAnswer(answer.status, kept, answer.body)
+
+    async def ready(self) -> bool:
+        """Whether one of the origins answers its /readyz with 200."""
+        for origin in self.ordered():
+            try:
+                answer = await origin.pool.request(b"GET", b"/readyz", ())
+            except (UpstreamError, Shed):
+                continue
+            if answer.status == 200:
+                return True
+        return False
 
     def pick(self) -> Origin:
         """The origin a long-lived stream should go to first."""

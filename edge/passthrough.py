@@ -1,106 +1,154 @@
-"""Passing requests on: writes to the global writer (bounded timeouts, the writer's answer back
-unchanged) and SSE streams from a read node (chunk by chunk, never buffered)."""
+"""Passing requests on: writes to the global writer (edge/upstream.py: bounded timeouts, a queue
+that sheds, the writer's answer back unchanged) and SSE streams from a read node (edge/streaming.py:
+chunk by chunk, never buffered).
+
+Header values travel as bytes. Litestar decodes a request's header bytes as latin-1, so they are
+encoded back as latin-1 (`wire`) and the tier gets exactly the fan's bytes: an `Idempotency-Key:
+é` reaches the writer, which answers it, rather than failing in the edge."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Mapping, MutableMapping
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Final
 
-import httpx
 from litestar import Response
 
 from edge.errors import JSON, EdgeError
 from edge.metrics import EdgeMetrics
 from edge.origins import OriginPool
+from edge.streaming import Stream, open_stream
+from edge.upstream import Answer, Header, Shed, UpstreamError, UpstreamPool, UpstreamTimeout
 from tessera import limits
 
 # Request headers a tier needs from the fan; everything else stays at the edge.
-FORWARDED_REQUEST_HEADERS = (
+FORWARDED_REQUEST_HEADERS: Final = (
     "authorization",
     "idempotency-key",
     "content-type",
     "accept",
     "last-event-id",
 )
+FORWARDED_WIRE_HEADERS: Final = frozenset(name.encode() for name in FORWARDED_REQUEST_HEADERS)
 # Hop-by-hop or recomputed: never copied from an upstream answer.
-DROPPED_RESPONSE_HEADERS = frozenset(
+DROPPED_RESPONSE_HEADERS: Final = frozenset(
     {
-        "connection",
-        "keep-alive",
-        "transfer-encoding",
-        "content-length",
-        "content-encoding",
-        "date",
-        "server",
+        b"connection",
+        b"keep-alive",
+        b"transfer-encoding",
+        b"content-length",
+        b"content-encoding",
+        b"date",
+        b"server",
     }
 )
+RESULTS: Final = ("1xx", "2xx", "3xx", "4xx", "5xx", "timeout", "unreachable")
 
 
-def forwarded_headers(headers: Mapping[str, str], client_ip: str) -> MutableMapping[str, str]:
-    """The fan's headers a tier needs, byte for byte: Litestar decodes header bytes as latin-1, so
-    they are encoded back as latin-1 (httpx's default, ASCII, raised on any other byte: a 500 for
-    an `Idempotency-Key: é`; the tier now gets the bytes and answers them)."""
-    kept = httpx.Headers(encoding="latin-1")
-    for name in FORWARDED_REQUEST_HEADERS:
-        if name in headers:
-            kept[name] = headers[name]
+def forwarded_headers(headers: Mapping[str, str], client_ip: str) -> dict[str, str]:
+    """The fan's headers a tier needs (latin-1 text, as Litestar decoded them), and the client
+    address in X-Forwarded-For."""
+    kept = {name: headers[name] for name in FORWARDED_REQUEST_HEADERS if name in headers}
     kept["x-forwarded-for"] = client_ip
     return kept
 
 
+def wire(headers: Mapping[str, str]) -> list[Header]:
+    """Headers as the bytes they came as (module docstring)."""
+    return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
+
+
+def passed_back(answer: Answer) -> list[Header]:
+    """The upstream answer's headers a fan gets (hop-by-hop ones dropped)."""
+    return [(k, v) for k, v in answer.headers if k not in DROPPED_RESPONSE_HEADERS]
+
+
+def overloaded() -> EdgeError:
+    return EdgeError(
+        503,
+        "overloaded",
+        "too many writes are waiting for the writer; retry with the same Idempotency-Key",
+        {"Retry-After": "1"},
+    )
+
+
 class WriterProxy:
+    """The global writer behind one pool of keep-alive connections (at most
+    `limits.edge_writer_connections_max`); refusals are EdgeErrors: 503 `overloaded` (shed
+    before sending), 504 `writer_timeout`, 502 `writer_unavailable`."""
+
     def __init__(self, writer_url: str, metrics: EdgeMetrics) -> None:
-        self.metrics = metrics
-        self.client = httpx.AsyncClient(
-            base_url=writer_url.rstrip("/"),
-            timeout=httpx.Timeout(
-                limits.edge_writer_timeout_s, connect=limits.edge_writer_connect_timeout_s
-            ),
-            limits=httpx.Limits(
-                max_connections=limits.edge_writer_connections_max,
-                max_keepalive_connections=limits.edge_writer_connections_max,
-            ),
-            follow_redirects=False,
+        self.pool = UpstreamPool(
+            writer_url,
+            connections_max=limits.edge_writer_connections_max,
+            connect_timeout_s=limits.edge_writer_connect_timeout_s,
+            timeout_s=limits.edge_writer_timeout_s,
+            queue_wait_s_max=limits.edge_write_queue_wait_s_max,
+            in_flight_max=limits.edge_writes_in_flight_max,
+            body_bytes_max=limits.edge_writer_answer_bytes_max,
         )
+        self.metrics = metrics
+        # Counted in plain integers per write (a Prometheus update costs a lock and a lookup),
+        # moved into the registry when it is scraped (`flush_metrics`).
+        self.results = dict.fromkeys(RESULTS, 0)
+        self.sheds = {reason: metrics.writes_shed.labels(reason) for reason in Shed.REASONS}
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await self.pool.close()
+
+    def check(self) -> None:
+        """503 `overloaded` now if this write would be shed anyway: refused before any other
+        work is spent on it."""
+        try:
+            self.pool.check()
+        except Shed as shed:
+            self.sheds[shed.reason].inc()
+            raise overloaded() from None
 
     async def send(
-        self, method: str, path: str, headers: Mapping[str, str], body: bytes = b""
-    ) -> httpx.Response:
+        self, method: bytes, path: bytes, headers: Sequence[Header], body: bytes = b""
+    ) -> Answer:
         try:
-            response = await self.client.request(method, path, headers=headers, content=body)
-        except httpx.TimeoutException:
-            self.metrics.writer_requests.labels("timeout").inc()
+            answer = await self.pool.request(method, path, headers, body)
+        except Shed as shed:
+            self.sheds[shed.reason].inc()
+            raise overloaded() from None
+        except UpstreamTimeout:
+            self.results["timeout"] += 1
             raise EdgeError(
                 504,
                 "writer_timeout",
                 "the writer did not answer in time; retry with the same Idempotency-Key",
                 {"Retry-After": "1"},
             ) from None
-        except httpx.HTTPError:
-            self.metrics.writer_requests.labels("unreachable").inc()
+        except UpstreamError:
+            self.results["unreachable"] += 1
             raise EdgeError(
                 502, "writer_unavailable", "the writer is unreachable; retry", {"Retry-After": "1"}
             ) from None
-        self.metrics.writer_requests.labels(f"{response.status_code // 100}xx").inc()
-        return response
+        self.results[RESULTS[min(max(answer.status // 100, 1), 5) - 1]] += 1
+        return answer
+
+    def flush_metrics(self) -> None:
+        for result, count in self.results.items():
+            if count:
+                self.metrics.writer_requests.labels(result).inc(count)
+                self.results[result] = 0
 
     async def forward(
-        self, method: str, path: str, headers: Mapping[str, str], body: bytes = b""
+        self, method: str, path: str, headers: Sequence[Header], body: bytes = b""
     ) -> Response[bytes]:
-        """The writer's answer, status, body and headers, as the fan's."""
-        response = await self.send(method, path, headers, body)
+        """The writer's answer, status, body and headers, as the fan's (Litestar handlers)."""
+        answer = await self.send(method.encode(), path.encode(), headers, body)
+        content_type = answer.header(b"content-type")
         return Response(
-            response.content,
-            status_code=response.status_code,
+            answer.body,
+            status_code=answer.status,
             headers={
-                name: value
-                for name, value in response.headers.items()
-                if name.lower() not in DROPPED_RESPONSE_HEADERS
+                name.decode("latin-1"): value.decode("latin-1")
+                for name, value in passed_back(answer)
             },
-            media_type=response.headers.get("content-type"),
+            media_type=content_type.decode("latin-1") if content_type else None,
         )
 
 
@@ -110,52 +158,58 @@ class StreamProxy:
     def __init__(self, pool: OriginPool, metrics: EdgeMetrics) -> None:
         self.pool = pool
         self.metrics = metrics
-        self.client = httpx.AsyncClient(
-            timeout=httpx.Timeout(limits.edge_origin_timeout_s, read=limits.edge_sse_idle_s_max),
-            limits=httpx.Limits(max_connections=limits.edge_sse_clients_max),
-        )
         self.clients = 0
 
     async def close(self) -> None:
-        await self.client.aclose()
+        """Streams own their connections, and end with their relay."""
 
-    async def open(self, path: str, headers: Mapping[str, str]) -> httpx.Response:
+    async def open(self, path: str, headers: Sequence[Header]) -> Stream:
         for origin in self.pool.ordered():
-            request = self.client.build_request("GET", origin.base_url + path, headers=headers)
+            upstream = origin.pool
             try:
-                response = await self.client.send(request, stream=True)
-            except httpx.HTTPError:
+                stream = await open_stream(
+                    upstream.host,
+                    upstream.port,
+                    upstream.host_header,
+                    path.encode("latin-1"),
+                    headers,
+                    timeout_s=limits.edge_origin_timeout_s,
+                )
+            except UpstreamError:
                 self.pool.mark_down(origin)
                 continue
-            if response.status_code < 500:
-                return response
-            await response.aclose()
+            if stream.status < 500:
+                return stream
+            stream.close()
             self.pool.mark_down(origin)
         raise EdgeError(
             503, "origin_unavailable", "no read node answers; retry", {"Retry-After": "1"}
         )
 
-    async def relay(self, response: httpx.Response) -> AsyncIterator[bytes]:
+    async def relay(self, stream: Stream) -> AsyncIterator[bytes]:
         self.clients += 1
         self.metrics.sse_clients.set(self.clients)
         try:
-            # A read node that goes away ends the stream; EventSource reconnects through us
-            # with Last-Event-ID and resumes from the node that answers then.
-            with contextlib.suppress(httpx.HTTPError):
-                async for chunk in response.aiter_raw():
-                    yield chunk
+            # A read node that goes away (or goes silent) ends the stream; EventSource
+            # reconnects through us with Last-Event-ID and resumes from the node that answers.
+            with contextlib.suppress(UpstreamError):
+                async for piece in stream.pieces(limits.edge_sse_idle_s_max):
+                    yield piece
         finally:
             self.clients -= 1
             self.metrics.sse_clients.set(self.clients)
-            await response.aclose()
+            stream.close()
 
 
-async def error_response(response: httpx.Response) -> Response[bytes]:
+async def error_response(stream: Stream) -> Response[bytes]:
     """A non-stream answer (404, 503 …) from the read node, passed on."""
-    body = await response.aread()
-    await response.aclose()
+    body = b""
+    with contextlib.suppress(UpstreamError, TimeoutError):
+        body = await stream.read(limits.edge_writer_answer_bytes_max, limits.edge_origin_timeout_s)
+    stream.close()
+    content_type = stream.header(b"content-type")
     return Response(
         body,
-        status_code=response.status_code,
-        media_type=response.headers.get("content-type", JSON),
+        status_code=stream.status,
+        media_type=content_type.decode("latin-1") if content_type else JSON,
     )

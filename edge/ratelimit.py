@@ -211,6 +211,7 @@ class RateLimiter:
         self._clock = clock
         self._script = redis.register_script(GCRA_SCRIPT)
         self.local = LocalGcra(limits.edge_local_rate_keys_max, clock)
+        self._charges: dict[tuple[RouteClass, str, str | None], list[Charge]] = {}
         # None: Redis is believed healthy. Otherwise the breaker is open until this time.
         self._redis_down_until: float | None = None
         self._probing = False
@@ -237,8 +238,16 @@ class RateLimiter:
 
     def check_local(self, route_class: RouteClass, ip: str, user_id: str | None) -> Decision:
         """Decide in this process whatever the class's store (for a synchronous fast path;
-        meant for `store="local"` classes, where it equals `check`)."""
-        to_charge = charges(route_class, self._config.budget(route_class), ip, user_id)
+        meant for `store="local"` classes, where it equals `check`). The budgets a client is
+        charged to are remembered (they depend only on the fixed config and the arguments):
+        building them cost about as much as the check."""
+        key = (route_class, ip, user_id)
+        to_charge = self._charges.get(key)
+        if to_charge is None:
+            to_charge = charges(route_class, self._config.budget(route_class), ip, user_id)
+            if len(self._charges) >= limits.edge_rate_charges_cached_max:
+                self._charges.clear()
+            self._charges[key] = to_charge
         if not to_charge:
             return ALLOWED
         return self._counted(route_class, self.local.check(to_charge))

@@ -1,44 +1,57 @@
-"""The event actor: every change to an event's claims (holds, releases, expiries, sales) goes
-through one queue and is committed in batches (group commit, ARCHITECTURE.md §3).
+"""The event actor: every change to an event's claims and holds (holds, releases, expiries,
+extensions, sales) goes through one queue and is committed in batches (group commit,
+docs/architecture.md, docs/adr/0004).
 
 A batch runs in three steps (after claiming, in one READ COMMITTED statement committed on its
 own, the Idempotency-Keys of the hold requests that bring theirs: `claim_keys`):
 1. *Pick* in memory: the engine chooses and pre-filters seats for each hold request, tentatively
    holding them so later requests in the batch cannot take the same seats.
-2. *Write* one SERIALIZABLE transaction: releases, hold rows, `INSERT … ON CONFLICT DO NOTHING
-   RETURNING` of the claims (the database decides who won), sales; then each touched section's
-   version is bumped *only where this writer's fencing epoch is still current*; then one outbox
-   row per section delta, order events, and the idempotency records of every request. Each of
-   these is one statement for the whole batch, of a shape that does not depend on its size.
-   A batch that changes nothing (every hold refused in memory) only stores its answers.
-3. *Finish* after commit: memory is restored to exactly what was written (states and versions),
-   replies are sent, the outbox goes to the publisher.
+2. *Write* one SERIALIZABLE transaction of at most seven statements whatever the batch's size
+   (global_writer/batch_sql.py): releases, extensions, holds with their claims (the database
+   decides who won), sales with their orders and payments, the version bump of every touched
+   section *only while this writer's lease is current*, the outbox, every request's answer.
+3. *Finish* after commit: memory is restored to exactly what was written (states, versions, live
+   holds), replies are sent, the outbox goes to the publisher.
 Any failure before commit restores memory from the snapshot taken in step 1.
+
+The queue is bounded by time, not only by length (`submit`): a request that would wait longer
+than `limits.actor_queue_wait_s_max` to be committed is refused at once with 503 and
+`Retry-After`, so accepted work finishes quickly and no fan is answered after their hold expired.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import signal
 import time
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any, Final, Protocol
+from datetime import datetime
+from typing import Any, Protocol
 
-import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql as pg
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 import tessera_core as tc
-from global_writer import errors, idempotency, outbox, replies
-from global_writer.db import tables as t
+from global_writer import batch_sql, errors, idempotency, outbox, replies
 from global_writer.db.retry import run_transaction
-from global_writer.ops import KEY_EXISTS, HoldOp, Idem, Op, Released, ReleaseOp, Reply, SellOp
+from global_writer.ops import (
+    KEY_EXISTS,
+    AnyOp,
+    Batch,
+    ExtendOp,
+    HoldOp,
+    Idem,
+    LiveHold,
+    Released,
+    ReleaseOp,
+    Reply,
+    SellOp,
+)
 from global_writer.outbox import OutboxMessage, Pending
 from global_writer.runtime import EventRuntime, StaleLease, reload_state
 from tessera import contracts, limits
@@ -49,74 +62,8 @@ log = logging.getLogger("global_writer.actor")
 AVAILABLE, HELD, SOLD = 0, 1, 2
 
 
-def _array(name: str, item: Any) -> sa.BindParameter[Any]:
-    return sa.bindparam(name, type_=pg.ARRAY(item))
-
-
-# The batch's statements are built once, with a shape that does not depend on the batch's size
-# (arrays unnested server-side, or executemany), so SQLAlchemy compiles each once and the driver
-# prepares each once per connection.
-#
-# Who won each seat is decided here, by the primary key: rows that conflict are not inserted.
-# SQL text because SQLAlchemy does not cache its PostgreSQL `insert(…).on_conflict_…()`
-# constructs: it would compile this statement again for every batch.
-CLAIM_SEATS: Final = sa.text(
-    "INSERT INTO seat_claims (event_id, section_id, seat_index, hold_id, user_id, state)"
-    " SELECT :event_id, claim.section_id, claim.seat_index, claim.hold_id, claim.user_id, 'held'"
-    " FROM unnest(:section_ids, :seat_indexes, :hold_ids, :user_ids)"
-    " AS claim (section_id, seat_index, hold_id, user_id)"
-    " ON CONFLICT DO NOTHING"
-    " RETURNING section_id, seat_index"
-).bindparams(
-    sa.bindparam("event_id", type_=pg.UUID(as_uuid=True)),
-    _array("section_ids", sa.Text),
-    _array("seat_indexes", sa.Integer),
-    _array("hold_ids", pg.UUID(as_uuid=True)),
-    _array("user_ids", sa.Text),
-)
-# The fencing check: versions move only where this writer's epoch is still current. `now()` is
-# the transaction's timestamp, the same value the holds' `expires_at` was computed from.
-BUMP_VERSIONS: Final = (
-    t.sections.update()
-    .where(
-        t.sections.c.event_id == sa.bindparam("fence_event_id"),
-        t.sections.c.section_id == sa.any_(_array("fence_section_ids", sa.Text)),
-        t.sections.c.lease_owner == sa.bindparam("fence_owner"),
-        t.sections.c.lease_epoch == sa.bindparam("fence_epoch"),
-    )
-    .values(version=t.sections.c.version + 1)
-    # clock_timestamp(): when the bump ran, at the end of the batch; now() is its start. The
-    # change feed's commit time is the former, or feed lag would include the batch's own work.
-    .returning(
-        t.sections.c.section_id, t.sections.c.version, sa.func.now(), sa.func.clock_timestamp()
-    )
-)
-
-
 class OutOfSync(Exception):
     """Memory and database disagree on a section's version: reload the event."""
-
-
-@dataclass
-class Written:
-    """What one attempt of the transaction wrote; rebuilt from scratch on every retry."""
-
-    versions: dict[int, int] = field(default_factory=dict)
-    final_states: dict[int, bytes] = field(default_factory=dict)
-    expires_at: dict[uuid.UUID, datetime] = field(default_factory=dict)
-    lost: dict[uuid.UUID, list[str]] = field(default_factory=dict)
-    freed: list[tuple[str, int, str]] = field(default_factory=list)
-    sold: dict[uuid.UUID, list[tuple[int, int]]] = field(default_factory=dict)
-    released: dict[int, Released] = field(default_factory=dict)
-    replies: dict[int, Reply] = field(default_factory=dict)
-    outbox: list[OutboxMessage] = field(default_factory=list)
-    needs_reload: bool = False
-    # The transaction's `now()`, once a statement returned it.
-    db_now: datetime | None = None
-    # When the versions were bumped (the batch's last statement): the feed's commit time.
-    bumped_at: datetime | None = None
-    # Orders written, whose events (they carry `db_now`) go to the outbox with the deltas.
-    orders: list[tuple[SellOp, list[str], Buyer]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -128,10 +75,72 @@ class Buyer:
     phone: str | None
 
 
+@dataclass
+class Written:
+    """What one attempt of the transaction wrote; rebuilt from scratch on every retry."""
+
+    versions: dict[int, int] = field(default_factory=dict)
+    final_states: dict[int, bytes] = field(default_factory=dict)
+    # New holds that won every seat, with their deadlines (the database's).
+    expires_at: dict[uuid.UUID, datetime] = field(default_factory=dict)
+    lost: dict[uuid.UUID, list[str]] = field(default_factory=dict)
+    freed: list[tuple[str, int, str]] = field(default_factory=list)
+    released_holds: set[uuid.UUID] = field(default_factory=set)
+    extended: dict[uuid.UUID, datetime] = field(default_factory=dict)
+    # Order id → the seats it bought.
+    sold: dict[uuid.UUID, list[tuple[int, int]]] = field(default_factory=dict)
+    released: dict[int, Released] = field(default_factory=dict)
+    replies: dict[int, Reply] = field(default_factory=dict)
+    outbox: list[OutboxMessage] = field(default_factory=list)
+    needs_reload: bool = False
+    # The transaction's `now()`, and when the versions were bumped (the feed's commit time).
+    db_now: datetime | None = None
+    bumped_at: datetime | None = None
+    orders: list[tuple[SellOp, list[str], Buyer]] = field(default_factory=list)
+
+
 class Publisher(Protocol):
     """What the actor hands committed messages to (publisher.JetStreamPublisher)."""
 
     def enqueue(self, messages: list[OutboxMessage], snapshots: dict[str, bytes]) -> None: ...
+
+
+CommitHook = Callable[[EventRuntime, Written, Batch], None]
+
+
+@dataclass
+class Pace:
+    """How long the actor's batches take, smoothed: what `submit` predicts a new request's wait
+    from. A request joining `queued` others waits for the rest of the batch committing now (if
+    any), then for the batches the queue ahead of it fills (at most `batch_requests_max` each).
+    An idle actor makes no one wait, however slow its last batch was: the next batch measures
+    afresh, so one stalled commit cannot shut the door for good."""
+
+    batch_requests_max: int
+    batch_s: float = 0.0
+    # perf_counter() when the batch committing now began; None while none is.
+    running_since: float | None = None
+
+    def begin(self) -> None:
+        self.running_since = time.perf_counter()
+
+    def end(self) -> None:
+        assert self.running_since is not None
+        seconds = time.perf_counter() - self.running_since
+        self.running_since = None
+        if self.batch_s == 0.0:
+            self.batch_s = seconds
+        else:
+            self.batch_s += limits.actor_pace_newest_share * (seconds - self.batch_s)
+
+    def wait_s(self, queued: int) -> float:
+        current = 0.0
+        if self.running_since is not None:
+            elapsed = time.perf_counter() - self.running_since
+            # Past its usual time a batch has no known end (a stalled commit): expect it to take
+            # as long again as it has so far.
+            current = self.batch_s - elapsed if elapsed < self.batch_s else elapsed
+        return current + self.batch_s * math.ceil(queued / self.batch_requests_max)
 
 
 class EventActor:
@@ -146,7 +155,8 @@ class EventActor:
         batch_window_s: float,
         batch_requests_max: int,
         crash_after_commit: bool = False,
-        on_commit: Any = None,
+        crash_after_sale: bool = False,
+        on_commit: CommitHook | None = None,
         metrics: Metrics | None = None,
     ) -> None:
         self.runtime = runtime
@@ -160,30 +170,29 @@ class EventActor:
         self.batch_window_s = batch_window_s
         self.batch_requests_max = batch_requests_max
         self.crash_after_commit = crash_after_commit
+        self.crash_after_sale = crash_after_sale
         self.on_commit = on_commit
         self.metrics = metrics or Metrics()
-        self.queue: asyncio.Queue[Op] = asyncio.Queue(limits.actor_queue_ops_max)
-        # Holds get `now() + TTL` from the database's clock; the event's TTL never changes.
-        self.insert_holds = t.holds.insert().values(
-            expires_at=sa.func.now() + sa.text(f"interval '{int(runtime.hold_ttl_s)} seconds'")
-        )
+        self.queue: asyncio.Queue[AnyOp] = asyncio.Queue(limits.actor_queue_ops_max)
+        self.pace = Pace(batch_requests_max)
         # Set when memory may have drifted from the database; the loop reloads before going on.
         self.reload_wanted = False
         # The batch being committed: its picks are in memory, tentatively, until it commits.
         self.pending: Plan | None = None
 
-    async def submit(self, op: Op) -> Any:
-        """Queue `op` and wait for its batch; 503 when the queue is full, or when the op waited
-        too long to be taken into a batch (it is then dropped: it never runs, so the caller may
-        free its key and void its payment). Once taken, the batch's outcome is awaited however
-        long its commit takes: answering before it would let an effect commit after its key was
-        freed (a retry would run it twice) or its authorization voided."""
+    async def submit(self, op: AnyOp) -> Any:
+        """Queue `op` and wait for its batch. 503 at once when the queue would make it wait
+        longer than `limits.actor_queue_wait_s_max` (or is full); 503 when it waited too long to
+        be taken into a batch (it is then dropped: it never runs, so the caller may free its key).
+        Once taken, the batch's outcome is awaited however long its commit takes: answering before
+        it would let an effect commit after its key was freed (a retry would run it twice)."""
         if not self.runtime.owner:
             raise errors.Unavailable("this writer no longer owns the event; retry")
+        self.admit(op)
         try:
             self.queue.put_nowait(op)
         except asyncio.QueueFull:
-            raise errors.Unavailable("writer overloaded; retry with the same key") from None
+            raise overloaded(limits.actor_queue_wait_s_max) from None
         try:
             async with asyncio.timeout(limits.actor_reply_timeout_s):
                 return await asyncio.shield(op.future)
@@ -193,18 +202,37 @@ class EventActor:
             op.cancelled = True
             raise errors.Unavailable("commit is taking too long; retry with the same key") from None
 
+    def admit(self, op: AnyOp) -> None:
+        """Refuse a fan's request that would wait past the bound. Expiries are never refused:
+        they are the writer's own work, and they free seats for the fans who wait."""
+        if isinstance(op, ReleaseOp) and op.reason == "expired":
+            return
+        self.check_capacity()
+
+    def check_capacity(self) -> None:
+        """503 `overloaded` with Retry-After when a request joining the queue now would wait
+        longer than `limits.actor_queue_wait_s_max` to be committed."""
+        wait_s = self.pace.wait_s(self.queue.qsize())
+        if wait_s > limits.actor_queue_wait_s_max:
+            self.metrics.requests_shed.inc()
+            raise overloaded(wait_s)
+
     async def run(self) -> None:
         while True:
-            batch = [await self.queue.get()]
+            ops: list[AnyOp] = [await self.queue.get()]
             if self.queue.empty() and self.batch_window_s > 0:
                 await asyncio.sleep(self.batch_window_s)
-            while len(batch) < self.batch_requests_max and not self.queue.empty():
-                batch.append(self.queue.get_nowait())
-            batch = [op for op in batch if not op.cancelled]
-            for op in batch:
+            while len(ops) < self.batch_requests_max and not self.queue.empty():
+                ops.append(self.queue.get_nowait())
+            ops = [op for op in ops if not op.cancelled]
+            for op in ops:
                 op.taken = True
-            if batch:
-                await self.process(batch)
+            if ops:
+                self.pace.begin()
+                try:
+                    await self.process(Batch.of(ops))
+                finally:
+                    self.pace.end()
             if self.reload_wanted:
                 await self.reload()
 
@@ -216,24 +244,20 @@ class EventActor:
             log.exception("reloading event %s failed; will retry", self.runtime.event_id)
             await asyncio.sleep(limits.relay_interval_s)
 
-    async def process(self, batch: list[Op]) -> None:
-        holds = [op for op in batch if isinstance(op, HoldOp)]
-        releases = [op for op in batch if isinstance(op, ReleaseOp)]
-        sells = [op for op in batch if isinstance(op, SellOp)]
-        if any(op.claim_key for op in holds):
-            holds = await self.claim_keys(holds)
-            if not (holds or releases or sells):
+    async def process(self, batch: Batch) -> None:
+        if any(op.claim_key for op in batch.holds):
+            batch.holds = await self.claim_keys(batch.holds)
+            if not len(batch):
                 return
         plan = Plan(self.runtime)
         started = time.perf_counter()
         self.pending = plan
         try:
-            pick(plan, holds)
+            pick(plan, batch.holds)
             plan.freeze()
-            effects = releases or sells or any(op.failure is None for op in holds)
             written = await run_transaction(
-                self.engine if effects else self.answers_engine,
-                lambda conn: self.write(conn, plan, holds, releases, sells),
+                self.engine if batch.changes_state else self.answers_engine,
+                lambda conn: self.write(conn, plan, batch),
             )
         except Exception as error:
             plan.rollback()
@@ -243,8 +267,8 @@ class EventActor:
             self.pending = None
         self.metrics.batch_commit_latency_s.observe(time.perf_counter() - started)
         self.metrics.batch_size.observe(len(batch))
-        self.finish(plan, written, holds, releases, sells)
-        self.count(written, holds, releases, sells)
+        self.finish(plan, written, batch)
+        self.count(written, batch)
 
     def committed_section(self, position: int) -> bytes:
         """A section's encoded map as last committed. While a batch commits, memory holds its
@@ -257,9 +281,8 @@ class EventActor:
 
     async def claim_keys(self, holds: list[HoldOp]) -> list[HoldOp]:
         """Claim the Idempotency-Keys the batch's requests bring, in one statement committed
-        before the effect's transaction (READ COMMITTED, docs/adr/0002), as `KeyClaims` would
-        have, one stage and one round trip fewer. A request whose key exists already leaves the
-        batch with `KEY_EXISTS`; the holds that stay are returned."""
+        before the effect's transaction (READ COMMITTED, docs/adr/0002). A request whose key
+        exists already leaves the batch with `KEY_EXISTS`; the holds that stay are returned."""
         claiming = [op for op in holds if op.claim_key]
         idems = [op.idem for op in claiming if op.idem is not None]
         try:
@@ -280,13 +303,11 @@ class EventActor:
                 op.future.set_result(KEY_EXISTS)
         return [op for op in holds if not op.future.done()]
 
-    def count(
-        self, written: Written, holds: list[HoldOp], releases: list[ReleaseOp], sells: list[SellOp]
-    ) -> None:
+    def count(self, written: Written, batch: Batch) -> None:
         metrics = self.metrics
         metrics.holds_committed.inc(len(written.expires_at))
         rejected: Counter[str] = Counter()
-        for op in holds:
+        for op in batch.holds:
             if op.failure is not None:
                 rejected[op.failure.code] += 1
             elif op.hold_id in written.lost:
@@ -298,12 +319,12 @@ class EventActor:
         if written.sold:
             metrics.orders.inc(len(written.sold))
         now = time.time()
-        for release in releases:
+        for release in batch.releases:
             if release.reason == "expired":
                 for _ in written.released[id(release)].hold_ids:
                     metrics.expiry_lag_s.observe(max(0.0, now - release.due_at))
 
-    def fail(self, batch: list[Op], error: Exception) -> None:
+    def fail(self, batch: Batch, error: Exception) -> None:
         # Memory was rolled back, but the transaction may have committed all the same: a
         # connection lost while COMMIT was answered is ambiguous, and never rerun (db/retry.py).
         # Reload what the database has, holds' deadlines included (found by the fault suite).
@@ -315,226 +336,179 @@ class EventActor:
         else:
             log.exception("batch of %d failed", len(batch), exc_info=error)
             failure = errors.Unavailable("the batch could not be committed; retry")
-        for op in batch:
+        for op in batch.ops():
             if not op.future.done():
                 op.future.set_exception(failure)
 
-    async def write(
-        self,
-        conn: AsyncConnection,
-        plan: Plan,
-        holds: list[HoldOp],
-        releases: list[ReleaseOp],
-        sells: list[SellOp],
-    ) -> Written:
+    async def write(self, conn: AsyncConnection, plan: Plan, batch: Batch) -> Written:
         written = Written()
         plan.begin_attempt()
-        for op in releases:
-            await self.write_release(conn, plan, written, op)
-        held = await self.write_holds(conn, plan, written, holds)
-        for sell in sells:
-            await self.write_sell(conn, plan, written, sell)
+        if batch.releases:
+            await self.write_releases(conn, plan, written, batch.releases)
+        if batch.extends:
+            await self.write_extends(conn, written, batch.extends)
+        await self.write_holds(conn, plan, written, batch.holds)
+        if batch.sells:
+            await self.write_sells(conn, plan, written, batch.sells)
         pending: list[Pending] = []
-        if written.orders:
-            pending += self.order_events(written, await self.db_now(conn, written))
         if plan.touched:
             await self.bump_versions(conn, plan, written)
             pending += self.deltas(plan, written)
-        if held:
-            # What the hold rows got: the transaction's now() plus the event's TTL.
-            ttl = timedelta(seconds=self.runtime.hold_ttl_s)
-            written.expires_at = dict.fromkeys(held, await self.db_now(conn, written) + ttl)
+            pending += self.order_events(written)
+        elif batch.changes_state:
+            await self.check_lease(conn)
         written.outbox = await outbox.insert_many(conn, pending)
-        await self.write_replies(conn, written, holds, sells)
+        await self.write_replies(conn, written, batch)
         return written
 
-    async def db_now(self, conn: AsyncConnection, written: Written) -> datetime:
-        """The transaction's `now()`: from a statement that returned it, else asked for."""
-        if written.db_now is None:
-            written.db_now = (await conn.execute(sa.select(sa.func.now()))).scalar_one()
-        return written.db_now
-
-    async def write_release(
-        self, conn: AsyncConnection, plan: Plan, written: Written, op: ReleaseOp
+    async def write_releases(
+        self, conn: AsyncConnection, plan: Plan, written: Written, releases: list[ReleaseOp]
     ) -> None:
-        conditions = [t.holds.c.hold_id.in_(op.hold_ids), t.holds.c.status == "active"]
-        if op.reason == "expired":
-            conditions.append(t.holds.c.expires_at <= sa.func.now())
-        if op.user_id is not None:
-            conditions.append(t.holds.c.user_id == op.user_id)
-        released = list(
-            (
-                await conn.execute(
-                    t.holds.update()
-                    .where(*conditions)
-                    .values(status=op.reason, ended_at=sa.func.now())
-                    .returning(t.holds.c.hold_id)
-                )
-            ).scalars()
+        wanted = [(h, op.reason, op.user_id or "") for op in releases for h in op.hold_ids]
+        rows = await conn.execute(
+            batch_sql.RELEASE_HOLDS,
+            {
+                "hold_ids": [hold_id for hold_id, _, _ in wanted],
+                "reasons": [reason for _, reason, _ in wanted],
+                "user_ids": [user_id for _, _, user_id in wanted],
+            },
         )
-        if released:
-            freed = (
-                await conn.execute(
-                    t.seat_claims.delete()
-                    .where(t.seat_claims.c.hold_id.in_(released))
-                    .returning(
-                        t.seat_claims.c.section_id,
-                        t.seat_claims.c.seat_index,
-                        t.seat_claims.c.user_id,
-                    )
-                )
-            ).all()
-            for section_id, index, user_id in freed:
-                plan.set_state(self.runtime.positions[section_id], index, AVAILABLE)
-                written.freed.append((section_id, index, user_id))
-        rest = [h for h in op.hold_ids if h not in set(released)]
-        still_active: dict[uuid.UUID, datetime] = {}
-        if rest and op.reason == "expired":
-            rows = await conn.execute(
-                sa.select(t.holds.c.hold_id, t.holds.c.expires_at).where(
-                    t.holds.c.hold_id.in_(rest), t.holds.c.status == "active"
-                )
+        positions = self.runtime.positions
+        for hold_id, section_id, index, user_id in rows:
+            plan.set_state(positions[section_id], index, AVAILABLE)
+            written.freed.append((section_id, index, user_id))
+            written.released_holds.add(hold_id)
+        live = self.runtime.holds
+        for op in releases:
+            released = [h for h in op.hold_ids if h in written.released_holds]
+            # An expiry the database's clock refused (an extension, or clocks that disagree):
+            # due again at the deadline the writer knows.
+            still_active = {
+                h: live[h].expires_at
+                for h in op.hold_ids
+                if h not in written.released_holds and h in live
+            }
+            reply = Reply(204, b"") if op.user_id is not None else None
+            written.released[id(op)] = Released(released, still_active, reply)
+
+    async def write_extends(
+        self, conn: AsyncConnection, written: Written, extends: list[ExtendOp]
+    ) -> None:
+        rows = await conn.execute(
+            batch_sql.EXTEND_HOLDS,
+            {
+                "hold_ids": [op.hold_id for op in extends],
+                "user_ids": [op.user_id for op in extends],
+                "seconds": [op.seconds for op in extends],
+            },
+        )
+        written.extended = {row[0]: row[1] for row in rows}
+        for op in extends:
+            written.replies[id(op)] = replies.extend_reply(
+                self.runtime, self.runtime.holds.get(op.hold_id), written.extended.get(op.hold_id)
             )
-            still_active = {row[0]: row[1] for row in rows}
-        reply = None
-        if op.user_id is not None:
-            reply = await release_reply(conn, op, released)
-        written.released[id(op)] = Released(released, still_active, reply)
 
     async def write_holds(
         self, conn: AsyncConnection, plan: Plan, written: Written, holds: list[HoldOp]
-    ) -> list[uuid.UUID]:
-        """Insert the hold rows (expiring at the database's `now()` + TTL), then claim their
-        seats; the ids of the holds that got every seat."""
+    ) -> None:
+        """The hold rows and their claims in one statement; a hold that lost a seat (only
+        another writer could have taken it) is undone, and memory reloaded after commit."""
         ready = [op for op in holds if op.failure is None]
         if not ready:
-            return []
+            return
         runtime = self.runtime
-        await conn.execute(
-            self.insert_holds,
-            [
-                {
-                    "hold_id": op.hold_id,
-                    "event_id": runtime.event_id,
-                    "user_id": op.user_id,
-                    "status": "active",
-                    "seat_count": len(op.picked),
-                    "seats": [runtime.seat_id(p, i) for p, i in op.picked],
-                }
-                for op in ready
-            ],
-        )
         section_ids = runtime.section_ids
         picked = [(op, p, i) for op in ready for p, i in op.picked]
-        won = {
-            (row[0], row[1])
-            for row in await conn.execute(
-                CLAIM_SEATS,
-                {
-                    "event_id": runtime.event_id,
-                    "section_ids": [section_ids[p] for _, p, _ in picked],
-                    "seat_indexes": [i for _, _, i in picked],
-                    "hold_ids": [op.hold_id for op, _, _ in picked],
-                    "user_ids": [op.user_id for op, _, _ in picked],
-                },
-            )
-        }
-        held = []
+        rows = await conn.execute(
+            batch_sql.HOLD_SEATS,
+            {
+                "event_id": runtime.event_id,
+                "ttl_s": runtime.hold_ttl_s,
+                "hold_ids": [op.hold_id for op in ready],
+                "hold_users": [op.user_id for op in ready],
+                "seat_counts": [len(op.picked) for op in ready],
+                "seat_lists": [seat_list(runtime, op.picked) for op in ready],
+                "section_ids": [section_ids[p] for _, p, _ in picked],
+                "seat_indexes": [i for _, _, i in picked],
+                "claim_holds": [op.hold_id for op, _, _ in picked],
+                "claim_users": [op.user_id for op, _, _ in picked],
+            },
+        )
+        won: set[tuple[uuid.UUID, str, int]] = set()
+        deadlines: dict[uuid.UUID, datetime] = {}
+        for hold_id, expires_at, section_id, index in rows:
+            deadlines[hold_id] = expires_at
+            if section_id is not None:
+                won.add((hold_id, section_id, index))
         lost = []
         for op in ready:
-            taken = [(p, i) for p, i in op.picked if (runtime.section_ids[p], i) not in won]
-            if taken:
-                lost.append(op.hold_id)
-                written.lost[op.hold_id] = [runtime.seat_id(p, i) for p, i in taken]
-                for p, i in op.picked:
-                    if (p, i) not in taken:
-                        plan.set_state(p, i, AVAILABLE)
-            else:
-                held.append(op.hold_id)
+            taken = [(p, i) for p, i in op.picked if (op.hold_id, section_ids[p], i) not in won]
+            if not taken:
+                written.expires_at[op.hold_id] = deadlines[op.hold_id]
+                continue
+            lost.append(op.hold_id)
+            written.lost[op.hold_id] = [runtime.seat_id(p, i) for p, i in taken]
+            for p, i in op.picked:
+                if (p, i) not in taken:
+                    plan.set_state(p, i, AVAILABLE)
         if lost:
-            # The engine was wrong about these seats (only another writer could have taken them):
-            # undo this request, reload the section from the database after commit.
             written.needs_reload = True
-            await conn.execute(t.seat_claims.delete().where(t.seat_claims.c.hold_id.in_(lost)))
-            await conn.execute(t.holds.delete().where(t.holds.c.hold_id.in_(lost)))
-        return held
+            await conn.execute(batch_sql.DROP_LOST_CLAIMS, {"hold_ids": lost})
+            await conn.execute(batch_sql.DROP_LOST_HOLDS, {"hold_ids": lost})
 
-    async def write_sell(
-        self, conn: AsyncConnection, plan: Plan, written: Written, op: SellOp
+    async def write_sells(
+        self, conn: AsyncConnection, plan: Plan, written: Written, sells: list[SellOp]
     ) -> None:
-        bought_row = (
-            await conn.execute(
-                t.holds.update()
-                .where(
-                    t.holds.c.hold_id == op.hold_id,
-                    t.holds.c.user_id == op.user_id,
-                    t.holds.c.status == "active",
-                    t.holds.c.expires_at > sa.func.now(),
-                )
-                .values(status="purchased", ended_at=sa.func.now())
-                .returning(t.holds.c.seats, sa.func.now())
-            )
-        ).one_or_none()
-        if bought_row is None:
-            return
-        bought, written.db_now = bought_row
-        claims = (
-            await conn.execute(
-                t.seat_claims.update()
-                .where(t.seat_claims.c.hold_id == op.hold_id)
-                .values(state="sold", order_id=op.order_id)
-                .returning(t.seat_claims.c.section_id, t.seat_claims.c.seat_index)
-            )
-        ).all()
-        seats = [(self.runtime.positions[s], i) for s, i in claims]
-        for position, index in seats:
-            plan.set_state(position, index, SOLD)
-        written.sold[op.order_id] = seats
-        await self.write_order(conn, written, op, list(bought))
-
-    async def write_order(
-        self, conn: AsyncConnection, written: Written, op: SellOp, seats: list[str]
-    ) -> None:
+        """Every checkout in one statement: a live hold becomes an order with its payment
+        `authorized`; any other checkout's authorization is recorded `void_pending`."""
         runtime = self.runtime
-        await conn.execute(
-            t.orders.insert().values(
-                order_id=op.order_id,
-                event_id=runtime.event_id,
-                user_id=op.user_id,
-                hold_id=op.hold_id,
-                seats=seats,
-                amount_minor=op.amount_minor,
-                currency=op.currency,
-                status="confirmed",
-            )
+        rows = await conn.execute(
+            batch_sql.SELL_HOLDS,
+            {
+                "event_id": runtime.event_id,
+                "hold_ids": [op.hold_id for op in sells],
+                "user_ids": [op.user_id for op in sells],
+                "order_ids": [op.order_id for op in sells],
+                "payment_ids": [op.payment_id for op in sells],
+                "amounts": [op.amount_minor for op in sells],
+                "currencies": [op.currency for op in sells],
+                "providers": [op.provider for op in sells],
+                "refs": [op.provider_ref for op in sells],
+            },
         )
-        await conn.execute(
-            t.payments.insert().values(
-                payment_id=uuid.uuid4(),
-                hold_id=op.hold_id,
-                order_id=op.order_id,
-                user_id=op.user_id,
-                provider=op.provider,
-                provider_ref=op.provider_ref,
-                amount_minor=op.amount_minor,
-                currency=op.currency,
-                status="authorized",
-            )
-        )
-        await conn.execute(pg_insert(t.users).values(user_id=op.user_id).on_conflict_do_nothing())
-        user = (
-            await conn.execute(
-                sa.select(t.users.c.share_purchases, t.users.c.email, t.users.c.phone).where(
-                    t.users.c.user_id == op.user_id
-                )
-            )
-        ).one()
-        written.orders.append((op, seats, Buyer(user.share_purchases, user.email, user.phone)))
+        buyers = {row[0]: Buyer(bool(row[1]), row[2], row[3]) for row in rows}
+        for op in sells:
+            if op.hold_id not in buyers:
+                continue
+            hold = runtime.holds.get(op.hold_id)
+            if hold is None:
+                # Every active hold is in the index (loaded at start, added at commit): the
+                # database sold one memory does not know, so memory has drifted.
+                raise OutOfSync(f"hold {op.hold_id} sold but not in the live-hold index")
+            for position, index in hold.seats:
+                plan.set_state(position, index, SOLD)
+            written.sold[op.order_id] = hold.seats
+            seat_ids = [runtime.seat_id(p, i) for p, i in hold.seats]
+            written.orders.append((op, seat_ids, buyers[op.hold_id]))
 
-    def order_events(self, written: Written, db_now: datetime) -> list[Pending]:
+    async def check_lease(self, conn: AsyncConnection) -> None:
+        """The fencing check of a batch that touched no section (only extensions, or sales that
+        all failed): at SERIALIZABLE, reading the lease orders the batch before any takeover."""
+        runtime = self.runtime
+        owned = await conn.execute(
+            batch_sql.LEASE_IS_CURRENT,
+            {"event_id": runtime.event_id, "owner": self.owner, "epoch": runtime.lease_epoch},
+        )
+        if owned.first() is None:
+            raise StaleLease(f"fencing epoch {runtime.lease_epoch} is no longer current")
+
+    def order_events(self, written: Written) -> list[Pending]:
         """Per order: its event on the change feed (friends index) and its confirmation on the
         notifier's work queue, both committed with the sale so neither can be lost."""
+        if not written.orders:
+            return []
         runtime = self.runtime
+        assert written.db_now is not None
         subject = contracts.orders_subject(runtime.event_id)
         confirmed_subject = contracts.order_confirmed_subject(runtime.event_id)
         headers = {contracts.HEADER_EVENT: str(runtime.event_id)}
@@ -546,7 +520,7 @@ class EventActor:
                 user_id=op.user_id,
                 seats=seats,
                 share_purchases=buyer.share_purchases,
-                created_at=db_now,
+                created_at=written.db_now,
             )
             payload = contracts.order_event_encoder.encode(event)
             pending.append(Pending(subject, f"order.{op.order_id}", headers, payload))
@@ -558,7 +532,7 @@ class EventActor:
                 seats=seats,
                 amount=op.amount_minor,
                 currency=op.currency,
-                confirmed_at=db_now,
+                confirmed_at=written.db_now,
                 email=buyer.email,
                 phone=buyer.phone,
             )
@@ -577,12 +551,12 @@ class EventActor:
         ids = [runtime.section_ids[p] for p in sorted(plan.touched)]
         rows = (
             await conn.execute(
-                BUMP_VERSIONS,
+                batch_sql.BUMP_VERSIONS,
                 {
-                    "fence_event_id": runtime.event_id,
-                    "fence_section_ids": ids,
-                    "fence_owner": self.owner,
-                    "fence_epoch": runtime.lease_epoch,
+                    "event_id": runtime.event_id,
+                    "section_ids": ids,
+                    "owner": self.owner,
+                    "epoch": runtime.lease_epoch,
                 },
             )
         ).all()
@@ -627,68 +601,78 @@ class EventActor:
             )
         return pending
 
-    async def write_replies(
-        self, conn: AsyncConnection, written: Written, holds: list[HoldOp], sells: list[SellOp]
-    ) -> None:
+    async def write_replies(self, conn: AsyncConnection, written: Written, batch: Batch) -> None:
         """Every request's answer, stored with its key in this transaction (one statement)."""
         runtime = self.runtime
         done: list[tuple[Idem, Reply]] = []
-        for op in holds:
+        for op in batch.holds:
             reply = replies.hold_reply(runtime, op, written.expires_at, written.lost)
             written.replies[id(op)] = reply
             if op.idem is not None:
                 done.append((op.idem, reply))
-        for sell in sells:
-            if sell.order_id in written.sold:
-                reply = replies.order_reply(runtime, sell, written.sold[sell.order_id])
-                written.replies[id(sell)] = reply
-                if sell.idem is not None:
-                    done.append((sell.idem, reply))
+        for sell in batch.sells:
+            seats = written.sold.get(sell.order_id)
+            if seats is not None:
+                reply = replies.order_reply(runtime, sell, seats)
+            else:
+                reply = replies.sale_refused(runtime.holds.get(sell.hold_id), written.db_now)
+            written.replies[id(sell)] = reply
+            if sell.idem is not None:
+                done.append((sell.idem, reply))
+        for extend in batch.extends:
+            if extend.idem is not None:
+                done.append((extend.idem, written.replies[id(extend)]))
         await idempotency.complete(conn, done)
 
-    def finish(
-        self,
-        plan: Plan,
-        written: Written,
-        holds: list[HoldOp],
-        releases: list[ReleaseOp],
-        sells: list[SellOp],
-    ) -> None:
+    def finish(self, plan: Plan, written: Written, batch: Batch) -> None:
         runtime = self.runtime
         for position, states in written.final_states.items():
             runtime.seats.restore(position, states, written.versions[position])
-        for op in holds:
-            if op.hold_id in written.expires_at:
-                runtime.user_seats[op.user_id] = runtime.user_seats.get(op.user_id, 0) + len(
-                    op.picked
-                )
-                deadline = written.expires_at[op.hold_id]
-                runtime.wheel.schedule(str(op.hold_id), int(deadline.timestamp() * 1000))
-        for _, _, user_id in written.freed:
-            runtime.user_seats[user_id] = max(0, runtime.user_seats.get(user_id, 0) - 1)
-        for release in releases:
-            for hold_id in written.released[id(release)].hold_ids:
-                runtime.wheel.cancel(str(hold_id))
-        for sell in sells:
-            runtime.wheel.cancel(str(sell.hold_id))
+        self.finish_holds(written, batch)
         snapshots = self.due_snapshots(written)
-        if self.crash_after_commit and written.outbox:
+        if (self.crash_after_commit and written.outbox) or (self.crash_after_sale and written.sold):
             os.kill(os.getpid(), signal.SIGKILL)
         self.publisher.enqueue(written.outbox, snapshots)
         if self.on_commit is not None:
-            self.on_commit(runtime, written, holds, releases, sells)
-        self.resolve(written, holds, releases, sells)
+            self.on_commit(runtime, written, batch)
+        self.resolve(written, batch)
         self.reload_wanted = self.reload_wanted or written.needs_reload
 
-    def resolve(
-        self, written: Written, holds: list[HoldOp], releases: list[ReleaseOp], sells: list[SellOp]
-    ) -> None:
-        for op in holds:
-            op.future.set_result(written.replies[id(op)])
-        for release in releases:
+    def finish_holds(self, written: Written, batch: Batch) -> None:
+        """The live-hold index, per-fan counts and the expiry wheel, as committed."""
+        runtime = self.runtime
+        live, wheel = runtime.holds, runtime.wheel
+        for op in batch.holds:
+            deadline = written.expires_at.get(op.hold_id)
+            if deadline is None:
+                continue
+            live[op.hold_id] = LiveHold(op.hold_id, op.user_id, op.picked, deadline)
+            runtime.user_seats[op.user_id] = runtime.user_seats.get(op.user_id, 0) + len(op.picked)
+            wheel.schedule(str(op.hold_id), int(deadline.timestamp() * 1000))
+        for _, _, user_id in written.freed:
+            runtime.user_seats[user_id] = max(0, runtime.user_seats.get(user_id, 0) - 1)
+        for hold_id in written.released_holds:
+            live.pop(hold_id, None)
+            wheel.cancel(str(hold_id))
+        for hold_id, deadline in written.extended.items():
+            hold = live.get(hold_id)
+            if hold is not None:
+                hold.expires_at, hold.extended = deadline, True
+                wheel.schedule(str(hold_id), int(deadline.timestamp() * 1000))
+        for sell in batch.sells:
+            if sell.order_id in written.sold:
+                live.pop(sell.hold_id, None)
+                wheel.cancel(str(sell.hold_id))
+
+    def resolve(self, written: Written, batch: Batch) -> None:
+        for hold in batch.holds:
+            hold.future.set_result(written.replies[id(hold)])
+        for release in batch.releases:
             release.future.set_result(written.released[id(release)])
-        for sell in sells:
-            sell.future.set_result(written.replies.get(id(sell)))
+        for extend in batch.extends:
+            extend.future.set_result(written.replies[id(extend)])
+        for sell in batch.sells:
+            sell.future.set_result(written.replies[id(sell)])
 
     def due_snapshots(self, written: Written) -> dict[str, bytes]:
         runtime = self.runtime
@@ -704,6 +688,14 @@ class EventActor:
                 runtime.snapshot_versions[position] = version
                 runtime.snapshot_times[position] = now
         return due
+
+
+def overloaded(wait_s: float) -> errors.WriterError:
+    retry_after_s = max(1, math.ceil(min(wait_s, limits.overload_retry_after_s_max)))
+    return errors.Overloaded(
+        "the writer is busy; retry with the same Idempotency-Key",
+        headers={"Retry-After": str(retry_after_s)},
+    )
 
 
 class Plan:
@@ -798,28 +790,14 @@ def choose(runtime: EventRuntime, op: HoldOp) -> list[tuple[int, int]] | None:
     return [(position, i) for i in indices]
 
 
+def seat_list(runtime: EventRuntime, seats: list[tuple[int, int]]) -> str:
+    """A hold's seat ids as the hold statement takes them: split by the server on spaces (seat
+    ids never contain one: tessera.venue.ID_PATTERN)."""
+    return " ".join(runtime.seat_id(p, i) for p, i in seats)
+
+
 def group_by_section(chosen: list[tuple[int, int]]) -> dict[int, list[int]]:
     groups: dict[int, list[int]] = defaultdict(list)
     for position, index in chosen:
         groups[position].append(index)
     return groups
-
-
-async def release_reply(conn: AsyncConnection, op: ReleaseOp, released: list[uuid.UUID]) -> Reply:
-    """DELETE /v1/holds/{id}: 204 when released now or already ended without a sale."""
-    if released:
-        return Reply(204, b"")
-    row = (
-        await conn.execute(
-            sa.select(t.holds.c.status, t.holds.c.user_id).where(
-                t.holds.c.hold_id == op.hold_ids[0]
-            )
-        )
-    ).one_or_none()
-    if row is None or row.user_id != op.user_id:
-        return replies.error_reply(errors.NotFound("no such hold"))
-    if row.status == "purchased":
-        return replies.error_reply(
-            errors.HoldNotActive("the hold was bought; it cannot be released")
-        )
-    return Reply(204, b"")

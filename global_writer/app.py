@@ -17,6 +17,7 @@ from global_writer.controllers.holds import HoldsController
 from global_writer.controllers.me import MeController
 from global_writer.controllers.orders import OrdersController
 from global_writer.db.retry import TransactionRetriesExhausted
+from global_writer.fastpath import HotWrites
 from global_writer.metrics import metrics_endpoint, metrics_middleware
 from global_writer.payments import PaymentProvider
 from global_writer.service import Writer
@@ -27,7 +28,8 @@ from tessera.observability import configure_logging
 
 def create_app(
     settings: Settings | None = None, payments: PaymentProvider | None = None
-) -> Litestar:
+) -> HotWrites:
+    """The writer: the hot writes (global_writer/fastpath.py) in front of the Litestar app."""
     writer = Writer(settings or from_env(), payments)
     configure_logging("global_writer")
 
@@ -41,7 +43,7 @@ def create_app(
         finally:
             await writer.stop()
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             AdminController,
             EventsController,
@@ -65,3 +67,4 @@ def create_app(
         ),
         debug=False,
     )
+    return HotWrites(app, writer)

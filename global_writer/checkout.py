@@ -1,119 +1,134 @@
-"""Checkout: authorize (the provider sees our idempotency key) → one transaction turns the hold's
-claims to sold and writes the order, outbox and idempotency record → capture. If the hold
-expired or stopped being active in between, the authorization is voided and the answer is 409.
-Card data never reaches Tessera: the client sends a provider token."""
+"""Checkout: authorize the payment (the provider sees a key unique to this attempt), then the
+event's batch turns the hold's claims to sold and writes the order, its payment `authorized`, the
+outbox and the idempotency record, and the fan is answered. Capture comes after, from the
+`payments` table (global_writer/settle.py), so the answer never waits for it.
+
+A checkout whose hold ended before its batch ran is answered 409 and its authorization recorded
+`void_pending` in the same batch (the settler voids it). One whose batch never ran or failed has
+its authorization voided here, unless the database shows the batch committed it after all (an
+ambiguous commit): an authorization is never voided while an order may hold it.
+Card data never reaches Tessera: the client sends a provider token.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from global_writer import errors, idempotency
 from global_writer.db import tables as t
 from global_writer.db.retry import run_transaction
 from global_writer.ops import Idem, Reply, SellOp
-from global_writer.payments import Authorization, PaymentDeclined, PaymentUnavailable
+from global_writer.payments import (
+    Authorization,
+    PaymentDeclined,
+    PaymentProvider,
+    PaymentUnavailable,
+)
 from global_writer.replies import error_reply
-
-if TYPE_CHECKING:
-    from global_writer.service import Writer
+from global_writer.schemas import CreateOrder
+from tessera import limits
 
 log = logging.getLogger("global_writer.checkout")
 
 
-async def buy(writer: Writer, user_id: str, hold_id: uuid.UUID, token: str, idem: Idem) -> Reply:
-    row = await writer.load_hold(user_id, hold_id)
-    handle = await writer.handle(row.event_id)
-    runtime = handle.runtime
-    refusal = hold_refusal(row)
-    if refusal is not None:
-        reply = error_reply(refusal)
-        await idempotency.finish(writer.keys_engine, idem, reply)
-        return reply
-    seats = [runtime.parse_seat(seat) for seat in row.seats]
-    amount, currency = runtime.price(seats), runtime.currency
-    try:
-        authorization = await writer.payments.authorize(
+@dataclass
+class Checkout:
+    """What a checkout needs beyond the event: the provider, and the database to store a refusal
+    and to check, after a failed batch, whether its authorization was recorded."""
+
+    payments: PaymentProvider
+    engine: AsyncEngine
+    keys_engine: AsyncEngine
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    async def buy(self, handle: Any, user_id: str, body: CreateOrder, idem: Idem) -> Reply:
+        """The checkout of a hold that is live in `handle`'s event (the caller checked); its
+        key is claimed."""
+        runtime = handle.runtime
+        hold = runtime.holds.get(body.hold_id)
+        if hold is None or hold.user_id != user_id:
+            raise errors.Unavailable("the hold changed while the checkout began; retry")
+        if hold.expires_at <= datetime.now(UTC):
+            return await self.refuse(idem, errors.HoldExpired("the hold has expired"))
+        amount, currency = runtime.price(hold.seats), runtime.currency
+        try:
+            authorization = await self.payments.authorize(
+                amount_minor=amount,
+                currency=currency,
+                payment_token=body.payment_token,
+                idempotency_key=attempt_key(idem),
+            )
+        except PaymentDeclined as declined:
+            refusal = errors.PaymentDeclinedError(str(declined), reason=declined.code)
+            return await self.refuse(idem, refusal)
+        except PaymentUnavailable as unavailable:
+            raise errors.PaymentUnavailableError(str(unavailable)) from None
+        op = SellOp(
+            hold_id=body.hold_id,
+            user_id=user_id,
             amount_minor=amount,
             currency=currency,
-            payment_token=token,
-            idempotency_key=f"{idem.user_id}:{idem.key}",
+            provider=authorization.provider,
+            provider_ref=authorization.id,
+            idem=idem,
         )
-    except PaymentDeclined as declined:
-        reply = error_reply(errors.PaymentDeclinedError(str(declined), reason=declined.code))
-        await idempotency.finish(writer.keys_engine, idem, reply)
+        try:
+            reply: Reply = await handle.actor.submit(op)
+        except BaseException:
+            self.void_unless_recorded(authorization)
+            raise
         return reply
-    except PaymentUnavailable as unavailable:
-        raise errors.PaymentUnavailableError(str(unavailable)) from None
-    op = SellOp(
-        hold_id=hold_id,
-        user_id=user_id,
-        amount_minor=amount,
-        currency=currency,
-        provider=authorization.provider,
-        provider_ref=authorization.id,
-        idem=idem,
-    )
-    try:
-        sold: Reply | None = await handle.actor.submit(op)
-    except BaseException:
-        await void_quietly(writer, authorization)
-        raise
-    if sold is None:
-        await void_quietly(writer, authorization)
-        reply = error_reply(hold_refusal(await writer.load_hold(user_id, hold_id)) or gone())
-        await idempotency.finish(writer.keys_engine, idem, reply)
+
+    async def refuse(self, idem: Idem, error: errors.WriterError) -> Reply:
+        reply = error_reply(error)
+        await idempotency.finish(self.keys_engine, idem, reply)
         return reply
-    await capture(writer, authorization, op.order_id)
-    return sold
+
+    def void_unless_recorded(self, authorization: Authorization) -> None:
+        task = asyncio.get_running_loop().create_task(self.void_if_unrecorded(authorization))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def void_if_unrecorded(self, authorization: Authorization) -> None:
+        """Void an authorization whose batch did not record it. If the database cannot say,
+        the authorization is left for `tessera payments reconcile` (docs/payments.md)."""
+        for attempt in range(limits.checkout_void_checks_max):
+            # First give a commit that was under way when the connection failed time to land.
+            await asyncio.sleep(limits.checkout_void_check_interval_s)
+            try:
+                if await self.recorded(authorization.id):
+                    return  # the batch committed after all: the settler captures or voids it
+                await self.payments.void(authorization)
+                return
+            except Exception:
+                log.warning(
+                    "void check %d of authorization %s failed",
+                    attempt + 1,
+                    authorization.id,
+                    exc_info=True,
+                )
+        log.error("authorization %s may be orphaned; reconcile", authorization.id)
+
+    async def recorded(self, provider_ref: str) -> bool:
+        async def read(conn: AsyncConnection) -> bool:
+            found = await conn.execute(
+                sa.select(t.payments.c.payment_id).where(t.payments.c.provider_ref == provider_ref)
+            )
+            return found.first() is not None
+
+        return await run_transaction(self.engine, read)
 
 
-def gone() -> errors.WriterError:
-    return errors.HoldNotActive("the hold is no longer active")
-
-
-def hold_refusal(row: sa.Row[tuple[object, ...]]) -> errors.WriterError | None:
-    status = row.status
-    if status == "purchased":
-        return errors.HoldNotActive("this hold was already bought")
-    if status != "active":
-        return errors.HoldNotActive(f"the hold is {status}")
-    if not row.live:
-        return errors.HoldExpired("the hold has expired")
-    return None
-
-
-async def void_quietly(writer: Writer, authorization: Authorization) -> None:
-    try:
-        await writer.payments.void(authorization)
-    except Exception:
-        log.exception("void of authorization %s failed; reconcile by hand", authorization.id)
-
-
-async def capture(writer: Writer, authorization: Authorization, order_id: uuid.UUID) -> None:
-    """The order is committed; a failed capture is recorded for reconciliation, not undone.
-    Recording the capture is bookkeeping too: if the database cannot be reached for it (the
-    order committed a moment before), the payment row stays `authorized` for reconciliation and
-    the fan still gets the order, never an error for a sale that happened."""
-    status = "captured"
-    try:
-        await writer.payments.capture(authorization)
-    except Exception:
-        log.exception("capture of order %s failed", order_id)
-        status = "capture_failed"
-
-    async def write(conn: AsyncConnection) -> None:
-        await conn.execute(
-            t.payments.update()
-            .where(t.payments.c.order_id == order_id)
-            .values(status=status, updated_at=sa.func.now())
-        )
-
-    try:
-        await run_transaction(writer.engine, write)
-    except Exception:
-        log.exception("recording the %s payment of order %s failed; reconcile", status, order_id)
+def attempt_key(idem: Idem) -> str:
+    """The provider's idempotency key: the fan's key plus a nonce of this attempt. A retry that
+    reused the fan's key alone would get back an authorization this writer may have voided for
+    the failed attempt; each attempt's own key lets the provider dedupe only its own retries."""
+    return f"{idem.user_id}:{idem.key}:{uuid.uuid4().hex[:16]}"

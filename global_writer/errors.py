@@ -21,10 +21,12 @@ class WriterError(Exception):
     status = 400
     code = "bad_request"
 
-    def __init__(self, message: str, **details: Any) -> None:
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None, **details: Any):
         super().__init__(message)
         self.message = message
         self.details = details
+        # Response headers the answer carries (Retry-After on a refusal under load).
+        self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
         return {"error": {"code": self.code, "message": self.message, **self.details}}
@@ -54,16 +56,26 @@ PayloadTooLarge = _kind(413, "payload_too_large")
 UnsupportedMediaType = _kind(415, "unsupported_media_type")
 PaymentUnavailableError = _kind(502, "payment_provider_unavailable")
 Unavailable = _kind(503, "unavailable")
+# Refused at once because the event's queue would make the request wait past its bound.
+Overloaded = _kind(503, "overloaded")
 
 _encoder = msgspec.json.Encoder()
 
 
-def error_response(status: int, body: dict[str, Any]) -> Response[bytes]:
-    return Response(_encoder.encode(body), status_code=status, media_type="application/json")
+def encode_body(body: dict[str, Any]) -> bytes:
+    return _encoder.encode(body)
+
+
+def error_response(
+    status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> Response[bytes]:
+    return Response(
+        _encoder.encode(body), status_code=status, media_type="application/json", headers=headers
+    )
 
 
 def handle_writer_error(_: Request[Any, Any, Any], error: WriterError) -> Response[bytes]:
-    return error_response(error.status, error.body())
+    return error_response(error.status, error.body(), error.headers)
 
 
 def handle_http_exception(_: Request[Any, Any, Any], error: HTTPException) -> Response[bytes]:

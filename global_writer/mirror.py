@@ -4,16 +4,23 @@ and a flushed or unreachable Redis only makes reads fall back to the database.""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from datetime import UTC, datetime
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 from redis.asyncio import Redis
 
+from global_writer.ops import Batch
+from global_writer.replies import live_hold_view
 from global_writer.schemas import HoldView
 from tessera import limits
+
+if TYPE_CHECKING:
+    from global_writer.actor import Written
+    from global_writer.runtime import EventRuntime
 
 log = logging.getLogger("global_writer.mirror")
 
@@ -41,6 +48,43 @@ def _ttl_ms(hold: HoldView) -> int:
 class HoldMirror:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+    def after_commit(self, runtime: EventRuntime, written: Written, batch: Batch) -> None:
+        """The actor's commit hook: copy the batch's effects in the background."""
+        task = asyncio.get_running_loop().create_task(self.copy(runtime, written, batch))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def copy(self, runtime: EventRuntime, written: Written, batch: Batch) -> None:
+        """Copy the batch's effects to Redis in one round trip (best effort)."""
+        puts = [
+            (
+                op.user_id,
+                HoldView(
+                    hold_id=op.hold_id,
+                    event_id=runtime.event_id,
+                    status="active",
+                    seats=[runtime.seat_id(p, i) for p, i in op.picked],
+                    expires_at=written.expires_at[op.hold_id],
+                    extended=False,
+                ),
+            )
+            for op in batch.holds
+            if op.hold_id in written.expires_at
+        ]
+        live = runtime.holds
+        puts += [
+            (live[hold_id].user_id, live_hold_view(runtime, live[hold_id]))
+            for hold_id in written.extended
+            if hold_id in live
+        ]
+        drops = list(written.released_holds)
+        drops += [sell.hold_id for sell in batch.sells if sell.order_id in written.sold]
+        # Only counts this batch changed: new holds, freed seats (a sale keeps the count).
+        users = {user for user, _ in puts} | {user for _, _, user in written.freed}
+        counts = {user: runtime.user_seats.get(user, 0) for user in users}
+        await self.apply(puts, drops, runtime.event_id, counts)
 
     async def put(self, user_id: str, hold: HoldView) -> None:
         ttl_ms = _ttl_ms(hold)

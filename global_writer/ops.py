@@ -1,4 +1,5 @@
-"""The operations an event's actor commits, and the replies they resolve to."""
+"""The operations an event's actor commits, the batch that carries them, and the replies they
+resolve to."""
 
 from __future__ import annotations
 
@@ -33,6 +34,8 @@ class Idem:
     key: str
     # Fingerprint of method, path and body: the same key with another request is refused.
     request_hash: bytes = b""
+    # The request's id (docs/operations.md: following a request), carried into batch logs.
+    request_id: str = ""
 
 
 def _future() -> asyncio.Future[Any]:
@@ -40,14 +43,24 @@ def _future() -> asyncio.Future[Any]:
 
 
 @dataclass(eq=False)
-class HoldOp:
+class Op:
+    """What every operation has: the future its request awaits, and two flags. `taken`: the actor
+    took it into a batch, so its outcome is that batch's. `cancelled`: its request gave up waiting
+    before that, so the actor drops it and it never runs."""
+
+    future: asyncio.Future[Any] = field(default_factory=_future, kw_only=True)
+    taken: bool = field(default=False, kw_only=True)
+    cancelled: bool = field(default=False, kw_only=True)
+
+
+@dataclass(eq=False)
+class HoldOp(Op):
     user_id: str
     seats: list[tuple[int, int]] | None
     quantity: int = 0
     within: list[int] | None = None
     adjacent: bool = True
     idem: Idem | None = None
-    future: asyncio.Future[Any] = field(default_factory=_future)
     hold_id: uuid.UUID = field(default_factory=uuid.uuid4)
     picked: list[tuple[int, int]] = field(default_factory=list)
     failure: errors.WriterError | None = None
@@ -55,24 +68,27 @@ class HoldOp:
     # (`claim_key`); `claimed` says it did, so the request can free the key if it fails.
     claim_key: bool = False
     claimed: bool = False
-    taken: bool = False
-    cancelled: bool = False
 
 
 @dataclass(eq=False)
-class ReleaseOp:
+class ReleaseOp(Op):
     hold_ids: list[uuid.UUID]
     reason: Literal["released", "expired"]
     user_id: str | None = None
     # For expiries: the earliest deadline in the batch (epoch seconds), to measure expiry lag.
     due_at: float = 0.0
-    future: asyncio.Future[Any] = field(default_factory=_future)
-    taken: bool = False
-    cancelled: bool = False
 
 
 @dataclass(eq=False)
-class SellOp:
+class ExtendOp(Op):
+    hold_id: uuid.UUID
+    user_id: str
+    seconds: int
+    idem: Idem | None = None
+
+
+@dataclass(eq=False)
+class SellOp(Op):
     hold_id: uuid.UUID
     user_id: str
     amount_minor: int
@@ -81,14 +97,52 @@ class SellOp:
     provider_ref: str
     idem: Idem | None = None
     order_id: uuid.UUID = field(default_factory=uuid.uuid4)
-    future: asyncio.Future[Any] = field(default_factory=_future)
-    taken: bool = False
-    cancelled: bool = False
+    payment_id: uuid.UUID = field(default_factory=uuid.uuid4)
 
 
-# Every op has `taken` (the actor took it into a batch: its outcome is that batch's) and
-# `cancelled` (its request gave up waiting before that: the actor drops it, it never runs).
-Op = HoldOp | ReleaseOp | SellOp
+AnyOp = HoldOp | ReleaseOp | ExtendOp | SellOp
+
+
+@dataclass
+class Batch:
+    """One group commit's operations, by kind, in arrival order within each kind."""
+
+    holds: list[HoldOp] = field(default_factory=list)
+    releases: list[ReleaseOp] = field(default_factory=list)
+    extends: list[ExtendOp] = field(default_factory=list)
+    sells: list[SellOp] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, ops: list[AnyOp]) -> Batch:
+        batch = cls()
+        for op in ops:
+            match op:
+                case HoldOp():
+                    batch.holds.append(op)
+                case ReleaseOp():
+                    batch.releases.append(op)
+                case ExtendOp():
+                    batch.extends.append(op)
+                case SellOp():
+                    batch.sells.append(op)
+        return batch
+
+    def ops(self) -> list[AnyOp]:
+        return [*self.holds, *self.releases, *self.extends, *self.sells]
+
+    def __len__(self) -> int:
+        return len(self.holds) + len(self.releases) + len(self.extends) + len(self.sells)
+
+    @property
+    def changes_state(self) -> bool:
+        """Whether the batch may write anything beyond its answers (every hold refused in memory,
+        and nothing else, writes only the answers)."""
+        return bool(
+            self.releases
+            or self.extends
+            or self.sells
+            or any(op.failure is None for op in self.holds)
+        )
 
 
 @dataclass
@@ -99,3 +153,15 @@ class Released:
     hold_ids: list[uuid.UUID]
     still_active: dict[uuid.UUID, datetime]
     reply: Reply | None = None
+
+
+@dataclass
+class LiveHold:
+    """An active hold of an event, as its writer knows it: every hold this writer committed and
+    has not seen end. Checkout, extension and release read it instead of the database."""
+
+    hold_id: uuid.UUID
+    user_id: str
+    seats: list[tuple[int, int]]
+    expires_at: datetime
+    extended: bool = False

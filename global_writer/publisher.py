@@ -29,6 +29,11 @@ from tessera import contracts, limits
 
 log = logging.getLogger("global_writer.publisher")
 
+# Subjects whose messages need no order among themselves (see `publish_all`).
+UNORDERED_PREFIXES: Final = (
+    f"{contracts.ORDERS_SUBJECT_PREFIX}.",
+    f"{contracts.ORDER_CONFIRMED_PREFIX}.",
+)
 MARK_PUBLISHED: Final = (
     t.outbox.update()
     .where(t.outbox.c.id == sa.any_(sa.bindparam("row_ids", type_=pg.ARRAY(sa.BigInteger))))
@@ -114,8 +119,11 @@ async def publish_all(js: JetStreamContext, messages: Sequence[OutboxMessage]) -
     Messages go out in waves: a wave holds the next unsent message of each subject, sent
     pipelined (one socket write) and acknowledged before the next wave starts. After a wave with
     a failure nothing more is sent, so no message ever overtakes an earlier one of its subject (a
-    later version of a section never precedes an earlier one in the stream); the relay resumes
-    from the first unsent row."""
+    later version of a section never precedes an earlier one in the stream, a KV key's older
+    value never lands after its newer one); the relay resumes from the first unsent row. Order
+    events are the exception: each is about its own order, in any order, so all of them go in
+    the first wave (a batch's tens of orders share their event's subject, and one wave each put
+    a round trip per order between a commit and the next batch's deltas)."""
     sent: list[int] = []
     remaining = list(messages)
     while remaining:
@@ -123,7 +131,9 @@ async def publish_all(js: JetStreamContext, messages: Sequence[OutboxMessage]) -
         later: list[OutboxMessage] = []
         subjects: set[str] = set()
         for message in remaining:
-            if message.subject in subjects:
+            if message.subject.startswith(UNORDERED_PREFIXES):
+                wave.append(message)
+            elif message.subject in subjects:
                 later.append(message)
             else:
                 subjects.add(message.subject)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 
 from global_writer import errors
-from global_writer.ops import HoldOp, Reply, SellOp
+from global_writer.ops import HoldOp, LiveHold, Reply, SellOp
 from global_writer.runtime import EventRuntime
 from global_writer.schemas import HoldView, OrderView, encoder
 
@@ -50,3 +50,37 @@ def order_reply(runtime: EventRuntime, op: SellOp, seats: list[tuple[int, int]])
         status="confirmed",
     )
     return Reply(201, encoder.encode(view))
+
+
+def live_hold_view(runtime: EventRuntime, hold: LiveHold) -> HoldView:
+    return HoldView(
+        hold_id=hold.hold_id,
+        event_id=runtime.event_id,
+        status="active",
+        seats=[runtime.seat_id(p, i) for p, i in hold.seats],
+        expires_at=hold.expires_at,
+        extended=hold.extended,
+    )
+
+
+def extend_reply(runtime: EventRuntime, hold: LiveHold | None, extended: datetime | None) -> Reply:
+    """200 with the extended hold, or why it could not be extended (`hold` is the live hold as
+    the batch found it; None when it had ended)."""
+    if hold is not None and extended is not None:
+        view = live_hold_view(runtime, hold)
+        view.expires_at, view.extended = extended, True
+        return Reply(200, encoder.encode(view))
+    if hold is None:
+        return error_reply(errors.HoldNotActive("the hold is no longer active"))
+    if hold.extended:
+        return error_reply(errors.AlreadyExtended("a hold can be extended once"))
+    return error_reply(errors.HoldExpired("the hold has expired"))
+
+
+def sale_refused(hold: LiveHold | None, db_now: datetime | None) -> Reply:
+    """Why a checkout's hold could not be bought when its batch ran."""
+    if hold is None:
+        return error_reply(errors.HoldNotActive("the hold is no longer active"))
+    if hold.expires_at <= (db_now or datetime.now(UTC)):
+        return error_reply(errors.HoldExpired("the hold has expired"))
+    return error_reply(errors.HoldNotActive("the hold is no longer active"))

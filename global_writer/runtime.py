@@ -1,5 +1,6 @@
 """One event as the writer holds it in memory: its venue, the seat engine mirroring the committed
-claims, per-user seat counts, the lease it writes under, and the expiry wheel of its holds.
+claims, per-user seat counts, its live holds, the lease it writes under, and the expiry wheel of
+its holds.
 
 Invariant: for every section, the engine's version equals `sections.version` of the last batch
 this process committed, and its states equal the committed claims (the actor restores both from
@@ -12,16 +13,18 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 import tessera_core as tc
 from global_writer import errors
 from global_writer.db import tables as t
 from global_writer.db.retry import run_transaction
+from global_writer.ops import LiveHold
 from tessera import limits
 from tessera.venue import Venue, VenueError, VenueSpec
 
@@ -46,6 +49,8 @@ class EventRuntime:
     lease_epoch: int
     owner: bool = True
     user_seats: dict[str, int] = field(default_factory=dict)
+    # Every active hold this writer committed (ops.LiveHold), by id.
+    holds: dict[uuid.UUID, LiveHold] = field(default_factory=dict)
     wheel: tc.ExpiryWheel = field(
         default_factory=lambda: tc.ExpiryWheel(limits.wheel_capacity_max, now_ms())
     )
@@ -142,65 +147,55 @@ def section_states(venue: Venue, position: int) -> bytearray:
     return states
 
 
+# The lease is one row per event (`event_leases`), never a column of the rows every batch
+# writes: renewing it every few seconds must not conflict with the batches' version bumps.
+ACQUIRE_LEASE: Final = sa.text(
+    "INSERT INTO event_leases (event_id, owner, epoch, expires_at)"
+    " VALUES (:event_id, :owner, 1, now() + :ttl_s * interval '1 second')"
+    " ON CONFLICT (event_id) DO UPDATE SET owner = excluded.owner,"
+    " epoch = event_leases.epoch + 1, expires_at = excluded.expires_at"
+    " WHERE event_leases.owner = excluded.owner OR event_leases.expires_at < now()"
+    " RETURNING epoch"
+).bindparams(
+    sa.bindparam("event_id", type_=pg.UUID(as_uuid=True)),
+    sa.bindparam("ttl_s", limits.lease_ttl_s, type_=sa.Integer),
+)
+RENEW_LEASE: Final = sa.text(
+    "UPDATE event_leases SET expires_at = now() + :ttl_s * interval '1 second'"
+    " WHERE event_id = :event_id AND owner = :owner AND epoch = :epoch"
+).bindparams(
+    sa.bindparam("event_id", type_=pg.UUID(as_uuid=True)),
+    sa.bindparam("ttl_s", limits.lease_ttl_s, type_=sa.Integer),
+)
+
+
 async def acquire_lease(conn: AsyncConnection, event_id: uuid.UUID, owner: str) -> int:
-    """Take every section of the event under one new fencing epoch, if free, expired or ours."""
+    """Take the event under a new fencing epoch, if its lease is free, expired or ours."""
     epoch = (
-        await conn.execute(
-            sa.select(sa.func.max(t.sections.c.lease_epoch)).where(
-                t.sections.c.event_id == event_id
-            )
-        )
-    ).scalar_one()
-    new_epoch = int(epoch or 0) + 1
-    taken = await conn.execute(
-        t.sections.update()
-        .where(
-            t.sections.c.event_id == event_id,
-            sa.or_(
-                t.sections.c.lease_owner.is_(None),
-                t.sections.c.lease_owner == owner,
-                t.sections.c.lease_expires_at < sa.func.now(),
-            ),
-        )
-        .values(
-            lease_owner=owner,
-            lease_epoch=new_epoch,
-            lease_expires_at=sa.func.now() + sa.text(f"interval '{limits.lease_ttl_s} seconds'"),
-        )
-    )
-    total = (
-        await conn.execute(sa.select(sa.func.count()).where(t.sections.c.event_id == event_id))
-    ).scalar_one()
-    if taken.rowcount != total:
+        await conn.execute(ACQUIRE_LEASE, {"event_id": event_id, "owner": owner})
+    ).scalar_one_or_none()
+    if epoch is None:
         raise StaleLease(f"event {event_id} is leased by another writer")
-    return new_epoch
+    return int(epoch)
 
 
 async def renew_lease(engine: AsyncEngine, runtime: EventRuntime, owner: str) -> None:
-    """Push the lease's expiry out, under the same epoch. Every batch bumps these rows' versions,
-    so at SERIALIZABLE the renewal can lose to one (40001): it is retried like any transaction,
-    so a busy event cannot lose its lease to a run of such failures."""
+    """Push the lease's expiry out, under the same epoch."""
 
     async def work(conn: AsyncConnection) -> int:
         renewed = await conn.execute(
-            t.sections.update()
-            .where(
-                t.sections.c.event_id == runtime.event_id,
-                t.sections.c.lease_owner == owner,
-                t.sections.c.lease_epoch == runtime.lease_epoch,
-            )
-            .values(
-                lease_expires_at=sa.func.now() + sa.text(f"interval '{limits.lease_ttl_s} seconds'")
-            )
+            RENEW_LEASE,
+            {"event_id": runtime.event_id, "owner": owner, "epoch": runtime.lease_epoch},
         )
         return int(renewed.rowcount)
 
-    if await run_transaction(engine, work) != len(runtime.section_ids):
+    if await run_transaction(engine, work) != 1:
         raise StaleLease(f"lost the lease of event {runtime.event_id}")
 
 
 async def load_event(engine: AsyncEngine, event_id: uuid.UUID, owner: str) -> EventRuntime:
-    """Rebuild the event from the database (claims, versions), under a freshly taken lease."""
+    """Rebuild the event from the database (claims, versions, live holds), under a freshly taken
+    lease."""
 
     async def work(conn: AsyncConnection) -> tuple[Any, int, dict[str, int], Any, Any]:
         row = (await conn.execute(sa.select(t.events).where(t.events.c.event_id == event_id))).one()
@@ -212,14 +207,13 @@ async def load_event(engine: AsyncEngine, event_id: uuid.UUID, owner: str) -> Ev
     row, epoch, versions, claims, active = await run_transaction(engine, work)
     runtime = build_runtime(row, epoch)
     restore_claims(runtime, claims, versions)
-    for hold_id, expires_at in active:
-        runtime.wheel.schedule(str(hold_id), int(expires_at.timestamp() * 1000))
+    restore_holds(runtime, active)
     return runtime
 
 
 async def reload_state(engine: AsyncEngine, runtime: EventRuntime) -> None:
-    """Bring memory back to the committed claims and versions, and the expiry wheel to the
-    active holds (after a detected drift, or a batch that may have committed unseen)."""
+    """Bring memory back to the committed claims, versions and live holds (after a detected
+    drift, or a batch that may have committed unseen)."""
 
     async def work(conn: AsyncConnection) -> tuple[dict[str, int], Any, Any]:
         event_id = runtime.event_id
@@ -229,8 +223,7 @@ async def reload_state(engine: AsyncEngine, runtime: EventRuntime) -> None:
     versions, claims, active = await run_transaction(engine, work)
     runtime.user_seats.clear()
     restore_claims(runtime, claims, versions)
-    for hold_id, expires_at in active:
-        runtime.wheel.schedule(str(hold_id), int(expires_at.timestamp() * 1000))
+    restore_holds(runtime, active)
 
 
 async def section_versions(conn: AsyncConnection, event_id: uuid.UUID) -> dict[str, int]:
@@ -243,12 +236,16 @@ async def section_versions(conn: AsyncConnection, event_id: uuid.UUID) -> dict[s
 
 
 async def active_holds(conn: AsyncConnection, event_id: uuid.UUID) -> Any:
-    """(hold id, expires_at) of the event's active holds: what the expiry wheel must know."""
+    """The event's active holds: what the live-hold index and the expiry wheel must know."""
     return (
         await conn.execute(
-            sa.select(t.holds.c.hold_id, t.holds.c.expires_at).where(
-                t.holds.c.event_id == event_id, t.holds.c.status == "active"
-            )
+            sa.select(
+                t.holds.c.hold_id,
+                t.holds.c.user_id,
+                t.holds.c.seats,
+                t.holds.c.expires_at,
+                t.holds.c.extended,
+            ).where(t.holds.c.event_id == event_id, t.holds.c.status == "active")
         )
     ).all()
 
@@ -283,6 +280,15 @@ def build_runtime(row: Any, epoch: int) -> EventRuntime:
         scratch=[tc.Section(layout.row_lengths, layout.row_ranks) for layout in venue.layouts],
         positions={layout.section_id: p for p, layout in enumerate(venue.layouts)},
     )
+
+
+def restore_holds(runtime: EventRuntime, active: Any) -> None:
+    """The live-hold index and the expiry wheel, from the database's active holds."""
+    runtime.holds.clear()
+    for hold_id, user_id, seats, expires_at, extended in active:
+        located = [runtime.parse_seat(seat) for seat in seats]
+        runtime.holds[hold_id] = LiveHold(hold_id, user_id, located, expires_at, extended)
+        runtime.wheel.schedule(str(hold_id), int(expires_at.timestamp() * 1000))
 
 
 def restore_claims(runtime: EventRuntime, claims: Any, versions: dict[str, int]) -> None:

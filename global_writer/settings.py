@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -25,12 +25,36 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
     batch_window_ms: Annotated[float, msgspec.Meta(ge=0, le=50)] = limits.batch_window_ms
     batch_requests_max: Annotated[int, msgspec.Meta(ge=1, le=4_096)] = limits.batch_requests_max
     payment_slow_s: Annotated[float, msgspec.Meta(ge=0, le=30)] = 2.0
+    # Which payment provider checkout uses (docs/payments.md); `__post_init__` keeps the sandbox,
+    # which takes no money, out of production.
+    payment_provider: Literal["sandbox", "stripe"] = "sandbox"
+    stripe_api_key: Annotated[str, msgspec.Meta(max_length=256)] = ""
+    # A Stripe-compatible server instead of Stripe's own API (tests run localstripe); empty:
+    # Stripe's own. Empty, not None, means unset, as for every optional string here.
+    stripe_api_base: Annotated[str, msgspec.Meta(max_length=2_048)] = ""
+    stripe_webhook_secret: Annotated[str, msgspec.Meta(max_length=256)] = ""
+    production: bool = False
     # Replicas of the hub's streams it creates at start-up: 3 on a clustered hub (the deployment
     # sets it from its NATS cluster size), 1 on a single server.
     jetstream_replicas: Annotated[int, msgspec.Meta(ge=1, le=limits.jetstream_replicas_max)] = 1
     # Test-only: the process SIGKILLs itself after a commit and before publishing it, so the fault
     # suite can prove the relay republishes what a crash left unsent.
     fault_crash_after_commit: bool = False
+    # Test-only: the same, after the first commit that sold seats (expiries of other events'
+    # holds, committed meanwhile, do not count), so a case can crash with captures pending.
+    fault_crash_after_sale: bool = False
+
+    def __post_init__(self) -> None:
+        # Rules across fields: each message names the variables to change, as a field error does.
+        if self.payment_provider == "sandbox" and self.production:
+            raise ValueError(
+                "TESSERA_PAYMENT_PROVIDER: the sandbox takes no money, so it is refused when "
+                "TESSERA_PRODUCTION is true; set TESSERA_PAYMENT_PROVIDER=stripe"
+            )
+        if self.payment_provider == "stripe" and not self.stripe_api_key:
+            raise ValueError(
+                "TESSERA_STRIPE_API_KEY: required when TESSERA_PAYMENT_PROVIDER is stripe"
+            )
 
     def with_writer_id(self) -> Settings:
         """The lease owner name. Stable across restarts of the same slot (region + host), so a
@@ -52,8 +76,14 @@ ENV_FIELDS = {
     "batch_window_ms": "TESSERA_BATCH_WINDOW_MS",
     "batch_requests_max": "TESSERA_BATCH_REQUESTS_MAX",
     "payment_slow_s": "TESSERA_PAYMENT_SLOW_S",
+    "payment_provider": "TESSERA_PAYMENT_PROVIDER",
+    "stripe_api_key": "TESSERA_STRIPE_API_KEY",
+    "stripe_api_base": "TESSERA_STRIPE_API_BASE",
+    "stripe_webhook_secret": "TESSERA_STRIPE_WEBHOOK_SECRET",
+    "production": "TESSERA_PRODUCTION",
     "jetstream_replicas": "TESSERA_JETSTREAM_REPLICAS",
     "fault_crash_after_commit": "TESSERA_FAULT_CRASH_AFTER_COMMIT",
+    "fault_crash_after_sale": "TESSERA_FAULT_CRASH_AFTER_SALE",
 }
 
 
@@ -64,6 +94,8 @@ def from_env(environ: dict[str, str] | None = None) -> Settings:
     try:
         settings = msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as error:
+        if str(error).startswith("TESSERA_"):  # a rule across fields names its own variables
+            raise ValueError(str(error)) from None
         field = str(error).rsplit("$.", 1)[-1].rstrip("`")
         variable = ENV_FIELDS.get(field, "TESSERA_*")
         raise ValueError(f"{variable}: {error}") from None

@@ -64,6 +64,14 @@ batch_window_ms: Final = 2
 batch_requests_max: Final = 256
 # Waiting operations per event; past it, writers answer 503 rather than queue without bound.
 actor_queue_ops_max: Final = 10_000
+# A fan's request that would wait longer than this to be committed (the batch committing now,
+# then the queue ahead at the recent pace) is refused at once with 503 and Retry-After: accepted
+# work then finishes well inside any hold's TTL, and the rest retries instead of piling up.
+actor_queue_wait_s_max: Final = 1.0
+# Weight of the newest batch in the actor's smoothed batch time (global_writer/actor.py Pace).
+actor_pace_newest_share: Final = 0.2
+# The longest Retry-After a refusal under load asks for: fans come back within a few seconds.
+overload_retry_after_s_max: Final = 5.0
 # A request still queued after this long is dropped, never run, and answered 503. One whose
 # batch is already committing waits for the outcome instead (freeing its key early could let a
 # retry and the batch both act).
@@ -128,6 +136,43 @@ payment_provider_name_chars_max: Final = 32
 payment_sandbox_slow_delay_s: Final = 2.0
 # Idempotency records the sandbox keeps per process: a 70k-seat onsale with retries fits (~100 MB).
 payment_sandbox_attempts_max: Final = 200_000
+# One provider call, connect to last byte: a card authorization answers in 1-2 s; with the retry
+# and its back-off the worst case (~9 s) still ends before the edge (12 s) and the settler (10 s).
+payment_provider_timeout_s: Final = 4.0
+# A healthy provider accepts a connection in milliseconds; past this, retrying beats waiting.
+payment_provider_connect_timeout_s: Final = 2.0
+# The SDK's own retries of a call that failed on the network, 409 or 5xx (same idempotency key).
+payment_provider_network_retries_max: Final = 1
+# Stripe's largest list page: the fewest round trips for a reconcile scan.
+payment_stripe_list_page_items_max: Final = 100
+# Pages one list scan reads before it refuses: 200k PaymentIntents, a week of a large onsale.
+payment_stripe_list_pages_max: Final = 2_000
+# Stripe cancels an uncaptured card PaymentIntent after 7 days: older ones cannot still be open.
+payment_stripe_authorization_lifetime_s: Final = 7 * 86_400
+# A webhook signed longer ago than this is refused as a replay (Stripe's SDK default too).
+payment_webhook_tolerance_s: Final = 300
+# Stripe's own cap on a webhook body is far below this; a bigger one is not from Stripe.
+payment_webhook_body_bytes_max: Final = 1024 * 1024
+
+# --- checkout (global_writer/checkout.py) ---
+# After a checkout's batch failed, its authorization is voided unless the database shows the
+# batch committed it after all: checked after this pause (a commit under way when the connection
+# failed has landed by then), this many times while the database cannot be reached.
+checkout_void_check_interval_s: Final = 5.0
+checkout_void_checks_max: Final = 12
+
+# --- payment settlement (global_writer/settle.py) ---
+# Payments one settler pass reads and records (one statement each way).
+settle_batch_payments_max: Final = 256
+# How often the settler looks for retries that fell due when no commit woke it.
+settle_interval_s: Final = 1.0
+# Provider calls in flight at once: a provider rate-limits bursts (Stripe: ~100 requests/s).
+settle_provider_calls_max: Final = 32
+# One capture, void or refund call gives up after this long (and is retried).
+settle_provider_call_s_max: Final = 10.0
+# Retries of an unreachable provider back off from seconds to a few minutes, never give up.
+settle_backoff_s_min: Final = 1.0
+settle_backoff_s_max: Final = 300.0
 
 # --- observability: structured logs (tessera/observability.py) ---
 # A string field longer than this is cut, so one bad value cannot flood the log pipeline.
@@ -205,6 +250,9 @@ db_region_name_chars_max: Final = 63
 # the publisher and checkouts' reads share it; each batches its work, so this covers the peak
 # with room to spare, and a burst waits for a connection rather than opening (and closing) one.
 writer_db_connections_max: Final = 20
+# The event actors' own pool: one connection per event committing at once (each event commits
+# one batch at a time), so a few cover the events that are on sale together.
+writer_batch_connections_max: Final = 8
 # Pooled connections are replaced after this long, before a load balancer's idle timeout (often
 # 30-60 min) can cut them under the writer, which does not test connections on checkout.
 db_pool_recycle_s: Final = 1_800
@@ -272,10 +320,25 @@ edge_origin_connections_max: Final = 64
 edge_writer_timeout_s: Final = actor_reply_timeout_s + 2.0
 edge_writer_connect_timeout_s: Final = 2.0
 edge_writer_connections_max: Final = 256
+# A write waits for one of those connections at most this long (estimated before it queues:
+# writes queued x the recent mean forward time / connections); past it the fan gets 503
+# `overloaded` at once: told to retry in a second, they do better than waiting out a slow writer.
+edge_write_queue_wait_s_max: Final = 1.0
+# Writes in flight in one edge process, queued ones included, whatever the estimate says: each
+# holds a body of at most fan_request_body_bytes_max, so the queue stays under 64 MiB.
+edge_writes_in_flight_max: Final = 4_096
+# A writer answer larger than this is refused as malformed (its largest, an order, is ~10 KiB).
+edge_writer_answer_bytes_max: Final = 1024 * 1024
+# Fan tokens one edge process remembers as verified (each still checked for expiry on use), so a
+# fan's writes cost one HMAC check per token rather than one per request.
+edge_verified_tokens_max: Final = 65_536
 # SSE proxying: chunks are forwarded as they arrive; a stream silent this long (the origin sends
 # heartbeats every sse_heartbeat_s) is closed.
 edge_sse_idle_s_max: Final = 3 * sse_heartbeat_s
 edge_sse_clients_max: Final = 50_000
+# Pieces of a stream read from the origin but not yet taken by the fan: past this the edge stops
+# reading that origin connection, so a slow fan holds a few SSE events in memory, not a backlog.
+edge_stream_chunks_buffered_max: Final = 64
 # X-Forwarded-For: at most this many hops are read, from the right.
 edge_forwarded_hops_max: Final = 16
 edge_trusted_proxies_max: Final = 64
@@ -285,6 +348,9 @@ edge_rate_burst_max: Final = 1_000_000
 # The in-process limiter (reads, and every class while Redis is unreachable) tracks at most this
 # many keys; the least recently seen are forgotten (they start again with a full burst).
 edge_local_rate_keys_max: Final = 200_000
+# The budgets each recent client is charged to, remembered by the in-process check (forgotten all
+# at once past this: rebuilding them is cheap, a few MiB at most are kept).
+edge_rate_charges_cached_max: Final = 16_384
 # A rate-limit call to Redis; past it the local limiter decides, and Redis is not asked again for
 # edge_redis_retry_s (so an outage does not cost every request a timeout).
 edge_redis_timeout_s: Final = 0.25
@@ -300,8 +366,6 @@ edge_pow_solution_chars_max: Final = 64
 edge_signed_token_chars_max: Final = 1_024
 # The waiting-room settings are re-read from Redis at most this often per edge process.
 edge_room_config_cache_s: Final = 0.5
-# Which event a hold belongs to (for admission checks on orders): kept this long in Redis.
-edge_hold_event_ttl_s: Final = 2 * hold_ttl_s_max
 # A waiting-room call to Redis (one Lua script); past it the fan gets 503 with Retry-After.
 edge_room_redis_timeout_s: Final = 1.0
 # Events whose waiting-room settings one edge process caches (bounded: event ids come from URLs).
@@ -366,6 +430,9 @@ onsale_response_bytes_max: Final = 64 * 1024 * 1024
 # A regional map may lag the writer by the change feed's delay (milliseconds; seconds after a
 # fault heals): maps are compared again every audit_retry_s until equal, for up to this long.
 audit_converge_s: Final = 5.0
+# A payment may take this long to reach its end (captured, voided, refunded) before the audit
+# calls it left open: the settler retries an unreachable provider with backoff for minutes.
+audit_payment_settle_s_max: Final = 600.0
 audit_retry_s: Final = 0.1
 # Seat-map GETs in flight per node while auditing (a stadium has ~100 sections).
 audit_connections_max: Final = 16

@@ -98,6 +98,22 @@ class Metrics:
             buckets=EXPIRY_LAG_BUCKETS_S,
             registry=on,
         )
+        self.requests_shed = Counter(
+            "tessera_requests_shed",
+            "Requests refused at once (503 overloaded) because they would have waited too long.",
+            registry=on,
+        )
+        self.payments_settled = Counter(
+            "tessera_payments_settled",
+            "Payments the settler moved on, by the state reached (captured, voided, ...).",
+            ("status",),
+            registry=on,
+        )
+        self.payments_unsettled_oldest_s = Gauge(
+            "tessera_payments_unsettled_oldest_seconds",
+            "Age of the oldest payment still to be captured, voided or refunded.",
+            registry=on,
+        )
 
     def observe_request(self, *, route: str, method: str, status: int, duration_s: float) -> None:
         """Record one request. `route` is the route template (`/v1/events/{event}/holds`), or a

@@ -8,7 +8,7 @@ import argparse
 from collections.abc import Callable
 
 from granian import Granian
-from granian.constants import Interfaces
+from granian.constants import Interfaces, Loops
 
 from tessera import limits
 
@@ -26,6 +26,9 @@ def serve(
         address=args.host,
         port=args.port,
         interface=Interfaces.ASGI,
+        # uvloop: a dependency, so named rather than left to Granian's "auto" (which would also
+        # pick rloop, were it ever installed): the loop every measurement was made on.
+        loop=Loops.uvloop,
         workers=1,
         factory=True,
         log_access=False,

@@ -1,10 +1,14 @@
 """A writer, two regional read nodes and edges in front of them, as real processes, for the edge
-tests (importable by name: `tests/` is on pytest's pythonpath)."""
+tests (importable by name: `tests/` is on pytest's pythonpath); and a slow stub writer
+(`start_slow_writer`: this file run as a script serves it under Granian)."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
+import os
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,8 +25,10 @@ from writer_support import (
     writer_env,
 )
 
+from tessera import limits
 from tessera.auth import mint_token
 from tessera.tooling.processes import ServiceProcess, start_edge, start_regional, start_writer
+from tessera.tooling.servers import free_port
 
 EDGE_SECRET = "test-edge-secret-" + "e" * 32
 # Generous by default: the tests come from one address; the rate-limit tests set their own.
@@ -178,3 +184,109 @@ async def concurrent_gets(url: str, path: str, count: int) -> list[RawAnswer]:
     finally:
         for _, writer in connections:
             writer.close()
+
+
+async def timed_burst(url: str, requests: list[bytes]) -> list[tuple[RawAnswer, float]]:
+    """Each request on its own connection, all in flight at once (as `concurrent_gets`): every
+    answer with the seconds from the moment all requests were written until it was read."""
+    host, port = url.removeprefix("http://").split(":")
+    connections: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    for start in range(0, len(requests), 100):
+        batch = min(100, len(requests) - start)
+        connections += await asyncio.gather(
+            *(asyncio.open_connection(host, int(port)) for _ in range(batch))
+        )
+
+    async def answer(reader: asyncio.StreamReader, sent: float) -> tuple[RawAnswer, float]:
+        got = await _read_answer(reader)
+        return got, time.monotonic() - sent
+
+    try:
+        for (_, writer), data in zip(connections, requests, strict=True):
+            writer.write(data)
+        await asyncio.gather(*(writer.drain() for _, writer in connections))
+        sent = time.monotonic()
+        return list(await asyncio.gather(*(answer(reader, sent) for reader, _ in connections)))
+    finally:
+        for _, writer in connections:
+            writer.close()
+
+
+def raw_post(url: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
+    host = url.removeprefix("http://")
+    lines = [f"POST {path} HTTP/1.1", f"Host: {host}", f"Content-Length: {len(body)}"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+# --- a slow stub writer, in a process of its own ---
+
+SLOW_WRITER_DELAY_ENV = "TESSERA_TEST_SLOW_WRITER_DELAY_S"
+SLOW_HOLD = b'{"hold_id":"00000000-0000-4000-8000-000000000001","seats":["S:A:1"]}'
+
+
+def create_slow_writer() -> Any:
+    """Answers every `POST .../holds` with a 201 after the delay; `/readyz` (so it can stand in
+    for a read node too) 200 at once; anything else 404."""
+    delay_s = float(os.environ[SLOW_WRITER_DELAY_ENV])
+    json_header = [(b"content-type", b"application/json")]
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        while (await receive()).get("more_body"):
+            pass
+        if scope["method"] == "POST" and scope["path"].endswith("/holds"):
+            await asyncio.sleep(delay_s)
+            status, body = 201, SLOW_HOLD
+        elif scope["path"] == "/readyz":
+            status, body = 200, b'{"status":"ready"}'
+        else:
+            status, body = 404, b'{"error":{"code":"not_found","message":"stub"}}'
+        await send({"type": "http.response.start", "status": status, "headers": json_header})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+def start_slow_writer(workdir: Path, delay_s: float) -> ServiceProcess:
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    service = ServiceProcess(
+        name="slow-writer",
+        url=f"http://127.0.0.1:{port}",
+        port=port,
+        log_path=workdir / "slow-writer.log",
+        command=[sys.executable, str(Path(__file__).resolve()), "--port", str(port)],
+        env={**os.environ, SLOW_WRITER_DELAY_ENV: str(delay_s)},
+    )
+    service.start()
+    return service
+
+
+def main() -> None:
+    """`python tests/edge_support.py --port P`: the slow stub writer, served as the tiers are."""
+    from granian import Granian  # noqa: PLC0415  (only the stub's process needs it)
+    from granian.constants import Interfaces  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    port = parser.parse_args().port
+    Granian(
+        f"{Path(__file__).stem}:create_slow_writer",
+        address="127.0.0.1",
+        port=port,
+        interface=Interfaces.ASGI,
+        workers=1,
+        factory=True,
+        log_access=False,
+        backlog=limits.serve_backlog_max,
+        backpressure=limits.serve_concurrent_requests_max,
+    ).serve()
+
+
+if __name__ == "__main__":
+    main()

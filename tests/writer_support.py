@@ -76,6 +76,8 @@ class WriterApi:
     def __init__(self, client: httpx.AsyncClient, settings: Settings) -> None:
         self.client = client
         self.settings = settings
+        # Hold id → its event, for the writes that name both.
+        self.hold_events: dict[str, str] = {}
 
     @staticmethod
     def token(user_id: str) -> str:
@@ -109,13 +111,29 @@ class WriterApi:
     async def hold(
         self, event_id: str, user_id: str, body: dict[str, Any], key: str
     ) -> httpx.Response:
-        return await self.client.post(
+        response = await self.client.post(
             f"/v1/events/{event_id}/holds", headers=self.headers(user_id, key), json=body
         )
+        if response.status_code == 201:
+            self.hold_events[response.json()["hold_id"]] = event_id
+        return response
+
+    def hold_path(self, hold_id: str) -> str:
+        """A hold's path under its event (every write names its event); the event is the one
+        this helper's `hold` made it in."""
+        return f"/v1/events/{self.hold_events[hold_id]}/holds/{hold_id}"
 
     async def order(self, user_id: str, hold_id: str, token: str, key: str) -> httpx.Response:
         return await self.client.post(
-            "/v1/orders",
+            f"/v1/events/{self.hold_events[hold_id]}/orders",
             headers=self.headers(user_id, key),
             json={"hold_id": hold_id, "payment_token": token},
+        )
+
+    async def release(self, user_id: str, hold_id: str) -> httpx.Response:
+        return await self.client.delete(self.hold_path(hold_id), headers=self.headers(user_id))
+
+    async def extend(self, user_id: str, hold_id: str, key: str) -> httpx.Response:
+        return await self.client.post(
+            f"{self.hold_path(hold_id)}/extend", headers=self.headers(user_id, key)
         )

@@ -235,10 +235,8 @@ async def _lifespan(receive: Any, send: Any, lifespan: Lifespan) -> None:
 
 
 def route(path: str) -> tuple[str, str] | None:
-    """("seatmap" | "holds", event) for `/v1/events/{event}/seatmap|holds`, ("orders", "") for
-    `/v1/orders`, ("readyz", "") for `/readyz`, else None."""
-    if path == "/v1/orders":
-        return "orders", ""
+    """("seatmap" | "holds" | "orders", event) for `/v1/events/{event}/seatmap|holds|orders`,
+    ("readyz", "") for `/readyz`, else None."""
     if path == "/readyz":
         return "readyz", ""
     parts = path.split("/")
@@ -246,7 +244,7 @@ def route(path: str) -> tuple[str, str] | None:
         len(parts) == 5
         and parts[1:3] == ["v1", "events"]
         and parts[3]
-        and parts[4] in ("seatmap", "holds")
+        and parts[4] in ("seatmap", "holds", "orders")
     ):
         return parts[4], parts[3]
     return None

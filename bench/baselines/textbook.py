@@ -10,7 +10,7 @@ Two apps, each served by Granian with one worker in its own process:
   back (409). No idempotency keys, hold rows or expiry.
 - **onsale** (`create_app`, bench/onsale_vs_baselines.py): the API the bench's fans use —
   `GET /v1/events/{e}/seatmap`, `POST /v1/events/{e}/holds` (explicit seats or best-available),
-  `POST /v1/orders` — with what a careful implementation of this design does to be fast:
+  `POST /v1/events/{e}/orders` — with what a careful implementation of this design does to be fast:
 
   - one `seats` row per seat (status available / held / sold / blocked, hold, order,
     `expires_at`), a `holds` row per hold, an `orders` row per order (`hold_id` UNIQUE, so a

@@ -59,13 +59,19 @@ def check_admin(request: Request[Any, Any, Any]) -> None:
 
 async def read_body(request: Request[Any, Any, Any]) -> bytes:
     body = await request.body()  # read before refusing: the client sees the 413, not a reset
-    if len(body) > BODY_BYTES_MAX:
+    check_body(len(body), body, request.headers.get("content-type"))
+    return body
+
+
+def check_body(size: int, body: bytes, content_type: str | None) -> None:
+    """413 for a body of `size` bytes over BODY_BYTES_MAX; 415 for a body that is not JSON (the
+    write fast path, edge/fastwrites.py, applies the same rules)."""
+    if size > BODY_BYTES_MAX:
         raise EdgeError(413, "payload_too_large", f"body over {BODY_BYTES_MAX} bytes")
     if body.strip():
-        content_type = request.headers.get("content-type", JSON).split(";")[0].strip().lower()
-        if content_type not in (JSON, "") and not content_type.endswith("+json"):
-            raise EdgeError(415, "unsupported_media_type", f"send {JSON}, not {content_type[:64]}")
-    return body
+        kind = (content_type or JSON).split(";")[0].strip().lower()
+        if kind not in (JSON, "") and not kind.endswith("+json"):
+            raise EdgeError(415, "unsupported_media_type", f"send {JSON}, not {kind[:64]}")
 
 
 def decode(decoder: msgspec.json.Decoder[T], body: bytes) -> T:

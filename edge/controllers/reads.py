@@ -13,7 +13,7 @@ from edge.controllers.writes import parse_uuid
 from edge.errors import JSON, EdgeError
 from edge.fans import admit_rate, fan_of
 from edge.origins import OriginPool, OriginUnavailable
-from edge.passthrough import StreamProxy, error_response, forwarded_headers
+from edge.passthrough import StreamProxy, error_response, forwarded_headers, wire
 from edge.settings import RouteClass
 from tessera import limits
 from tessera.openapi import ANY_OBJECT, LAST_EVENT_ID, Answer, documented, seat_stream_answer
@@ -37,11 +37,11 @@ async def seatmap_stream(
         raise EdgeError(503, "unavailable", "too many stream clients; retry", {"Retry-After": "5"})
     headers = forwarded_headers(request.headers, ip)
     headers["accept"] = "text/event-stream"
-    response = await streams.open(f"/v1/events/{event}/seatmap/stream", headers)
-    if response.status_code != 200:
-        return await error_response(response)
+    stream = await streams.open(f"/v1/events/{event}/seatmap/stream", wire(headers))
+    if stream.status != 200:
+        return await error_response(stream)
     return Stream(
-        streams.relay(response),
+        streams.relay(stream),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -6,7 +6,7 @@
 //   GET  /v1/events/{id}/seatmap/stream      SSE: a snapshot, then deltas (docs/regional.md)
 //   POST /v1/dev/token                       a fan token (local stacks only)
 //   POST /v1/events/{id}/queue, GET /v1/queue/{ticket}     the waiting room
-//   POST /v1/events/{id}/holds, DELETE /v1/holds/{id}, POST /v1/orders
+//   POST /v1/events/{id}/holds, DELETE /v1/events/{id}/holds/{hold}, POST /v1/events/{id}/orders
 //   GET  /v1/events/{id}/friends, GET /v1/me, PUT /v1/me/sharing, PUT /v1/me/friends/{id}
 //
 // window.tessera exposes a few read-only probes for tests (seatState reads the drawn pixel).
@@ -398,7 +398,7 @@ async function buy() {
   say('result', 'Paying…');
   $('buy').disabled = true;
   try {
-    const order = await write('/v1/orders', body);
+    const order = await write(`/v1/events/${EVENT_ID}/orders`, body);
     for (const id of order.seats) marks.bought.add(id);
     clearHold();
     const what = `${inOrder(order.seats).join(', ')} for ${money(order.amount, order.currency)}`;
@@ -413,7 +413,8 @@ async function buy() {
 async function release() {
   if (!fan.hold) return;
   try {
-    await api('DELETE', `/v1/holds/${fan.hold.hold_id}`, { auth: true, admission: true });
+    const path = `/v1/events/${EVENT_ID}/holds/${fan.hold.hold_id}`;
+    await api('DELETE', path, { auth: true, admission: true });
     clearHold();
     say('result', 'Released.');
   } catch (error) {

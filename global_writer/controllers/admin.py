@@ -30,5 +30,5 @@ class AdminController(Controller):
         except auth.AuthError as error:
             raise errors.Unauthorized(str(error), reason=error.code) from None
         body = decode(CreateEvent, await body_of(request, limits.request_body_bytes_max))
-        event_id = await writer.create_event(body)
+        event_id = await writer.flows.create_event(body)
         return Response(encoder.encode(EventCreated(event_id)), status_code=201, media_type=JSON)

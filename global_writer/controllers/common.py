@@ -56,7 +56,10 @@ def idem_of(request: Request[Any, Any, Any], user_id: str, body: bytes) -> Idem:
     return Idem(user_id, key, fingerprint)
 
 
-def reply(result: Reply) -> Response[bytes]:
+def reply(result: Reply, location: str | None = None) -> Response[bytes]:
+    """The answer decided for the request; a 201 names what it created (`Location`)."""
     headers = {"Idempotent-Replayed": "true"} if result.replayed else {}
+    if location is not None and result.status == 201:
+        headers["Location"] = location
     media_type = JSON if result.body else None
     return Response(result.body, status_code=result.status, media_type=media_type, headers=headers)

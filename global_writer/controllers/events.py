@@ -21,7 +21,7 @@ class EventsController(Controller):
     async def get_event(
         self, request: Request[Any, Any, Any], event_id: FromPath[str]
     ) -> Response[bytes]:
-        handle = await writer_of(request).handle(parse_id(event_id, "event"))
+        handle = await writer_of(request).flows.event(parse_id(event_id, "event"))
         return Response(handle.runtime.document(), media_type=JSON)
 
     @get(
@@ -34,5 +34,5 @@ class EventsController(Controller):
     async def snapshot(
         self, request: Request[Any, Any, Any], event_id: FromPath[str], section_id: FromPath[str]
     ) -> Response[bytes]:
-        data = await writer_of(request).snapshot(parse_id(event_id, "event"), section_id)
+        data = await writer_of(request).flows.snapshot(parse_id(event_id, "event"), section_id)
         return Response(data, media_type=SEATMAP, headers={"Cache-Control": "no-store"})

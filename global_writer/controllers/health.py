@@ -23,10 +23,10 @@ class HealthController(Controller):
         writer = writer_of(request)
         checks = {
             "started": writer.ready,
-            "nats": writer.nc.is_connected if writer.ready else False,
+            "nats": writer.conns.nc.is_connected if writer.ready else False,
         }
         try:
-            await run_transaction(writer.engine, lambda conn: conn.execute(sa.select(1)))
+            await run_transaction(writer.conns.engine, lambda conn: conn.execute(sa.select(1)))
             checks["database"] = True
         except Exception:
             checks["database"] = False

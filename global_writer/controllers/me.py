@@ -32,7 +32,7 @@ class MeController(Controller):
         operation_class=documented({200: PROFILE_ANSWER}),
     )
     async def me(self, request: Request[Any, Any, Any]) -> Response[bytes]:
-        profile = await social.profile(writer_of(request).engine, user_of(request))
+        profile = await social.profile(writer_of(request).conns.engine, user_of(request))
         return Response(encoder.encode(profile), media_type=JSON)
 
     @put(
@@ -43,7 +43,7 @@ class MeController(Controller):
     async def contact(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         user_id = user_of(request)
         body = decode(Contact, await body_of(request))
-        profile = await social.set_contact(writer_of(request).engine, user_id, body)
+        profile = await social.set_contact(writer_of(request).conns.engine, user_id, body)
         return Response(encoder.encode(profile), media_type=JSON)
 
     @put(
@@ -61,7 +61,7 @@ class MeController(Controller):
         except msgspec.DecodeError as error:
             raise errors.MalformedJson(str(error)) from None
         writer = writer_of(request)
-        record, message = await social.set_sharing(writer.engine, user_id, body.share)
+        record, message = await social.set_sharing(writer.conns.engine, user_id, body.share)
         writer.publisher.enqueue([message], {})
         return Response(encoder.encode(record), media_type=JSON)
 
@@ -91,7 +91,7 @@ class MeController(Controller):
     ) -> Response[bytes]:
         writer = writer_of(request)
         record, message = await social.set_friend(
-            writer.engine, user_of(request), friend_id, present
+            writer.conns.engine, user_of(request), friend_id, present
         )
         writer.publisher.enqueue([message], {})
         return Response(encoder.encode(record), media_type=JSON)

@@ -39,8 +39,7 @@ events = sa.Table(
 )
 
 # One row per venue section of an event. `version` counts committed change batches (the change
-# feed's sequence); `lease_owner`/`lease_epoch` fence writers: every batch bumps versions only
-# where the epoch it holds is still the current one.
+# feed's sequence). Only the event's batches write these rows, one at a time.
 sections = sa.Table(
     "sections",
     metadata,
@@ -51,10 +50,23 @@ sections = sa.Table(
     sa.Column("position", sa.Integer, nullable=False),
     sa.Column("seat_count", sa.Integer, nullable=False),
     sa.Column("version", sa.BigInteger, nullable=False, server_default=sa.text("0")),
-    sa.Column("lease_owner", sa.Text, nullable=True),
-    sa.Column("lease_epoch", sa.BigInteger, nullable=False, server_default=sa.text("0")),
-    sa.Column("lease_expires_at", sa.DateTime(timezone=True), nullable=True),
     sa.UniqueConstraint("event_id", "position"),
+)
+
+# Who writes an event: `owner` under fencing `epoch` until `expires_at` (migration 0003). Every
+# batch bumps its sections' versions only while this row still names its owner and epoch, so a
+# stale writer's commit changes nothing. A row of its own, because renewing the lease every few
+# seconds on the section rows made it conflict with the batches that bump their versions.
+event_leases = sa.Table(
+    "event_leases",
+    metadata,
+    sa.Column(
+        "event_id", pg.UUID(as_uuid=True), sa.ForeignKey("events.event_id"), primary_key=True
+    ),
+    sa.Column("owner", sa.Text, nullable=False),
+    sa.Column("epoch", sa.BigInteger, nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.CheckConstraint("epoch >= 1", name="epoch"),
 )
 
 users = sa.Table(
@@ -136,6 +148,19 @@ orders = sa.Table(
     sa.Index("ix_orders_event_id_user_id", "event_id", "user_id"),
 )
 
+# One row per authorization the writer was given (docs/payments.md, the payment saga): written in
+# the checkout's batch, `authorized` with its confirmed order or `void_pending` without one, then
+# moved on by the settler (global_writer/settle.py), retried until it reaches `captured` or
+# `voided`. This table is the settler's durable queue.
+PAYMENT_STATUSES = (
+    "authorized",
+    "captured",
+    "capture_failed",
+    "void_pending",
+    "voided",
+    "refund_pending",
+    "refunded",
+)
 payments = sa.Table(
     "payments",
     metadata,
@@ -150,8 +175,29 @@ payments = sa.Table(
     sa.Column("status", sa.Text, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
+    # Attempts the settler made, its last error (what an operator reads when one is stuck), and
+    # when it tries again (backing off while the provider is down).
+    sa.Column("attempts", sa.Integer, nullable=False, server_default=sa.text("0")),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
     sa.CheckConstraint(
-        "status IN ('authorized', 'captured', 'voided', 'capture_failed')", name="status"
+        "status IN (" + ", ".join(f"'{status}'" for status in PAYMENT_STATUSES) + ")",
+        name="status",
+    ),
+    sa.CheckConstraint(
+        "order_id IS NOT NULL OR status NOT IN ('authorized', 'captured', 'capture_failed')",
+        name="order",
+    ),
+    sa.Index("ix_payments_order_id", "order_id"),
+    sa.Index("ix_payments_provider_ref", "provider_ref"),
+    # The settler's queue: payments still to be captured, voided or refunded, by when they are
+    # due.
+    sa.Index(
+        "ix_payments_unsettled_next_attempt_at",
+        "next_attempt_at",
+        postgresql_where=sa.text(
+            "status = 'authorized' OR status = 'void_pending' OR status = 'refund_pending'"
+        ),
     ),
 )
 
@@ -201,5 +247,6 @@ REGIONAL_BY_ROW = (
     "idempotency_keys",
     "outbox",
     "sections",
+    "event_leases",
 )
 GLOBAL_TABLES = ("events", "users", "friendships")

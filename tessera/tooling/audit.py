@@ -7,7 +7,11 @@ In the writer's database, by queries (`audit`):
 - no seat is in two active holds or orders at once;
 - every claim belongs to a hold in the matching state (held → active, sold → purchased), and
   every active or purchased hold has exactly its seats claimed;
-- no fan holds or owns more seats than the event allows.
+- no fan holds or owns more seats than the event allows;
+- money (docs/payments.md, the payment saga): every confirmed order has exactly one payment,
+  for its amount, captured (or still on its way, within `limits.audit_payment_settle_s_max`);
+  no money was taken without an order (a capture with no confirmed order); no authorization is
+  left open (to capture, void or refund) past that bound; no capture failed.
 (No seat is *claimed* twice by construction: that is `seat_claims`' primary key.)
 
 For one event across the tiers (`audit_event`, which runs the queries above for that event too):
@@ -81,6 +85,40 @@ QUERIES: dict[str, str] = {
         WHERE (%(event)s::uuid IS NULL OR c.event_id = %(event)s::uuid)
         GROUP BY c.event_id, c.user_id, e.per_user_limit
         HAVING count(*) > e.per_user_limit""",
+}
+# The money checks: `%(settle_s)s` is how long a payment may still be on its way to its end.
+MONEY_QUERIES: dict[str, str] = {
+    "order_not_paid_once": """
+        SELECT o.order_id, count(p.payment_id), array_agg(p.status)
+        FROM orders o LEFT JOIN payments p ON p.order_id = o.order_id
+        WHERE o.status = 'confirmed' AND (%(event)s::uuid IS NULL OR o.event_id = %(event)s::uuid)
+        GROUP BY o.order_id
+        HAVING count(p.payment_id) <> 1
+            OR bool_or(p.status NOT IN ('captured', 'authorized'))
+            OR bool_or(p.status = 'authorized'
+                       AND p.created_at < now() - %(settle_s)s * interval '1 second')""",
+    "payment_amount_unlike_order": """
+        SELECT o.order_id, o.amount_minor, o.currency, p.amount_minor, p.currency
+        FROM orders o JOIN payments p ON p.order_id = o.order_id
+        WHERE (%(event)s::uuid IS NULL OR o.event_id = %(event)s::uuid)
+          AND (o.amount_minor <> p.amount_minor OR o.currency <> p.currency)""",
+    "money_taken_without_order": """
+        SELECT p.payment_id, p.status, p.order_id FROM payments p
+        JOIN holds h ON h.hold_id = p.hold_id
+        LEFT JOIN orders o ON o.order_id = p.order_id AND o.status = 'confirmed'
+        WHERE (%(event)s::uuid IS NULL OR h.event_id = %(event)s::uuid)
+          AND p.status = 'captured' AND o.order_id IS NULL""",
+    "authorization_left_open": """
+        SELECT p.payment_id, p.status, p.attempts, p.last_error FROM payments p
+        JOIN holds h ON h.hold_id = p.hold_id
+        WHERE (%(event)s::uuid IS NULL OR h.event_id = %(event)s::uuid)
+          AND p.status IN ('authorized', 'void_pending', 'refund_pending')
+          AND p.created_at < now() - %(settle_s)s * interval '1 second'""",
+    "capture_failed": """
+        SELECT p.payment_id, p.order_id, p.last_error FROM payments p
+        JOIN holds h ON h.hold_id = p.hold_id
+        WHERE (%(event)s::uuid IS NULL OR h.event_id = %(event)s::uuid)
+          AND p.status = 'capture_failed'""",
 }
 _COUNTS: Final = """
     SELECT count(*), count(*) FILTER (WHERE state = 'sold') FROM seat_claims c
@@ -189,12 +227,18 @@ def _connect(database_url: str) -> psycopg.Connection[Any]:
     )
 
 
-def audit(database_url: str, event_id: str | None = None) -> AuditReport:
-    """Run every database check against `database_url`, for one event or (None) all of them."""
+def audit(
+    database_url: str,
+    event_id: str | None = None,
+    *,
+    settle_s: float = limits.audit_payment_settle_s_max,
+) -> AuditReport:
+    """Run every database check against `database_url`, for one event or (None) all of them;
+    a payment younger than `settle_s` may still be on its way to its end."""
     report = AuditReport(event_id=event_id)
-    params = {"event": event_id}
+    params = {"event": event_id, "settle_s": settle_s}
     with _connect(database_url) as conn, conn.cursor() as cursor:
-        for name, query in QUERIES.items():
+        for name, query in {**QUERIES, **MONEY_QUERIES}.items():
             cursor.execute(query, params)
             report.violations[name] = [tuple(row) for row in cursor.fetchall()]
         cursor.execute(_COUNTS, params)

@@ -667,7 +667,8 @@ class Onsale:
             self.tally.abandoned.append((hold_id, fan.token, deadline))
             return
         if fan.role == "releaser":
-            answer = await self.write(fan, "release", "DELETE", f"/v1/holds/{hold_id}", None)
+            path = f"/v1/events/{self.event_id}/holds/{hold_id}"
+            answer = await self.write(fan, "release", "DELETE", path, None)
             if answer is not None and answer.status == 204:
                 self.tally.released += 1
                 self.tally.open_holds.pop(hold_id, None)
@@ -684,7 +685,8 @@ class Onsale:
     async def checkout(self, fan: _Fan, hold_id: str, payment_token: str) -> bool:
         """Pay for the hold; True when an order came back."""
         body = {"hold_id": hold_id, "payment_token": payment_token}
-        answer = await self.write(fan, "checkout", "POST", "/v1/orders", body)
+        path = f"/v1/events/{self.event_id}/orders"
+        answer = await self.write(fan, "checkout", "POST", path, body)
         if answer is None:
             return False
         if answer.status == 402:
@@ -766,7 +768,8 @@ class Onsale:
                 self.tally.bot_breaches += 1
                 hold_id = msgspec.json.decode(answer.body)["hold_id"]
                 # Give the seats back so the breach does not also distort the sale.
-                await self.call(region.edge_writes, None, "DELETE", f"/v1/holds/{hold_id}", headers)
+                path = f"/v1/events/{self.event_id}/holds/{hold_id}"
+                await self.call(region.edge_writes, None, "DELETE", path, headers)
 
     # --- the run ---
 

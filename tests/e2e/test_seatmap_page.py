@@ -98,12 +98,14 @@ async def hold(
     return hold_id
 
 
-async def buy(client: httpx.AsyncClient, user: str, hold_id: str, token: str | None) -> None:
+async def buy(
+    client: httpx.AsyncClient, event: str, user: str, hold_id: str, token: str | None
+) -> None:
     headers = fan_headers(user, secrets.token_hex(8))
     if token is not None:
         headers["X-Admission-Token"] = token
     body = {"hold_id": hold_id, "payment_token": "tok_approve"}
-    bought = await client.post("/v1/orders", json=body, headers=headers)
+    bought = await client.post(f"/v1/events/{event}/orders", json=body, headers=headers)
     assert bought.status_code == 201, bought.text
 
 
@@ -166,7 +168,7 @@ async def test_the_seat_map_page_sells_and_updates_live(
     }
     # Sold before the page opens (the room is still off): five seats in section 101, row 5.
     sold = rows["101", 4][10:15]
-    await buy(client, "early", await hold(client, event, "early", sold, None), None)
+    await buy(client, event, "early", await hold(client, event, "early", sold, None), None)
     await befriend(client, "alice", "bob")
     share = await client.put("/v1/me/sharing", headers=fan_headers("bob"), json={"share": True})
     assert share.status_code == 200, share.text
@@ -235,13 +237,13 @@ async def test_the_seat_map_page_sells_and_updates_live(
     answered = time.monotonic()
     await until_drawn(page, others, ["taken"], 5)
     latency = time.monotonic() - answered
-    await buy(client, "carol", carol_hold, carol)
+    await buy(client, event, "carol", carol_hold, carol)
     assert latency < LIVE_WITHIN_S, f"shown {latency:.3f} s after the writer's 201"
 
     # A friend who shares: their seats are drawn as a friend's.
     friends = await middle(page, rows[section, front + 3], 2)
     bob = await admission(client, event, "bob")
-    await buy(client, "bob", await hold(client, event, "bob", friends, bob), bob)
+    await buy(client, event, "bob", await hold(client, event, "bob", friends, bob), bob)
     await until_drawn(page, friends, ["friend"], 10)
     await expect(page.locator("#friends-list")).to_contain_text("bob")
     assert [await drawn(page, seat) for seat in sold + others] == ["taken"] * 8

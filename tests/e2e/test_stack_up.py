@@ -80,7 +80,7 @@ def test_up_sells_through_an_edge_in_both_regions_and_down_leaves_nothing(
     assert held.status_code == 201, held.text
     hold = held.json()
     sold = httpx.post(
-        f"{edge}/v1/orders",
+        f"{edge}/v1/events/{stack.event_id}/orders",
         json={"hold_id": hold["hold_id"], "payment_token": "tok_approve"},
         headers={**headers, "Idempotency-Key": "o"},
         timeout=30,

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import psutil
 from edge_support import wait_seen_on
 from link_proxy import LinkProxy
 from writer_support import WRITER_ADMIN_KEY, WRITER_JWT_SECRET, event_body, settings, writer_env
@@ -58,6 +59,15 @@ def pause(service: ServiceProcess) -> None:
     """SIGSTOP the service's process group (Granian's parent and workers): a stalled process."""
     assert service.process is not None
     os.killpg(service.process.pid, signal.SIGSTOP)
+
+
+def signal_server(server: RunningServer, signum: signal.Signals) -> None:
+    """Signal a server and every process it started: PostgreSQL's backends each lead a process
+    group of their own, so a signal to the postmaster's group reaches none of them."""
+    root = psutil.Process(server.pid)
+    for process in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.send_signal(signum)
 
 
 def resume(service: ServiceProcess) -> None:

@@ -30,7 +30,7 @@ import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import httpx
@@ -56,6 +56,9 @@ IN_FLIGHT_RETRY_S: Final = 2.0
 RETRY_STATUSES: Final = frozenset({502, 503, 504})
 # The writer releases an expired hold within ~1 s (ARCHITECTURE.md §3); the check allows this.
 EXPIRY_SLACK_S: Final = 3.0
+# The settler captures or voids a payment within a pass of its commit (it is woken by it), and
+# again every second while the provider is down: a case's payments all settle within this.
+SETTLE_S: Final = 15.0
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,9 @@ class HoldAck:
     user_id: str
     seats: tuple[str, ...]
     expires_at: datetime
+    # When the fan got the 201 (this machine's clock, the database's too): a hold answered
+    # after its deadline is one the fan could never have bought.
+    answered_at: datetime
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,8 @@ class Ledger:
     release_tried: set[str] = field(default_factory=set)
     # (kind, final status) per request, "retry <why>" per resend, "gave up <kind>" per abandon.
     outcomes: Counter[str] = field(default_factory=Counter)
+    # How long each 503 `overloaded` took to come back: a refusal must be fast.
+    shed_latencies_s: list[float] = field(default_factory=list)
 
     @property
     def retries(self) -> int:
@@ -241,6 +249,7 @@ class OnsaleLoad:
             user_id=user,
             seats=tuple(body["seats"]),
             expires_at=datetime.fromisoformat(body["expires_at"]),
+            answered_at=datetime.now(UTC),
         )
         self.ledger.holds[ack.hold_id] = ack
         return ack
@@ -253,7 +262,10 @@ class OnsaleLoad:
             self.ledger.order_tried.add(hold.hold_id)
             order = {"hold_id": hold.hold_id, "payment_token": PAYMENT_TOKEN}
             status, body = await self._send(
-                fan, _Request("order", "POST", "/v1/orders", user, key + "-o", order)
+                fan,
+                _Request(
+                    "order", "POST", f"/v1/events/{self.event_id}/orders", user, key + "-o", order
+                ),
             )
             if status == 201:
                 self.ledger.orders[body["order_id"]] = OrderAck(
@@ -264,7 +276,7 @@ class OnsaleLoad:
                 )
         elif choice < self.shape.order_share + self.shape.release_share:
             self.ledger.release_tried.add(hold.hold_id)
-            path = f"/v1/holds/{hold.hold_id}"
+            path = f"/v1/events/{self.event_id}/holds/{hold.hold_id}"
             status, _ = await self._send(fan, _Request("release", "DELETE", path, user, None, None))
             if status in (200, 204):
                 self.ledger.released.add(hold.hold_id)
@@ -300,6 +312,7 @@ class OnsaleLoad:
     ) -> tuple[int, Any, bool] | str:
         """One try: the answer (status, body, replayed?), or why it should be tried again."""
         await self._going.wait()
+        sent = time.monotonic()
         try:
             response = await self._client.request(method, url, headers=headers, json=body)
         except httpx.TimeoutException:
@@ -311,6 +324,9 @@ class OnsaleLoad:
             with contextlib.suppress(ValueError):
                 data = response.json()
         if response.status_code in RETRY_STATUSES:
+            if _code(data) == "overloaded":
+                self.ledger.shed_latencies_s.append(time.monotonic() - sent)
+                return "503 overloaded"
             return str(response.status_code)
         if response.status_code == 409 and _code(data) == "idempotency_key_in_flight":
             return "409 in flight"
@@ -428,8 +444,7 @@ def _hold_problems(db: _Database, ledger: Ledger) -> list[str]:
         _, user_id, status, seats, expires_at, ended_at = row
         if user_id != ack.user_id or list(seats) != list(ack.seats):
             problems.append(f"{where}: {user_id} {list(seats)}, acked {ack.user_id} {ack.seats}")
-        if expires_at != ack.expires_at:
-            problems.append(f"{where}: expires {expires_at}, acked {ack.expires_at}")
+        problems += _deadline_problems(where, ack, expires_at)
         if status not in _allowed_statuses(ledger, ack.hold_id):
             problems.append(f"{where}: {status}, allowed {_allowed_statuses(ledger, ack.hold_id)}")
         claimed = db.claims.get(ack.hold_id, {})
@@ -446,6 +461,15 @@ def _hold_problems(db: _Database, ledger: Ledger) -> list[str]:
             problems.append(f"{where}: {status} but still claims {claimed}")
         if status == "expired" and (ended_at is None or ended_at < expires_at):
             problems.append(f"{where}: expired at {ended_at}, before its {expires_at}")
+    return problems
+
+
+def _deadline_problems(where: str, ack: HoldAck, expires_at: datetime) -> list[str]:
+    problems = []
+    if expires_at != ack.expires_at:
+        problems.append(f"{where}: expires {expires_at}, acked {ack.expires_at}")
+    if ack.answered_at >= ack.expires_at:
+        problems.append(f"{where}: answered at {ack.answered_at}, after it expired")
     return problems
 
 
@@ -466,10 +490,31 @@ class LedgerReport:
 
 
 def check_ledger(database_url: str, ledger: Ledger) -> LedgerReport:
-    """Every acknowledged hold and order accounted for in the database, and the audit clean."""
+    """Every acknowledged hold and order accounted for in the database, and the audit clean,
+    money included: once every payment of the event has settled (`wait_settled`), every order
+    is captured exactly once for its amount and no authorization is left open."""
+    wait_settled(database_url, ledger.event_id)
     db = _read_database(database_url, ledger)
     problems = _order_problems(db, ledger) + _hold_problems(db, ledger)
-    return LedgerReport(problems, audit(database_url))
+    return LedgerReport(problems, audit(database_url, settle_s=0))
+
+
+def wait_settled(database_url: str, event_id: str, within_s: float = SETTLE_S) -> None:
+    """Until no payment of the event is still to be captured, voided or refunded."""
+    deadline = time.monotonic() + within_s
+    while True:
+        with psycopg.connect(database_url) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM payments p JOIN holds h ON h.hold_id = p.hold_id"
+                " WHERE h.event_id = %s"
+                " AND p.status IN ('authorized', 'void_pending', 'refund_pending')",
+                (event_id,),
+            ).fetchone()
+        if row is not None and row[0] == 0:
+            return
+        if time.monotonic() > deadline:
+            return  # the audit names what is still open
+        time.sleep(0.1)
 
 
 async def expect_convergence(

@@ -23,12 +23,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -42,9 +44,24 @@ from nats.js.api import RawStreamMsg
 from nats.js.errors import NotFoundError
 from writer_support import WriterApi, writer_env
 
-from faults.fault_stack import FaultStack, is_up, open_fault_stack, pause, resume
-from faults.onsale_load import Ledger, OnsaleLoad, check_ledger, expect_convergence
+from faults.fault_stack import (
+    FaultStack,
+    is_up,
+    open_fault_stack,
+    pause,
+    resume,
+    signal_server,
+)
+from faults.onsale_load import (
+    HoldAck,
+    Ledger,
+    OnsaleLoad,
+    check_ledger,
+    expect_convergence,
+    wait_settled,
+)
 from global_writer.settings import Settings
+from tessera.tooling.audit import audit
 from tessera.tooling.processes import ServiceProcess, start_writer
 from tessera.tooling.servers import ServerStartError
 
@@ -71,6 +88,11 @@ FINAL_ANSWERS = {
     "order": {"201", "409", "replayed"},
     "release": {"204"},
 }
+# The database stall of the overload case, and how fast its refusals must come: at once, not
+# after the stall (a refusal waits for nothing but the writer's own event loop).
+STALL_S = 3.0
+SHED_ANSWER_S_MAX = 0.5
+BURST = 20
 # Enough acknowledgements that the fault really met a sale.
 HOLDS_MIN = 40
 ORDERS_MIN = 5
@@ -293,6 +315,126 @@ async def test_writer_with_a_stale_lease_cannot_commit(stack: FaultStack, tmp_pa
         zombie.stop()
 
 
+async def test_writer_crash_with_captures_pending(stack: FaultStack, tmp_path: Path) -> None:
+    """A checkout commits (its order confirmed, its payment `authorized`) and the writer dies
+    before its settler captures anything (TESSERA_FAULT_CRASH_AFTER_SALE kills it right after
+    the first commit that sells seats). The payments table is the settler's durable queue: the writer that starts
+    next captures the payment, the fan's retry is answered from the idempotency store, and the
+    money audit is clean (the order paid once, for its amount)."""
+    event_id = await stack.create_event(hold_ttl_s=60)
+    crashing = msgspec.structs.replace(stack.writer_settings, fault_crash_after_sale=True)
+    async with httpx.AsyncClient(base_url=stack.writer.url, timeout=10) as client:
+        api = WriterApi(client, stack.writer_settings)
+        held = await api.hold(event_id, "payer", {"best_available": {"quantity": 2}}, "h")
+        assert held.status_code == 201, held.text
+        hold_id = held.json()["hold_id"]
+        stack.writer.kill()
+        async with asyncio.timeout(60):
+            crasher = asyncio.create_task(
+                asyncio.to_thread(crash_once, tmp_path, crashing, stack.writer.port)
+            )
+            await asyncio.to_thread(wait_ready_on, stack.writer.port)
+            with pytest.raises(httpx.HTTPError):  # committed, then the process died
+                await api.order("payer", hold_id, "tok_approve", "o")
+            assert await crasher != 0, "the crashing writer killed itself after the sale"
+        assert payment_statuses(stack.database_url, hold_id) == ["authorized"]
+        await asyncio.to_thread(stack.writer.start)
+        replay = await api.order("payer", hold_id, "tok_approve", "o")
+    assert replay.status_code == 201, replay.text
+    assert replay.headers["idempotent-replayed"] == "true"
+    await asyncio.to_thread(wait_settled, stack.database_url, event_id)
+    assert payment_statuses(stack.database_url, hold_id) == ["captured"]
+    report = await asyncio.to_thread(audit, stack.database_url, event_id, settle_s=0)
+    assert report.ok, report.details()
+
+
+def payment_statuses(database_url: str, hold_id: str) -> list[str]:
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT status FROM payments WHERE hold_id = %s ORDER BY created_at", (hold_id,)
+        ).fetchall()
+    return [str(row[0]) for row in rows]
+
+
+async def test_overload_is_refused_at_once_and_nothing_acknowledged_is_lost(
+    stack: FaultStack,
+) -> None:
+    """PostgreSQL stalls (SIGSTOP of the server and its backends) for STALL_S under the sale:
+    the batch in flight cannot commit, so the writer's queue would make new requests wait past
+    `limits.actor_queue_wait_s_max`. A burst of BURST new fans arrives then: each is refused at
+    once (503 `overloaded` with Retry-After) instead of piling up, and retries with the same
+    key after its Retry-After. When the database comes back, what was queued commits: no
+    acknowledged hold or order is lost, and no fan is answered after its hold (3 s) expired
+    (the ledger checks both, the burst's holds included)."""
+    event_id = await stack.create_event()
+    burst: list[Burst] = []
+
+    async def fault() -> None:
+        signal_server(stack.postgres, signal.SIGSTOP)
+        try:
+            await asyncio.sleep(STALL_S / 2)  # past the bound: the batch in flight is stuck
+            async with httpx.AsyncClient(base_url=stack.writer.url, timeout=30) as client:
+                api = WriterApi(client, stack.writer_settings)
+                first = await asyncio.gather(*(arrive(api, event_id, n) for n in range(BURST)))
+            burst.extend(first)
+        finally:
+            await asyncio.sleep(STALL_S / 2)
+            signal_server(stack.postgres, signal.SIGCONT)
+
+    run = await onsale_under(stack, fault, event_id=event_id)
+    refused = [b for b in burst if b.status == 503]
+    assert len(refused) == BURST, [(b.status, b.code, round(b.seconds, 2)) for b in burst]
+    assert all(b.code == "overloaded" and b.retry_after for b in refused), refused[:3]
+    slowest = max(b.seconds for b in refused)
+    assert slowest < SHED_ANSWER_S_MAX, f"a refusal took {slowest:.2f} s"
+    async with httpx.AsyncClient(base_url=stack.writer.url, timeout=30) as client:
+        api = WriterApi(client, stack.writer_settings)
+        for b in refused:  # the same key, after the database is back
+            again = await api.hold(event_id, b.user, BURST_HOLD, b.key)
+            assert again.status_code in (201, 409), again.text
+            if again.status_code == 201:
+                run.ledger.holds[again.json()["hold_id"]] = hold_ack(b.user, again.json())
+    await verify(stack, run)
+
+
+BURST_HOLD: dict[str, object] = {"best_available": {"quantity": 1}}
+
+
+@dataclass
+class Burst:
+    user: str
+    key: str
+    status: int
+    code: str | None
+    retry_after: str | None
+    seconds: float
+
+
+async def arrive(api: WriterApi, event_id: str, n: int) -> Burst:
+    user, key = f"burst-{n}", f"burst-{n}-h"
+    sent = time.monotonic()
+    answer = await api.hold(event_id, user, BURST_HOLD, key)
+    code = answer.json().get("error", {}).get("code") if answer.content else None
+    return Burst(
+        user,
+        key,
+        answer.status_code,
+        code,
+        answer.headers.get("retry-after"),
+        time.monotonic() - sent,
+    )
+
+
+def hold_ack(user: str, body: dict[str, object]) -> HoldAck:
+    return HoldAck(
+        hold_id=str(body["hold_id"]),
+        user_id=user,
+        seats=tuple(str(seat) for seat in body["seats"]),  # type: ignore[attr-defined]
+        expires_at=datetime.fromisoformat(str(body["expires_at"])),
+        answered_at=datetime.now(UTC),
+    )
+
+
 def expire_lease(database_url: str, event_id: str) -> None:
     """End every other session of the database (the stalled zombie's: the module's writer is
     down), then let the event's lease lapse."""
@@ -302,8 +444,7 @@ def expire_lease(database_url: str, event_id: str) -> None:
             " WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )
         conn.execute(
-            "UPDATE sections SET lease_expires_at = now() - interval '1 second'"
-            " WHERE event_id = %s",
+            "UPDATE event_leases SET expires_at = now() - interval '1 second' WHERE event_id = %s",
             (event_id,),
         )
 

@@ -118,8 +118,8 @@ async def test_a_stale_fencing_epoch_cannot_commit(
     assert first.status_code == 201
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(
-            "UPDATE sections SET lease_owner = 'usurper', lease_epoch = lease_epoch + 1,"
-            " lease_expires_at = now() + interval '1 hour' WHERE event_id = %s",
+            "UPDATE event_leases SET owner = 'usurper', epoch = epoch + 1,"
+            " expires_at = now() + interval '1 hour' WHERE event_id = %s",
             (event_id,),
         )
         versions_before = conn.execute(
@@ -193,9 +193,7 @@ async def test_connections_killed_under_the_writer_are_retried_not_answered_with
     assert row is not None and row[0] >= 1, "the writer's pooled connections were killed"
     held = await writer_api.hold(event_id, "bob", {"seats": ["S:A:2"]}, "b")
     assert held.status_code == 201, held.text
-    released = await writer_api.client.delete(
-        f"/v1/holds/{first.json()['hold_id']}", headers=writer_api.headers("ann")
-    )
+    released = await writer_api.release("ann", first.json()["hold_id"])
     assert released.status_code == 204, released.text
     replay = await writer_api.hold(event_id, "bob", {"seats": ["S:A:2"]}, "b")
     assert replay.status_code == 201

@@ -42,10 +42,10 @@ FAN_WRITES: Final[tuple[Operation, ...]] = (
     ("DELETE", "/v1/me/friends/{friend_id}"),
     ("POST", "/v1/events/{event_id}/holds"),
     ("GET", "/v1/holds/{hold_id}"),
-    ("POST", "/v1/holds/{hold_id}/extend"),
-    ("POST", "/v1/orders"),
+    ("POST", "/v1/events/{event_id}/holds/{hold_id}/extend"),
+    ("POST", "/v1/events/{event_id}/orders"),
     ("GET", "/v1/orders/{order_id}"),
-    ("DELETE", "/v1/holds/{hold_id}"),
+    ("DELETE", "/v1/events/{event_id}/holds/{hold_id}"),
 )
 SEAT_READS: Final[tuple[Operation, ...]] = (
     ("GET", "/v1/events/{event_id}/seatmap"),
@@ -217,7 +217,7 @@ class Fuzzed:
                 st.fixed_dictionaries({"seats": seats}),
                 st.fixed_dictionaries({"best_available": best}),
             )
-        if (method, path) == ("POST", "/v1/orders"):
+        if (method, path) == ("POST", "/v1/events/{event_id}/orders"):
             holds = [self.paid_hold[tier], self.holds[tier], str(uuid.UUID(int=0))]
             return st.fixed_dictionaries(
                 {
@@ -265,7 +265,7 @@ def fuzzed(edge_stack: EdgeStack) -> Fuzzed:
     }
     bought = hold(event_url, FAN, ["C:A:10"], "setup-bought")
     order = httpx.post(
-        f"{writer}/v1/orders",
+        f"{event_url}/orders",
         headers=fan_headers(FAN, "setup-order"),
         json={"hold_id": bought, "payment_token": "tok_approve"},
         timeout=30,

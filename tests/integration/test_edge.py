@@ -1,6 +1,6 @@
 """The edge against real processes (writer, two regional read nodes, Valkey, NATS, PostgreSQL):
-the micro-cache (single flight, revalidation, 304s, stale, 503, failover), writes passed through,
-SSE proxied, bad input."""
+the micro-cache (single flight, revalidation, 304s, stale, 503, failover), writes passed through
+(their bytes, their answers, an unreachable writer), SSE proxied, bad input."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from edge_support import (
 )
 
 from tessera.tooling.processes import ServiceProcess, start_regional
+from tessera.tooling.servers import free_port
 
 pytestmark = pytest.mark.anyio
 
@@ -128,6 +129,8 @@ async def test_failover_to_the_next_origin(stack: EdgeStack, tmp_path: Path) -> 
 
 
 async def test_writes_pass_through_unchanged(stack: EdgeStack, edge: ServiceProcess) -> None:
+    """Hold, replay, extend, buy, release: the fast write path (edge/fastwrites.py) passes each
+    to the writer on the event's path and its answer back as the writer gave it."""
     event = stack.create_event()
     async with httpx.AsyncClient(base_url=edge.url, timeout=30) as client:
         body = {"best_available": {"quantity": 2}}
@@ -137,6 +140,9 @@ async def test_writes_pass_through_unchanged(stack: EdgeStack, edge: ServiceProc
         assert held.status_code == 201, held.text
         hold = held.json()
         assert hold["event_id"] == event and len(hold["seats"]) == 2
+        assert held.headers["location"] == f"/v1/holds/{hold['hold_id']}"
+        assert held.headers["content-type"].startswith("application/json")
+        assert "transfer-encoding" not in held.headers
         replay = await client.post(
             f"/v1/events/{event}/holds", json=body, headers=fan_headers("ann", "h1")
         )
@@ -145,8 +151,13 @@ async def test_writes_pass_through_unchanged(stack: EdgeStack, edge: ServiceProc
         assert replay.headers["idempotent-replayed"] == "true"
         mine = await client.get(f"/v1/holds/{hold['hold_id']}", headers=fan_headers("ann"))
         assert mine.json()["seats"] == hold["seats"]
+        extended = await client.post(
+            f"/v1/events/{event}/holds/{hold['hold_id']}/extend", headers=fan_headers("ann", "x1")
+        )
+        assert extended.status_code == 200, extended.text
+        assert extended.json()["expires_at"] > hold["expires_at"]
         order = await client.post(
-            "/v1/orders",
+            f"/v1/events/{event}/orders",
             json={"hold_id": hold["hold_id"], "payment_token": "tok_approve"},
             headers=fan_headers("ann", "o1"),
         )
@@ -156,6 +167,54 @@ async def test_writes_pass_through_unchanged(stack: EdgeStack, edge: ServiceProc
             f"/v1/orders/{order.json()['order_id']}", headers=fan_headers("bob")
         )
         assert other.status_code == 404
+        second = await client.post(
+            f"/v1/events/{event}/holds", json={"seats": ["S:B:1"]}, headers=fan_headers("ann", "h2")
+        )
+        assert second.status_code == 201, second.text
+        released = await client.delete(
+            f"/v1/events/{event}/holds/{second.json()['hold_id']}", headers=fan_headers("ann", "r")
+        )
+        assert released.status_code == 204, released.text
+    metrics = httpx.get(f"{edge.url}/metrics").text
+    assert 'tessera_edge_writer_requests_total{result="2xx"}' in metrics
+    assert 'route="/v1/events/{event_id}/holds",status="201"' in metrics
+
+
+async def test_a_header_byte_outside_ascii_reaches_the_writer(
+    stack: EdgeStack, edge: ServiceProcess
+) -> None:
+    """The fan's bytes go to the writer unchanged, which answers them: never an edge 500."""
+    event = stack.create_event()
+    headers = {**fan_headers("bytes"), "Idempotency-Key": "\xe9"}
+    wire = [(k.encode(), v.encode("latin-1")) for k, v in headers.items()]
+    response = httpx.post(
+        f"{edge.url}/v1/events/{event}/holds",
+        headers=[*wire, (b"content-type", b"application/json")],
+        content=b'{"seats": ["S:B:2"]}',
+    )
+    assert response.status_code < 500, response.text
+    writer_direct = httpx.post(
+        f"{stack.writer.url}/v1/events/{event}/holds",
+        headers=[*wire, (b"content-type", b"application/json")],
+        content=b'{"seats": ["S:B:3"]}',
+    )
+    assert response.status_code == writer_direct.status_code, (response.text, writer_direct.text)
+
+
+async def test_an_unreachable_writer_is_a_502_with_retry_after(stack: EdgeStack) -> None:
+    edge = stack.start_edge("edge-no-writer", TESSERA_WRITER_URL=f"http://127.0.0.1:{free_port()}")
+    event = stack.create_event()
+    for method, path in [
+        ("POST", f"/v1/events/{event}/holds"),
+        ("POST", f"/v1/events/{event}/orders"),
+        ("GET", "/v1/me"),
+    ]:
+        response = httpx.request(
+            method, f"{edge.url}{path}", headers=fan_headers("lost", "k"), json={"seats": ["S:A:1"]}
+        )
+        assert response.status_code == 502, (path, response.text)
+        assert response.json()["error"]["code"] == "writer_unavailable"
+        assert response.headers["retry-after"] == "1"
 
 
 async def test_sse_is_proxied_without_buffering(stack: EdgeStack, edge: ServiceProcess) -> None:
@@ -189,10 +248,24 @@ BAD_INPUT: list[tuple[str, str, dict[str, object], int, str | None]] = [
     ("POST", "/v1/events/{event}/holds", {"json": {"seats": 7}}, 0, None),
     ("POST", "/v1/events/{event}/holds", {"json": {"extra": 1}}, 0, None),
     ("POST", "/v1/events/{event}/holds", {"content": b"x" * 70_000}, 413, "payload_too_large"),
+    (
+        "POST",
+        "/v1/events/{event}/holds",
+        {"content": b"seats=1", "headers": {"content-type": "text/plain"}},
+        415,
+        "unsupported_media_type",
+    ),
     ("POST", "/v1/events/nope/holds", {"json": {}}, 404, "not_found"),
-    ("POST", "/v1/holds/nope/extend", {}, 404, "not_found"),
-    ("DELETE", "/v1/holds/nope", {}, 404, "not_found"),
-    ("POST", "/v1/orders", {"content": b"[]"}, 0, None),
+    ("POST", "/v1/events/{event}/holds/nope/extend", {}, 404, "not_found"),
+    ("POST", "/v1/events/nope/holds/{event}/extend", {}, 404, "not_found"),
+    ("DELETE", "/v1/events/{event}/holds/nope", {}, 404, "not_found"),
+    ("DELETE", "/v1/events/{event}/holds", {}, 405, "method_not_allowed"),
+    ("POST", "/v1/events/{event}/orders", {"content": b"[]"}, 0, None),
+    ("POST", "/v1/events/{event}/orders", {"content": b"x" * 70_000}, 413, "payload_too_large"),
+    ("POST", "/v1/events/nope/orders", {"json": {}}, 404, "not_found"),
+    ("POST", "/v1/events/{event}/orders/", {"content": b"[]"}, 0, None),
+    ("POST", "/v1/orders", {"json": {}}, 404, "not_found"),
+    ("POST", "/v1/holds/{event}/extend", {}, 404, "not_found"),
     ("GET", "/v1/orders/nope", {}, 404, "not_found"),
     ("PUT", "/v1/me/friends/bad%20id", {}, 404, "not_found"),
 ]
@@ -204,13 +277,16 @@ async def test_bad_input_gets_a_clean_4xx(
     edge: ServiceProcess,
     case: tuple[str, str, dict[str, object], int, str | None],
 ) -> None:
-    method, path, kwargs, status, code = case
+    method, path, given, status, code = case
+    kwargs = dict(given)
     event = stack.events[0] if stack.events else stack.create_event()
+    extra = kwargs.pop("headers", {})
+    assert isinstance(extra, dict)
     async with httpx.AsyncClient(base_url=edge.url, timeout=30) as client:
         response = await client.request(
             method,
             path.format(event=event),
-            headers=fan_headers("bad", "k"),
+            headers={**fan_headers("bad", "k"), **extra},
             **kwargs,  # type: ignore[arg-type]
         )
     assert 400 <= response.status_code < 500, response.text

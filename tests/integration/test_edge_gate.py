@@ -140,16 +140,36 @@ async def test_writes_need_a_valid_admission_token_while_the_room_is_on(
             assert response.json()["error"]["code"] == "admission_required", why
         held = await hold(client, event, "ada", token, "S:A:1")
         assert held.status_code == 201, held.text
-        # The order names only the hold: the edge finds the event and checks the token too.
+        # Every write names its event in its path: extend, buy and release are checked too.
+        hold_path = f"/v1/events/{event}/holds/{held.json()['hold_id']}"
+        guarded = {**fan_headers("ada", "x"), "X-Admission-Token": token}
+        refused_extend = await client.post(f"{hold_path}/extend", headers=fan_headers("ada", "x"))
+        assert refused_extend.status_code == 403, refused_extend.text
+        assert (await client.post(f"{hold_path}/extend", headers=guarded)).status_code == 200
         order = {"hold_id": held.json()["hold_id"], "payment_token": "tok_approve"}
-        refused = await client.post("/v1/orders", json=order, headers=fan_headers("ada", "o"))
+        orders = f"/v1/events/{event}/orders"
+        refused = await client.post(orders, json=order, headers=fan_headers("ada", "o"))
         assert refused.status_code == 403
+        assert refused.json()["error"]["code"] == "admission_required"
+        elsewhere_order = await client.post(
+            orders,
+            json=order,
+            headers={**fan_headers("ada", "o"), "X-Admission-Token": elsewhere},
+        )
+        assert elsewhere_order.status_code == 403
         bought = await client.post(
-            "/v1/orders",
+            orders,
             json=order,
             headers={**fan_headers("ada", "o"), "X-Admission-Token": token},
         )
         assert bought.status_code == 201, bought.text
+        spare = await hold(client, event, "ada", token, "S:A:3")
+        release = f"/v1/events/{event}/holds/{spare.json()['hold_id']}"
+        assert (await client.delete(release, headers=fan_headers("ada"))).status_code == 403
+        released = await client.delete(
+            release, headers={**fan_headers("ada"), "X-Admission-Token": token}
+        )
+        assert released.status_code == 204, released.text
         room(edge, event, enabled=False)
         assert (await hold(client, event, "cy", None, "S:A:2")).status_code == 201
 

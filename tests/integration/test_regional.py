@@ -116,7 +116,7 @@ async def test_holds_releases_and_sales_reach_the_regional_map(stack: Stack) -> 
     first = await hold(stack, "ann", {"seats": ["S:A:1", "S:A:2"]}, "a")
     second = await hold(stack, "bob", {"best_available": {"quantity": 3}}, "b")
     await converged(stack)
-    await stack.api.client.delete(f"/v1/holds/{first['hold_id']}", headers=stack.api.headers("ann"))
+    await stack.api.release("ann", first["hold_id"])
     sold = await stack.api.order("bob", second["hold_id"], "tok_approve", "o")
     assert sold.status_code == 201
     await converged(stack)
@@ -348,9 +348,7 @@ async def test_sales_reach_both_regions_through_the_mirror(
                 second = await hold(stack, "bob", {"best_available": {"quantity": 2}}, "b")
                 await converged(stack)
                 await converged(stack, far)
-                await stack.api.client.delete(
-                    f"/v1/holds/{first['hold_id']}", headers=stack.api.headers("ann")
-                )
+                await stack.api.release("ann", first["hold_id"])
                 assert (
                     await stack.api.order("bob", second["hold_id"], "tok_approve", "o")
                 ).status_code == 201

@@ -192,15 +192,17 @@ async def test_per_user_cap_counts_holds_and_purchases(writer_api: Any) -> None:
 async def test_extend_once_release_frees_at_once_and_owners_only(writer_api: Any) -> None:
     event = await writer_api.create_event(hold_ttl_s=60)
     hold = (await writer_api.hold(event, "jo", {"seats": ["ORCH:A:105"]}, "h")).json()
-    path = f"/v1/holds/{hold['hold_id']}"
-    extended = await writer_api.client.post(
-        f"{path}/extend", headers=writer_api.headers("jo", "x1")
-    )
+    path = writer_api.hold_path(hold["hold_id"])
+    extended = await writer_api.extend("jo", hold["hold_id"], "x1")
     assert extended.status_code == 200
     assert extended.json()["expires_at"] > hold["expires_at"]
-    twice = await writer_api.client.post(f"{path}/extend", headers=writer_api.headers("jo", "x2"))
+    twice = await writer_api.extend("jo", hold["hold_id"], "x2")
     assert twice.status_code == 409
-    assert (await writer_api.client.get(path, headers=writer_api.headers("kim"))).status_code == 404
+    assert twice.json()["error"]["code"] == "hold_already_extended"
+    view = await writer_api.client.get(
+        f"/v1/holds/{hold['hold_id']}", headers=writer_api.headers("kim")
+    )
+    assert view.status_code == 404
     assert (
         await writer_api.client.delete(path, headers=writer_api.headers("kim"))
     ).status_code == 404
@@ -279,9 +281,7 @@ async def test_redis_mirrors_holds_and_per_fan_counts(writer_api: Any, redis_url
             await asyncio.sleep(0.02)
         assert await redis.get(key) == b"5"
         assert await redis.pttl(f"tessera:hold:{first['hold_id']}") > 0
-        await writer_api.client.delete(
-            f"/v1/holds/{first['hold_id']}", headers=writer_api.headers("ola")
-        )
+        await writer_api.release("ola", first["hold_id"])
         for _ in range(50):
             if await redis.get(key) == b"2":
                 break

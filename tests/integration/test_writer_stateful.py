@@ -55,6 +55,7 @@ def seat_id(index: int) -> str:
 class WriterMachine(RuleBasedStateMachine):
     client: TestClient[Any]
     database_url: str
+    writer: Any
     holds = Bundle("holds")
 
     @initialize()
@@ -148,7 +149,9 @@ class WriterMachine(RuleBasedStateMachine):
         if hold == "none":
             return
         user, seats, status, extended = self.owner[hold]
-        response = self.client.delete(f"/v1/holds/{hold}", headers=self.headers(user, key=False))
+        response = self.client.delete(
+            f"/v1/events/{self.event}/holds/{hold}", headers=self.headers(user, key=False)
+        )
         if status == "purchased":
             assert response.status_code == 409
             return
@@ -163,7 +166,9 @@ class WriterMachine(RuleBasedStateMachine):
             return
         user, seats, status, extended = self.owner[hold]
         response = self.client.post(
-            "/v1/orders", headers=self.headers(user), json={"hold_id": hold, "payment_token": token}
+            f"/v1/events/{self.event}/orders",
+            headers=self.headers(user),
+            json={"hold_id": hold, "payment_token": token},
         )
         if status != "active":
             assert response.status_code == 409, response.text
@@ -180,7 +185,9 @@ class WriterMachine(RuleBasedStateMachine):
         if hold == "none":
             return
         user, seats, status, extended = self.owner[hold]
-        response = self.client.post(f"/v1/holds/{hold}/extend", headers=self.headers(user))
+        response = self.client.post(
+            f"/v1/events/{self.event}/holds/{hold}/extend", headers=self.headers(user)
+        )
         if status == "active" and not extended:
             assert response.status_code == 200, response.text
             self.owner[hold] = (user, seats, status, True)
@@ -199,8 +206,7 @@ class WriterMachine(RuleBasedStateMachine):
                 "UPDATE holds SET expires_at = now() - interval '1 second' WHERE hold_id = %s",
                 (hold,),
             )
-        writer = self.client.app.state.writer
-        wheel = writer.events[uuid.UUID(self.event)].runtime.wheel
+        wheel = self.writer.events[uuid.UUID(self.event)].runtime.wheel
         self.client.blocking_portal.call(wheel.schedule, hold, now_ms())
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
@@ -242,8 +248,10 @@ class WriterMachine(RuleBasedStateMachine):
 
 
 def test_writer_state_machine(writer_settings: Any, database_url: str) -> None:
-    with TestClient(create_app(writer_settings)) as client:
+    app = create_app(writer_settings)
+    with TestClient(app) as client:
         WriterMachine.client = client
+        WriterMachine.writer = app.state.writer
         WriterMachine.database_url = database_url
         run_state_machine_as_test(
             WriterMachine,

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import time
 from collections.abc import Coroutine
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -13,6 +15,7 @@ import pytest
 
 from global_writer.payments import (
     Authorization,
+    OpenAuthorization,
     PaymentDeclined,
     PaymentError,
     PaymentProvider,
@@ -168,12 +171,30 @@ def test_different_keys_are_different_charges(sandbox: SandboxProvider) -> None:
     assert sandbox.counters == counters(authorizations=2)
 
 
-def test_sandbox_state_is_per_instance() -> None:
+def test_a_restarted_sandbox_finishes_what_an_earlier_one_authorized() -> None:
+    """State is per instance, but the settler must be able to capture or void, after a writer
+    restart, what the writer's sandbox authorized before it (tests/faults: captures pending)."""
     one, two = SandboxProvider(), SandboxProvider()
-    assert authorize(one).id != authorize(two).id
+    before = authorize(one)
+    assert before.id != authorize(two).id
+    asyncio.run(two.capture(before))
+    assert two.counters.captures == 1
+    asyncio.run(two.capture(before))  # a repeat is still a no-op
+    assert two.counters.captures == 1
+    voided = authorize(one, key="user-1:v")
+    asyncio.run(two.void(voided))
     with pytest.raises(PaymentError) as caught:
-        asyncio.run(two.capture(authorize(one)))
-    assert caught.value.code == "authorization_unknown"
+        asyncio.run(two.capture(voided))
+    assert caught.value.code == "authorization_voided"
+
+
+def test_the_sandbox_knows_nothing_another_provider_made() -> None:
+    sandbox = SandboxProvider()
+    foreign = msgspec.structs.replace(authorize(SandboxProvider()), provider="stripe")
+    for operation in (sandbox.capture, sandbox.void):
+        with pytest.raises(PaymentError) as caught:
+            asyncio.run(operation(foreign))
+        assert caught.value.code == "authorization_unknown"
 
 
 def test_concurrent_calls_with_one_key_charge_once(sandbox: SandboxProvider) -> None:
@@ -361,3 +382,174 @@ def test_authorization_round_trips_and_is_strict_on_the_wire(sandbox: SandboxPro
     for document in bad:
         with pytest.raises(msgspec.ValidationError):
             msgspec.json.decode(document, type=Authorization)
+
+
+# --- refund ---
+
+ONE_CAPTURED_AND_REFUNDED = SandboxCounters(
+    authorizations=1, declines=0, captures=1, voids=0, refunds=1
+)
+
+
+def refund(
+    sandbox: SandboxProvider,
+    authorization: Authorization,
+    amount_minor: int | None = None,
+    key: str = "refund-1",
+) -> None:
+    asyncio.run(sandbox.refund(authorization, amount_minor, key))
+
+
+def captured(sandbox: SandboxProvider, **arguments: Any) -> Authorization:
+    authorization = authorize(sandbox, **arguments)
+    asyncio.run(sandbox.capture(authorization))
+    return authorization
+
+
+def test_a_captured_authorization_is_refunded_once_per_key(sandbox: SandboxProvider) -> None:
+    authorization = captured(sandbox)
+    refund(sandbox, authorization)
+    refund(sandbox, authorization)  # the same key again: a no-op
+    assert sandbox.counters == ONE_CAPTURED_AND_REFUNDED
+    with pytest.raises(PaymentError) as caught:
+        refund(sandbox, authorization, key="refund-2")
+    assert caught.value.code == "authorization_refunded"
+
+
+def test_a_refund_key_reused_for_another_amount_is_a_mismatch(sandbox: SandboxProvider) -> None:
+    authorization = captured(sandbox)
+    refund(sandbox, authorization, 1_000, key="refund-a")
+    with pytest.raises(PaymentError) as caught:
+        refund(sandbox, authorization, 2_000, key="refund-a")
+    assert caught.value.code == "idempotency_mismatch"
+    other = captured(sandbox, key="user-1:key-2")
+    with pytest.raises(PaymentError) as caught:
+        refund(sandbox, other, 1_000, key="refund-a")
+    assert caught.value.code == "idempotency_mismatch"
+
+
+def test_partial_refunds_add_up_to_the_captured_amount(sandbox: SandboxProvider) -> None:
+    authorization = captured(sandbox, amount_minor=10_000)
+    refund(sandbox, authorization, 4_000, key="refund-a")
+    with pytest.raises(PaymentError) as caught:
+        refund(sandbox, authorization, 6_001, key="refund-b")
+    assert caught.value.code == "refund_exceeds_capture"
+    refund(sandbox, authorization, None, key="refund-c")  # the 6,000 left
+    assert sandbox.counters == dataclasses.replace(ONE_CAPTURED_AND_REFUNDED, refunds=2)
+    with pytest.raises(PaymentError) as caught:
+        refund(sandbox, authorization, 1, key="refund-d")
+    assert caught.value.code == "authorization_refunded"
+
+
+def test_a_refunded_authorization_stays_captured_for_capture_and_void(
+    sandbox: SandboxProvider,
+) -> None:
+    authorization = captured(sandbox)
+    refund(sandbox, authorization)
+    asyncio.run(sandbox.capture(authorization))  # still a no-op
+    with pytest.raises(PaymentError) as caught:
+        asyncio.run(sandbox.void(authorization))
+    assert caught.value.code == "authorization_captured"
+
+
+def test_a_zero_amount_capture_refunds_to_nothing(sandbox: SandboxProvider) -> None:
+    authorization = captured(sandbox, amount_minor=0)
+    refund(sandbox, authorization)
+    assert sandbox.counters.refunds == 1
+
+
+@pytest.mark.parametrize(
+    ("settle", "code"),
+    [(None, "authorization_not_captured"), ("void", "authorization_voided")],
+)
+def test_only_a_captured_authorization_is_refunded(
+    sandbox: SandboxProvider, settle: str | None, code: str
+) -> None:
+    authorization = authorize(sandbox)
+    if settle == "void":
+        asyncio.run(sandbox.void(authorization))
+    with pytest.raises(PaymentError) as caught:
+        refund(sandbox, authorization)
+    assert caught.value.code == code
+    assert sandbox.counters.refunds == 0
+
+
+def test_an_altered_authorization_is_not_refunded(sandbox: SandboxProvider) -> None:
+    authorization = captured(sandbox)
+    altered = msgspec.structs.replace(authorization, amount_minor=authorization.amount_minor - 1)
+    with pytest.raises(PaymentError) as caught:
+        refund(sandbox, altered)
+    assert caught.value.code == "authorization_unknown"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"amount_minor": 0},
+        {"amount_minor": 12_501},
+        {"amount_minor": True},
+        {"amount_minor": 1.0},
+        {"key": ""},
+        {"key": "k" * (limits.payment_idempotency_key_chars_max + 1)},
+    ],
+    ids=repr,
+)
+def test_bad_refund_arguments_from_the_writer_are_value_errors(
+    sandbox: SandboxProvider, change: dict[str, Any]
+) -> None:
+    authorization = captured(sandbox)
+    with pytest.raises(ValueError, match=r"amount_minor|idempotency_key"):
+        refund(sandbox, authorization, **change)
+    assert sandbox.counters.refunds == 0
+
+
+def test_a_full_sandbox_refuses_new_refund_keys() -> None:
+    sandbox = SandboxProvider(attempts_max=2)
+    authorization = captured(sandbox)
+    refund(sandbox, authorization, 1, key="refund-a")
+    refund(sandbox, authorization, 1, key="refund-b")
+    with pytest.raises(PaymentUnavailable, match="full"):
+        refund(sandbox, authorization, 1, key="refund-c")
+    refund(sandbox, authorization, 1, key="refund-a")  # still replays
+
+
+# --- open authorizations ---
+
+
+def test_open_authorizations_are_those_neither_captured_nor_voided(
+    sandbox: SandboxProvider,
+) -> None:
+    before = datetime.now(UTC)
+    captured(sandbox, key="user-1:captured")
+    voided = authorize(sandbox, key="user-1:voided")
+    asyncio.run(sandbox.void(voided))
+    with pytest.raises(PaymentDeclined):
+        authorize(sandbox, "tok_decline", key="user-1:declined")
+    still_open = [authorize(sandbox, key=f"user-1:open-{n}") for n in range(2)]
+    after = datetime.now(UTC) + timedelta(microseconds=1)
+
+    found = asyncio.run(sandbox.list_open_authorizations(after))
+    assert [entry.authorization for entry in found] == still_open
+    assert [entry.idempotency_key for entry in found] == ["user-1:open-0", "user-1:open-1"]
+    assert all(before <= entry.created_at < after for entry in found)
+    assert asyncio.run(sandbox.list_open_authorizations(before)) == []
+
+
+def test_open_authorizations_need_an_aware_datetime(sandbox: SandboxProvider) -> None:
+    with pytest.raises(ValueError, match="aware"):
+        asyncio.run(sandbox.list_open_authorizations(datetime(2030, 1, 1)))
+
+
+def test_open_authorizations_round_trip_on_the_wire(sandbox: SandboxProvider) -> None:
+    authorize(sandbox)
+    (entry,) = asyncio.run(sandbox.list_open_authorizations(datetime.now(UTC)))
+    assert msgspec.json.decode(msgspec.json.encode(entry), type=OpenAuthorization) == entry
+
+
+def test_closing_the_sandbox_releases_nothing_and_keeps_its_state(
+    sandbox: SandboxProvider,
+) -> None:
+    authorization = authorize(sandbox)
+    asyncio.run(sandbox.aclose())
+    asyncio.run(sandbox.capture(authorization))
+    assert sandbox.counters == counters(authorizations=1, captures=1)

@@ -34,5 +34,5 @@ def test_limit_names_end_with_a_unit_or_max() -> None:
     ]
     assert names, "limits module is empty"
     for name in names:
-        # A compression level is its own unit.
-        assert name.endswith(("_max", "_min", "_ms", "_s", "_bytes", "_level")), name
+        # A compression level is its own unit, and so is a share (a fraction from 0 to 1).
+        assert name.endswith(("_max", "_min", "_ms", "_s", "_bytes", "_level", "_share")), name

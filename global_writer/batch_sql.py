@@ -1,0 +1,168 @@
+"""The statements of a group commit, one per kind of change, each for the whole batch.
+
+Each statement has a fixed shape whatever the batch's size: rows travel as arrays unnested by the
+server, and one statement writes several tables through data-modifying CTEs, so a batch of any
+size costs at most seven round trips (releases, extensions, holds, sales, the version bump with
+its fencing check, the outbox, the idempotency records). SQLAlchemy compiles each once, and the
+driver prepares each once per connection. Written as SQL text because SQLAlchemy does not cache
+its PostgreSQL `insert(…).on_conflict_…()` constructs. Everything here is SQL that both PostgreSQL
+and CockroachDB accept: no table is written twice by one statement (CockroachDB refuses that).
+
+Who wins a seat is decided by `seat_claims`' primary key: a claim that conflicts is not inserted.
+
+Every statement that joins its arrays to a table also names the keys it touches with `= ANY(…)`:
+a plan that reads the table by its index, whatever the planner believes the table's size to be.
+Found under the onsale bench: on a database that started empty the statistics said "two rows",
+and the planner scanned whole tables (every idempotency key, every active hold) in each batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+
+UUID: Final = pg.UUID(as_uuid=True)
+
+
+def _array(name: str, item: Any) -> sa.BindParameter[Any]:
+    return sa.bindparam(name, type_=pg.ARRAY(item))
+
+
+# Releases and expiries alike. A fan's release names its user (a hold of someone else is not
+# touched); an expiry releases only a hold whose deadline has passed by the database's clock.
+RELEASE_HOLDS: Final = sa.text(
+    "WITH wanted AS ("
+    " SELECT * FROM unnest(:hold_ids, :reasons, :user_ids) AS w (hold_id, reason, user_id)"
+    "), ended AS ("
+    " UPDATE holds SET status = wanted.reason, ended_at = now() FROM wanted"
+    " WHERE holds.hold_id = wanted.hold_id AND holds.hold_id = ANY(:hold_ids)"
+    " AND holds.status = 'active'"
+    " AND (wanted.reason = 'released' OR holds.expires_at <= now())"
+    " AND (wanted.user_id = '' OR holds.user_id = wanted.user_id)"
+    " RETURNING holds.hold_id"
+    ")"
+    " DELETE FROM seat_claims USING ended WHERE seat_claims.hold_id = ended.hold_id"
+    " AND seat_claims.hold_id = ANY(:hold_ids)"
+    " RETURNING seat_claims.hold_id, seat_claims.section_id, seat_claims.seat_index,"
+    " seat_claims.user_id"
+).bindparams(_array("hold_ids", UUID), _array("reasons", sa.Text), _array("user_ids", sa.Text))
+
+# A hold is extended once, while it is active and before its deadline.
+EXTEND_HOLDS: Final = sa.text(
+    "UPDATE holds SET expires_at = holds.expires_at + e.seconds * interval '1 second',"
+    " extended = true"
+    " FROM unnest(:hold_ids, :user_ids, :seconds) AS e (hold_id, user_id, seconds)"
+    " WHERE holds.hold_id = e.hold_id AND holds.hold_id = ANY(:hold_ids)"
+    " AND holds.user_id = e.user_id"
+    " AND holds.status = 'active' AND NOT holds.extended AND holds.expires_at > now()"
+    " RETURNING holds.hold_id, holds.expires_at"
+).bindparams(_array("hold_ids", UUID), _array("user_ids", sa.Text), _array("seconds", sa.Integer))
+
+# The hold rows (expiring at the database's `now()` plus the event's TTL: the one place a hold's
+# deadline is computed) and their seats' claims. Every new hold comes back once per seat it won,
+# or once with no seat if it won none.
+HOLD_SEATS: Final = sa.text(
+    "WITH new_holds AS ("
+    " INSERT INTO holds (hold_id, event_id, user_id, status, seat_count, seats, expires_at)"
+    " SELECT h.hold_id, :event_id, h.user_id, 'active', h.seat_count,"
+    " string_to_array(h.seats, ' '), now() + :ttl_s * interval '1 second'"
+    " FROM unnest(:hold_ids, :hold_users, :seat_counts, :seat_lists)"
+    " AS h (hold_id, user_id, seat_count, seats)"
+    " RETURNING hold_id, expires_at"
+    "), won AS ("
+    " INSERT INTO seat_claims (event_id, section_id, seat_index, hold_id, user_id, state)"
+    " SELECT :event_id, c.section_id, c.seat_index, c.hold_id, c.user_id, 'held'"
+    " FROM unnest(:section_ids, :seat_indexes, :claim_holds, :claim_users)"
+    " AS c (section_id, seat_index, hold_id, user_id)"
+    " ON CONFLICT DO NOTHING"
+    " RETURNING hold_id, section_id, seat_index"
+    ")"
+    " SELECT new_holds.hold_id, new_holds.expires_at, won.section_id, won.seat_index"
+    " FROM new_holds LEFT JOIN won ON won.hold_id = new_holds.hold_id"
+).bindparams(
+    sa.bindparam("event_id", type_=UUID),
+    sa.bindparam("ttl_s", type_=sa.Integer),
+    _array("hold_ids", UUID),
+    _array("hold_users", sa.Text),
+    _array("seat_counts", sa.Integer),
+    _array("seat_lists", sa.Text),
+    _array("section_ids", sa.Text),
+    _array("seat_indexes", sa.Integer),
+    _array("claim_holds", UUID),
+    _array("claim_users", sa.Text),
+)
+
+# Only when the engine was wrong about a seat (another writer took it): the losing holds go.
+DROP_LOST_CLAIMS: Final = sa.text(
+    "DELETE FROM seat_claims WHERE hold_id = ANY(:hold_ids)"
+).bindparams(_array("hold_ids", UUID))
+DROP_LOST_HOLDS: Final = sa.text("DELETE FROM holds WHERE hold_id = ANY(:hold_ids)").bindparams(
+    _array("hold_ids", UUID)
+)
+
+# Checkouts: each hold still active and before its deadline becomes a confirmed order with its
+# payment `authorized` (the settler captures it after the answer); every other checkout's
+# authorization is recorded `void_pending` (the settler voids it), so none is ever forgotten.
+# Returns the orders made, with what their messages say about the buyer.
+SELL_HOLDS: Final = sa.text(
+    "WITH sale AS ("
+    " SELECT * FROM unnest(:hold_ids, :user_ids, :order_ids, :payment_ids, :amounts,"
+    " :currencies, :providers, :refs)"
+    " AS s (hold_id, user_id, order_id, payment_id, amount, currency, provider, ref)"
+    "), bought AS ("
+    " UPDATE holds SET status = 'purchased', ended_at = now() FROM sale"
+    " WHERE holds.hold_id = sale.hold_id AND holds.hold_id = ANY(:hold_ids)"
+    " AND holds.user_id = sale.user_id"
+    " AND holds.status = 'active' AND holds.expires_at > now()"
+    " RETURNING holds.hold_id, holds.seats, sale.order_id, sale.user_id, sale.amount,"
+    " sale.currency"
+    "), sold AS ("
+    " UPDATE seat_claims SET state = 'sold', order_id = bought.order_id FROM bought"
+    " WHERE seat_claims.hold_id = bought.hold_id AND seat_claims.hold_id = ANY(:hold_ids)"
+    "), new_orders AS ("
+    " INSERT INTO orders (order_id, event_id, user_id, hold_id, seats, amount_minor, currency,"
+    " status)"
+    " SELECT order_id, :event_id, user_id, hold_id, seats, amount, currency, 'confirmed'"
+    " FROM bought"
+    "), new_payments AS ("
+    " INSERT INTO payments (payment_id, hold_id, order_id, user_id, provider, provider_ref,"
+    " amount_minor, currency, status)"
+    " SELECT sale.payment_id, sale.hold_id, bought.order_id, sale.user_id, sale.provider,"
+    " sale.ref, sale.amount, sale.currency,"
+    " CASE WHEN bought.hold_id IS NULL THEN 'void_pending' ELSE 'authorized' END"
+    " FROM sale LEFT JOIN bought ON bought.hold_id = sale.hold_id"
+    ")"
+    # Data-modifying CTEs run whether or not the query reads them.
+    " SELECT bought.hold_id, users.share_purchases, users.email, users.phone"
+    " FROM bought LEFT JOIN users ON users.user_id = bought.user_id"
+).bindparams(
+    sa.bindparam("event_id", type_=UUID),
+    _array("hold_ids", UUID),
+    _array("user_ids", sa.Text),
+    _array("order_ids", UUID),
+    _array("payment_ids", UUID),
+    _array("amounts", sa.BigInteger),
+    _array("currencies", sa.Text),
+    _array("providers", sa.Text),
+    _array("refs", sa.Text),
+)
+
+# The fencing check: versions move only while this writer's lease (owner and epoch) is current.
+# `now()` is the transaction's timestamp, the one the holds' deadlines were computed from;
+# clock_timestamp() is when the bump ran, at the end of the batch: the change feed's commit time.
+BUMP_VERSIONS: Final = sa.text(
+    "UPDATE sections SET version = version + 1"
+    " WHERE event_id = :event_id AND section_id = ANY(:section_ids)"
+    " AND EXISTS (SELECT 1 FROM event_leases WHERE event_leases.event_id = :event_id"
+    " AND event_leases.owner = :owner AND event_leases.epoch = :epoch)"
+    " RETURNING section_id, version, now(), clock_timestamp()"
+).bindparams(
+    sa.bindparam("event_id", type_=UUID),
+    _array("section_ids", sa.Text),
+    sa.bindparam("epoch", type_=sa.BigInteger),
+)
+LEASE_IS_CURRENT: Final = sa.text(
+    "SELECT 1 FROM event_leases WHERE event_id = :event_id AND owner = :owner AND epoch = :epoch"
+).bindparams(sa.bindparam("event_id", type_=UUID), sa.bindparam("epoch", type_=sa.BigInteger))
