@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import tessera_core as tc
-from tessera.seat_model import EventModel
 from tessera.venue import Venue, load_venue_file, new_event_seats
+from tessera_ops.seat_model import EventModel
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = 20261127

@@ -7,7 +7,7 @@ polling fans against the micro-cache, on the 70,000-seat stadium, in one run.
 Setup (bench/stack.py, as bench/read_path.py does it). Starts its own PostgreSQL, Valkey and NATS,
 the global writer and a regional read node, creates the stadium event and sells 10% of it through
 the writer (64 fans, best-available holds of 8-10 seats, each bought); waits until the node serves
-exactly the database's map. Then the edges (`python -m edge`, tessera.tooling.processes.start_edge,
+exactly the database's map. Then the edges (`python -m edge`, tessera_ops.processes.start_edge,
 one Granian worker each), all in front of that node, with a reads budget that never refuses this
 load (one client address, 10^6/s):
 
@@ -110,7 +110,7 @@ from stack import (
 )
 
 from tessera import auth
-from tessera.tooling.processes import ServiceProcess, start_edge
+from tessera_ops.processes import ServiceProcess, start_edge
 
 SOLD_FRACTION: Final = 0.1
 EDGE_SECRET: Final = "bench-edge-secret-" + "e" * 32  # a throwaway local secret

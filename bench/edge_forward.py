@@ -64,8 +64,8 @@ from loadgen import (
 from stack import ADMIN_KEY, JWT_SECRET, Stack, add_stack_args, print_machine, run_in_stack
 
 from tessera import auth, limits
-from tessera.tooling.processes import ServiceProcess, start_edge
-from tessera.tooling.servers import start_valkey
+from tessera_ops.processes import ServiceProcess, start_edge
+from tessera_ops.servers import start_valkey
 
 LEVELS: Final = (64, 512, 2_000)
 DURATION_S: Final = 8.0

@@ -31,7 +31,7 @@ import tessera_core as tc
 from tessera import limits
 from tessera.auth import mint_token
 from tessera.jetstream import ensure_jetstream, load_definitions, load_regional_definitions
-from tessera.tooling import processes, servers
+from tessera_ops import processes, servers
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_KEY = "bench-admin-key-" + "k" * 24

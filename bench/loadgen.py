@@ -40,8 +40,8 @@ from typing import Any, Final, cast
 from urllib.parse import urlsplit
 
 from tessera import limits
-from tessera.tooling.processes import ServiceProcess
-from tessera.tooling.servers import free_port
+from tessera_ops.processes import ServiceProcess
+from tessera_ops.servers import free_port
 
 # A request unanswered this long is a failure (wrk's --timeout; the asyncio clients' deadline).
 REQUEST_TIMEOUT_S: Final = 30.0

@@ -68,7 +68,7 @@ still live at `t` (not expired, or bought): staleness = `t` minus the commit tim
 such hold that the map still shows available (0 when it shows them all). Releases (expired holds
 coming back) are not counted.
 
-**The audit**, after the sale, against each system's store: Tessera's `tessera.tooling.audit`
+**The audit**, after the sale, against each system's store: Tessera's `tessera_ops.audit`
 (`audit` over the database, `audit_event` across writer and node, then again once every hold of
 the sale has expired and been released: the settled audit, where no commit in flight can hide a
 drift); the baselines' equivalent queries (bench/baselines/*.py `ledger`). Then, the same for all
@@ -143,9 +143,9 @@ from stack import (
 
 import tessera_core as tc
 from tessera import auth
-from tessera.tooling.audit import AuditTarget, audit, audit_event
-from tessera.tooling.processes import ServiceProcess, start_edge, start_regional
-from tessera.tooling.servers import RunningServer, create_database, start_valkey
+from tessera_ops.audit import AuditTarget, audit, audit_event
+from tessera_ops.processes import ServiceProcess, start_edge, start_regional
+from tessera_ops.servers import RunningServer, create_database, start_valkey
 
 SEED: Final = 20261128
 SYSTEMS: Final = ("tessera", "textbook", "cache")

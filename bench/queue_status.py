@@ -3,7 +3,7 @@ round trip from the same event loop), in one run.
 
     .venv/bin/python bench/queue_status.py [--calls 6000] [--tickets 200]
 
-Starts its own Valkey (tessera.tooling.servers), configures a room, joins `--tickets` fans,
+Starts its own Valkey (tessera_ops.servers), configures a room, joins `--tickets` fans,
 opens it, then times `WaitingRoom.status(ticket)` (one HMAC check, one Lua script, the reply
 decoded) one call at a time and with 64 in flight, and `PING` the same way. Prints calls per
 second and the ratio status ÷ PING. docs/capacity.md uses the figure to size edges.
@@ -24,7 +24,7 @@ import redis.asyncio as aioredis
 from edge.metrics import EdgeMetrics
 from edge.settings import Settings
 from edge.waiting_room import RoomUpdate, WaitingRoom
-from tessera.tooling.servers import start_valkey
+from tessera_ops.servers import start_valkey
 
 
 async def rate(call: Callable[[int], Awaitable[object]], calls: int, in_flight: int) -> float:

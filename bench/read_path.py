@@ -6,8 +6,8 @@ run.
                                         [--load-generator auto] [--keep] [--json OUT]
 
 Setup (bench/stack.py, shared with bench/edge_bench.py). Starts its own PostgreSQL, Valkey and
-NATS (tessera.tooling.servers, in a temporary directory, all stopped at the end), the global
-writer and a regional read node (tessera.tooling.processes), creates the stadium event, then
+NATS (tessera_ops.servers, in a temporary directory, all stopped at the end), the global
+writer and a regional read node (tessera_ops.processes), creates the stadium event, then
 sells half of it through the writer:
 64 concurrent fans, each asking for a best-available hold of 8-10 seats
 (`POST /v1/events/{e}/holds`) and buying it (`POST /v1/events/{e}/orders`, sandbox token); a
@@ -117,8 +117,8 @@ from stack import (
 
 from regional.fastpath import CACHE_CONTROL
 from regional.state import SEATMAP_TYPE
-from tessera.tooling.processes import ServiceProcess
 from tessera.venue import load_venue_file
+from tessera_ops.processes import ServiceProcess
 
 SOLD_FRACTION: Final = 0.5
 # Load. Closed loop: loadgen's defaults (3 rounds of 4 s, 64 connections, wrk -t2).

@@ -2,8 +2,8 @@
 bench/write_path.py, bench/edge_bench.py; each runs as a script, so `import stack` finds this
 file).
 
-- `Stack`: the servers (PostgreSQL, Valkey, NATS from tessera.tooling.servers) and services
-  (tessera.tooling.processes) of one run, in a temporary directory, all stopped at the end, and
+- `Stack`: the servers (PostgreSQL, Valkey, NATS from tessera_ops.servers) and services
+  (tessera_ops.processes) of one run, in a temporary directory, all stopped at the end, and
   the warnings, errors and exceptions their logs show.
 - `start_servers`, `start_bench_writer`: the servers and the global writer, as every bench starts
   them; `create_event` on the writer's admin API.
@@ -42,15 +42,15 @@ from loadgen import HttpError, Pool, percentile_ms, request_bytes
 
 import tessera_core as tc
 from tessera import auth
-from tessera.tooling.processes import ServiceProcess, start_regional, start_writer
-from tessera.tooling.servers import (
+from tessera.venue import Venue, load_venue_file
+from tessera_ops.processes import ServiceProcess, start_regional, start_writer
+from tessera_ops.servers import (
     RunningServer,
     create_database,
     start_nats,
     start_postgres,
     start_valkey,
 )
-from tessera.venue import Venue, load_venue_file
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 T = TypeVar("T")

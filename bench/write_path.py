@@ -3,7 +3,7 @@ baseline, on the same PostgreSQL, in one run, on the 70,000-seat stadium.
 
     .venv/bin/python bench/write_path.py [--clients 64,256,512] [--requests 6000] [--json OUT]
 
-Starts its own PostgreSQL, Valkey and NATS (tessera.tooling.servers, in a temporary directory,
+Starts its own PostgreSQL, Valkey and NATS (tessera_ops.servers, in a temporary directory,
 all stopped at the end), one fresh database per side, then:
 
 - Tessera: `python -m global_writer` (start_writer), one event per run (onsale in the past,
@@ -24,7 +24,7 @@ middle), so popular pairs collide, and the same request stream is replayed again
 1. Closed loop, C clients each sending its next request as soon as the last one is answered, for
    each C: successful holds/s, requests/s, p50/p99 latency (all requests, and successful ones),
    409s, every other status (5xx and transport errors counted separately), CPU used per process.
-2. After each run, the audit: Tessera's `tessera.tooling.audit.audit` and, for both sides, the
+2. After each run, the audit: Tessera's `tessera_ops.audit.audit` and, for both sides, the
    holds the clients were told they got (201) checked against the database: no seat in two
    successful holds, every acknowledged seat held by its hold, and the count of held seats.
 3. Open loop against Tessera at half its peak request rate (the requests/s of its run with the
@@ -92,10 +92,10 @@ from stack import (
 
 from global_writer.db.engine import MAX_OVERFLOW_DEFAULT, POOL_SIZE_DEFAULT
 from tessera import auth, limits
-from tessera.tooling.audit import audit
-from tessera.tooling.processes import ServiceProcess
-from tessera.tooling.servers import create_database
 from tessera.venue import Venue
+from tessera_ops.audit import audit
+from tessera_ops.processes import ServiceProcess
+from tessera_ops.servers import create_database
 
 SEED: Final = 20261127
 HOT_SEATS: Final = 5_000

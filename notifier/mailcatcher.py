@@ -9,7 +9,7 @@ accepts every message and keeps it in memory (optionally also as `.eml` files), 
 
 `python -m notifier.mailcatcher --smtp-port 1025 --http-port 8025 [--host H] [--eml-dir DIR]`
 (`--port` is `--http-port`; the options default to `TESSERA_MAILCATCHER_SMTP_HOST`, `_SMTP_PORT`
-and `_EML_DIR`, so `tessera.tooling.processes.start_service` can start it). It
+and `_EML_DIR`, so `tessera_ops.processes.start_service` can start it). It
 never relays anything anywhere. Duplicates are kept, not folded: each has the same Message-ID,
 which is how a test or a person sees one.
 """

@@ -1,2 +1,3 @@
-"""Tessera's shared Python kernel: limits, wire contracts, the venue format, the reference seat
-model and seat-map decoder; operator tooling in `tessera.tooling`. Nothing tier-specific."""
+"""Tessera's shared Python kernel, the floor every tier stands on: limits, wire contracts, the
+venue format, the seat-map decoder, auth, observability and the one web layer. Nothing
+tier-specific; operator tooling stands above the tiers, in `tessera_ops`."""

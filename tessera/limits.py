@@ -182,7 +182,7 @@ log_field_depth_max: Final = 8
 # Items logged from one list or mapping; the rest are counted, not written.
 log_field_items_max: Final = 256
 
-# --- test and local servers (tessera/tooling/servers.py) ---
+# --- test and local servers (tessera_ops/servers.py) ---
 # initdb + start take ~2 s on 2 cores; slow CI disks get ample headroom before a clear error.
 server_start_timeout_s: Final = 30.0
 # initdb writes ~40 MB of catalog files; taking longer means a broken disk or binary.
@@ -414,7 +414,7 @@ notify_webhook_body_bytes_max: Final = 4 * 1024
 mailcatcher_messages_max: Final = 10_000
 mailcatcher_message_bytes_max: Final = 1024 * 1024
 
-# --- onsale simulator (tessera/tooling/onsale.py, docs/onsale.md) ---
+# --- onsale simulator (tessera_ops/onsale.py, docs/onsale.md) ---
 # Keep-alive connections the simulator opens to each edge for reads (and to each read node, the
 # writer), and for writes: thousands of fans share them, so the simulator's load on a server
 # stays bounded. Writes wait for the writer's batches: as many as the edge opens to the writer.
@@ -426,7 +426,7 @@ onsale_request_timeout_s: Final = 15.0
 # An answer larger than this is refused (the event details of a 70,000-seat stadium are ~0.9 MB).
 onsale_response_bytes_max: Final = 64 * 1024 * 1024
 
-# --- the audit (tessera/tooling/audit.py) ---
+# --- the audit (tessera_ops/audit.py) ---
 # A regional map may lag the writer by the change feed's delay (milliseconds; seconds after a
 # fault heals): maps are compared again every audit_retry_s until equal, for up to this long.
 audit_converge_s: Final = 5.0

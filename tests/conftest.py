@@ -31,8 +31,8 @@ import pytest
 import writer_support
 
 from global_writer.settings import Settings
-from tessera.tooling.processes import ServiceProcess, start_writer
-from tessera.tooling.servers import (
+from tessera_ops.processes import ServiceProcess, start_writer
+from tessera_ops.servers import (
     RunningServer,
     create_database,
     drop_database,
@@ -164,7 +164,7 @@ from tessera.jetstream import (  # noqa: E402
     load_regional_definitions,
     wait_for_mirrors,
 )
-from tessera.tooling.servers import (  # noqa: E402
+from tessera_ops.servers import (  # noqa: E402
     NatsDomainServer,
     start_nats_hub,
     start_nats_region,

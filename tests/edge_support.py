@@ -27,8 +27,8 @@ from writer_support import (
 
 from tessera import limits
 from tessera.auth import mint_token
-from tessera.tooling.processes import ServiceProcess, start_edge, start_regional, start_writer
-from tessera.tooling.servers import free_port
+from tessera_ops.processes import ServiceProcess, start_edge, start_regional, start_writer
+from tessera_ops.servers import free_port
 
 EDGE_SECRET = "test-edge-secret-" + "e" * 32
 # Generous by default: the tests come from one address; the rate-limit tests set their own.

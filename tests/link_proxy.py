@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from tessera.tooling.servers import free_port
+from tessera_ops.servers import free_port
 
 
 class LinkProxy:

@@ -15,7 +15,7 @@ import httpx
 from aiosmtpd.controller import Controller
 
 from notifier.mailcatcher import CatcherHandler, Mailbox
-from tessera.tooling.servers import free_port
+from tessera_ops.servers import free_port
 
 
 class SmtpServer:

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from tessera import limits
-from tessera.tooling.servers import LOCALHOST, ServerStartError, free_port
+from tessera_ops.servers import LOCALHOST, ServerStartError, free_port
 
 # localstripe accepts any key that starts with "sk_" and is longer than five characters.
 API_KEY: Final = "sk_test_tessera_localstripe"
@@ -130,7 +130,7 @@ def start_localstripe(workdir: Path) -> LocalStripe:
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-    atexit.register(server.stop)  # as tessera.tooling.servers does: no server outlives pytest
+    atexit.register(server.stop)  # as tessera_ops.servers does: no server outlives pytest
     deadline = time.monotonic() + limits.server_start_timeout_s
     while not _answers(server):
         if server.process.poll() is not None or time.monotonic() > deadline:

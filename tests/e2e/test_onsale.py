@@ -16,9 +16,9 @@ import pytest
 from edge_support import EDGE_SECRET, EdgeStack
 from writer_support import ROOM, WRITER_ADMIN_KEY, WRITER_JWT_SECRET
 
-from tessera.tooling.onsale import Options, run_onsale
-from tessera.tooling.onsale_report import OnsaleReport
-from tessera.tooling.stackfile import Region, Stack, read_stack, write_stack
+from tessera_ops.onsale import Options, run_onsale
+from tessera_ops.onsale_report import OnsaleReport
+from tessera_ops.stackfile import Region, Stack, read_stack, write_stack
 
 pytestmark = pytest.mark.anyio
 

@@ -27,7 +27,7 @@ from edge_support import EdgeStack, fan_headers
 from playwright.async_api import ConsoleMessage, Page, async_playwright, expect
 from writer_support import WRITER_ADMIN_KEY
 
-from tessera.tooling.processes import ServiceProcess
+from tessera_ops.processes import ServiceProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")

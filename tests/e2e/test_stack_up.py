@@ -16,11 +16,11 @@ import httpx
 import pytest
 
 from tessera.auth import mint_token
-from tessera.tooling.stack import pid_alive
-from tessera.tooling.stackfile import Stack, read_stack
+from tessera_ops.stack import pid_alive
+from tessera_ops.stackfile import Stack, read_stack
 
 READY_WITHIN_S = 60.0
-TESSERA = [sys.executable, "-m", "tessera.tooling.cli"]
+TESSERA = [sys.executable, "-m", "tessera_ops.cli"]
 
 
 def wait_for_stack(data_dir: Path, process: subprocess.Popen[bytes], log: Path) -> Stack:

@@ -24,8 +24,8 @@ from writer_support import WRITER_ADMIN_KEY, WRITER_JWT_SECRET, event_body, sett
 
 from global_writer.settings import Settings
 from tessera.jetstream import load_definitions, load_regional_definitions
-from tessera.tooling.processes import ServiceProcess, start_regional, start_writer
-from tessera.tooling.servers import (
+from tessera_ops.processes import ServiceProcess, start_regional, start_writer
+from tessera_ops.servers import (
     NatsDomainServer,
     RunningServer,
     create_database,
@@ -34,7 +34,7 @@ from tessera.tooling.servers import (
     start_postgres,
     start_valkey,
 )
-from tessera.tooling.stack import apply_definitions
+from tessera_ops.stack import apply_definitions
 
 # 3 sections x 6 rows x 25 seats: small enough to race on, big enough not to sell out in a case.
 VENUE: dict[str, Any] = {

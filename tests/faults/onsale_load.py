@@ -39,8 +39,8 @@ import psycopg
 from writer_support import WRITER_JWT_SECRET
 
 from tessera.auth import mint_token
-from tessera.tooling.audit import AuditReport, AuditTarget, audit, audit_event
 from tessera.venue import load_venue
+from tessera_ops.audit import AuditReport, AuditTarget, audit, audit_event
 
 PAYMENT_TOKEN: Final = "tok_approve"
 # Past the writer's own reply timeout (10 s), so the writer answers before the client gives up.

@@ -61,9 +61,9 @@ from faults.onsale_load import (
     wait_settled,
 )
 from global_writer.settings import Settings
-from tessera.tooling.audit import audit
-from tessera.tooling.processes import ServiceProcess, start_writer
-from tessera.tooling.servers import ServerStartError
+from tessera_ops.audit import audit
+from tessera_ops.processes import ServiceProcess, start_writer
+from tessera_ops.servers import ServerStartError
 
 pytestmark = pytest.mark.anyio
 

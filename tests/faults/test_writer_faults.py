@@ -21,8 +21,8 @@ from global_writer import actor as actor_module
 from global_writer.app import create_app
 from global_writer.db.retry import run_transaction
 from tessera import limits
-from tessera.tooling.audit import audit
-from tessera.tooling.processes import ServiceProcess, start_writer
+from tessera_ops.audit import audit
+from tessera_ops.processes import ServiceProcess, start_writer
 
 pytestmark = pytest.mark.anyio
 

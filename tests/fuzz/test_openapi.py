@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from schemathesis import Case, GenerationMode
 from writer_support import ROOM, WRITER_ADMIN_KEY, event_body
 
-from tessera.tooling.processes import ServiceProcess
+from tessera_ops.processes import ServiceProcess
 
 Operation = tuple[str, str]  # (method, path template)
 

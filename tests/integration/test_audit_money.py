@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from global_writer.db import migrate
-from tessera.tooling.audit import MONEY_QUERIES, audit
+from tessera_ops.audit import MONEY_QUERIES, audit
 
 
 @pytest.fixture

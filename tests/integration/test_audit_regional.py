@@ -18,10 +18,10 @@ import pytest
 from edge_support import wait_seen_on
 from writer_support import ROOM, WRITER_JWT_SECRET, WriterApi, settings, writer_env
 
-from tessera.tooling import audit
-from tessera.tooling.audit import AuditTarget, SectionDiff, audit_event
-from tessera.tooling.processes import ServiceProcess, start_regional, start_writer
-from tessera.tooling.servers import RunningServer
+from tessera_ops import audit
+from tessera_ops.audit import AuditTarget, SectionDiff, audit_event
+from tessera_ops.processes import ServiceProcess, start_regional, start_writer
+from tessera_ops.servers import RunningServer
 
 pytestmark = pytest.mark.anyio
 

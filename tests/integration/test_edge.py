@@ -18,8 +18,8 @@ from edge_support import (
     wait_seen_on,
 )
 
-from tessera.tooling.processes import ServiceProcess, start_regional
-from tessera.tooling.servers import free_port
+from tessera_ops.processes import ServiceProcess, start_regional
+from tessera_ops.servers import free_port
 
 pytestmark = pytest.mark.anyio
 

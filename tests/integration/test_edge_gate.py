@@ -18,8 +18,8 @@ from writer_support import WRITER_ADMIN_KEY
 
 from edge.pow import meets, solve
 from edge.signing import Admission, Signer
-from tessera.tooling.processes import ServiceProcess
-from tessera.tooling.servers import start_valkey
+from tessera_ops.processes import ServiceProcess
+from tessera_ops.servers import start_valkey
 
 pytestmark = pytest.mark.anyio
 ADMIN = {"X-Admin-Key": WRITER_ADMIN_KEY}

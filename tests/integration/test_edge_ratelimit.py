@@ -27,7 +27,7 @@ from edge.metrics import EdgeMetrics
 from edge.ratelimit import Decision, RateLimiter
 from edge.settings import Budget, Rate, RateLimits, RouteClass
 from tessera import limits
-from tessera.tooling.servers import RunningServer, start_valkey
+from tessera_ops.servers import RunningServer, start_valkey
 
 pytestmark = pytest.mark.anyio
 

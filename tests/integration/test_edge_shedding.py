@@ -23,7 +23,7 @@ from edge_support import (
 from writer_support import WRITER_ADMIN_KEY, WRITER_JWT_SECRET
 
 from tessera import limits
-from tessera.tooling.processes import ServiceProcess, start_edge
+from tessera_ops.processes import ServiceProcess, start_edge
 
 pytestmark = pytest.mark.anyio
 

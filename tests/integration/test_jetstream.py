@@ -25,7 +25,7 @@ from tessera.jetstream import (
     ensure_jetstream,
     load_definitions,
 )
-from tessera.tooling.servers import RunningServer
+from tessera_ops.servers import RunningServer
 
 ROOT = Path(__file__).resolve().parents[2]
 

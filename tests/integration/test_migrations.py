@@ -29,7 +29,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from global_writer.db import migrate, tables
-from tessera.tooling.cli import main
+from tessera_ops.cli import main
 
 REGIONS = ["us-east1", "europe-west1", "asia-southeast1"]
 

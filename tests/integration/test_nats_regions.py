@@ -45,8 +45,8 @@ from tessera.jetstream import (
     load_regional_definitions,
     wait_for_mirrors,
 )
-from tessera.tooling import natsconf
-from tessera.tooling.servers import (
+from tessera_ops import natsconf
+from tessera_ops.servers import (
     NATS_SERVER_CONFIG_DIRECTORY,
     NatsDomainServer,
     start_nats_region,

@@ -32,8 +32,8 @@ from notifier.replay import replay
 from notifier.settings import Settings, to_env
 from tessera import contracts
 from tessera.jetstream import ensure_jetstream, load_definitions
-from tessera.tooling.processes import ServiceProcess, start_service, start_writer
-from tessera.tooling.servers import RunningServer, free_port
+from tessera_ops.processes import ServiceProcess, start_service, start_writer
+from tessera_ops.servers import RunningServer, free_port
 
 pytestmark = pytest.mark.anyio
 

@@ -21,8 +21,8 @@ import zstandard
 from writer_support import ROOM, THEATRE, WRITER_JWT_SECRET, WriterApi, settings, writer_env
 
 import tessera_core as tc
-from tessera.tooling.processes import ServiceProcess, start_regional, start_writer
-from tessera.tooling.servers import RunningServer
+from tessera_ops.processes import ServiceProcess, start_regional, start_writer
+from tessera_ops.servers import RunningServer
 
 pytestmark = pytest.mark.anyio
 

@@ -17,8 +17,8 @@ import writer_support
 from nats.aio.client import Client
 from nats.js.api import StorageType
 
-from tessera.tooling.processes import start_writer
-from tessera.tooling.servers import (
+from tessera_ops.processes import start_writer
+from tessera_ops.servers import (
     RunningServer,
     ServerStartError,
     create_database,

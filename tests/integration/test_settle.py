@@ -30,7 +30,7 @@ from global_writer.settings import Settings
 from global_writer.settle import Settler
 from global_writer.stripe_provider import StripeProvider
 from tessera.auth import mint_token
-from tessera.tooling.servers import free_port
+from tessera_ops.servers import free_port
 
 SETTLED_WITHIN_S = 5.0
 APPROVES = "pm_card_visa"

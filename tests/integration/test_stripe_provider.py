@@ -72,7 +72,7 @@ from global_writer.stripe_provider import (
     verify_webhook,
 )
 from tessera import limits
-from tessera.tooling.servers import LOCALHOST, free_port
+from tessera_ops.servers import LOCALHOST, free_port
 
 T = TypeVar("T")
 # localstripe's test cards: approves; declines the charge; asks for 3-D Secure first.

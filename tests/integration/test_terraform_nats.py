@@ -24,9 +24,9 @@ from nats.errors import Error as NatsError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from tessera.jetstream import ensure_jetstream, load_definitions
-from tessera.tooling import natsconf
-from tessera.tooling.cli import main as cli
-from tessera.tooling.servers import NatsDomainServer, start_nats_hub, start_nats_region
+from tessera_ops import natsconf
+from tessera_ops.cli import main as cli
+from tessera_ops.servers import NatsDomainServer, start_nats_hub, start_nats_region
 
 # The production domains are the region names (terraform/modules/nats_regions).
 HUB_DOMAIN = "us-east-1"

@@ -14,9 +14,9 @@ import pytest
 from writer_support import WRITER_ADMIN_KEY, WRITER_JWT_SECRET, event_body, settings, writer_env
 
 from tessera.auth import mint_token
-from tessera.tooling.audit import audit
-from tessera.tooling.processes import start_writer
-from tessera.tooling.servers import create_database
+from tessera_ops.audit import audit
+from tessera_ops.processes import start_writer
+from tessera_ops.servers import create_database
 
 pytestmark = pytest.mark.anyio
 

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 
 import tessera_core as tc
 from tessera import contracts
-from tessera.tooling.audit import audit
+from tessera_ops.audit import audit
 
 pytestmark = pytest.mark.anyio
 

@@ -25,8 +25,8 @@ from writer_support import WRITER_ADMIN_KEY, WriterApi, event_body
 import tessera_core as tc
 from global_writer.app import create_app
 from global_writer.runtime import now_ms
-from tessera.seat_model import SectionModel
-from tessera.tooling.audit import audit
+from tessera_ops.audit import audit
+from tessera_ops.seat_model import SectionModel
 
 SEATS = 24
 LIMIT = 5

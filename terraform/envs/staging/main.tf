@@ -185,7 +185,7 @@ module "regional" {
   ]
   # Outside the hub, the region's mirrors (nats/jetstream/regional/) are applied first, as admin.
   init_command = each.key == local.hub_region ? [] : [
-    "python", "-m", "tessera.tooling.cli", "jetstream", "apply", "--regional",
+    "python", "-m", "tessera_ops.cli", "jetstream", "apply", "--regional",
     "--hub-domain", module.nats.hub_domain, "--replicas", tostring(module.nats.replicas),
   ]
   init_secret_arns = each.key == local.hub_region ? {} : { TESSERA_NATS_URL = module.nats.client_url_secret_arns[each.key]["admin"] }

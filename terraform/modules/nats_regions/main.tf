@@ -3,7 +3,7 @@
 #
 # The single source of truth is the repository's nats/ folder, read here and nowhere copied:
 #   - nats/server/region.conf.tftpl: the server configuration, rendered per node below (the local
-#     launcher renders the same file with tessera.tooling.natsconf);
+#     launcher renders the same file with tessera_ops.natsconf);
 #   - nats/server/permissions.json: the account, users and permissions the template writes;
 #   - nats/jetstream/*.json and nats/jetstream/regional/*.json: the streams, bucket and mirrors.
 #     The services apply them at start-up (the writer the hub's, the regional task's init
@@ -80,7 +80,7 @@ locals {
     }
   ]...)
 
-  # Every node's configuration: the template, with the variables tessera.tooling.natsconf's
+  # Every node's configuration: the template, with the variables tessera_ops.natsconf's
   # server_variables() builds (the unit tests check that both pass the same names).
   server_configs = {
     for key, node in local.nodes : key => templatefile(local.server_template, {

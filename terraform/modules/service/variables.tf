@@ -173,7 +173,7 @@ variable "secret_names" {
 
 variable "init_command" {
   type        = list(string)
-  description = "A command run to completion from the same image before the tier starts (e.g. the regional tier's `python -m tessera.tooling.cli jetstream apply --regional ...`); empty: none."
+  description = "A command run to completion from the same image before the tier starts (e.g. the regional tier's `python -m tessera_ops.cli jetstream apply --regional ...`); empty: none."
   default     = []
 }
 

@@ -21,7 +21,7 @@ from terraform_support import (
 
 from tessera import jetstream
 from tessera.jetstream import KvDefinition, MirrorDefinition, StreamDefinition
-from tessera.tooling import natsconf
+from tessera_ops import natsconf
 
 NATS_MODULE = MODULES / "nats_regions"
 

@@ -1,4 +1,4 @@
-"""tessera.tooling.natsconf.render: the part of Terraform's template language region.conf.tftpl
+"""tessera_ops.natsconf.render: the part of Terraform's template language region.conf.tftpl
 may use, with Terraform's semantics, and nothing more."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tessera.tooling import natsconf
-from tessera.tooling.natsconf import TemplateError, render, template_variables
+from tessera_ops import natsconf
+from tessera_ops.natsconf import TemplateError, render, template_variables
 
 
 def test_interpolation_of_strings_numbers_and_attributes() -> None:

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 import tessera_core
-from tessera.seat_model import TRANSITIONS, EventModel, SectionModel
+from tessera_ops.seat_model import TRANSITIONS, EventModel, SectionModel
 
 OPS = sorted(TRANSITIONS)
 

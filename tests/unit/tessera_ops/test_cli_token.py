@@ -13,8 +13,8 @@ import pytest
 
 from tessera import limits
 from tessera.auth import JWT_SECRET_ENV, verify_token
-from tessera.tooling.cli import main
-from tessera.tooling.stackfile import Stack, write_stack
+from tessera_ops.cli import main
+from tessera_ops.stackfile import Stack, write_stack
 
 REPO = Path(__file__).resolve().parents[3]
 SECRET = "cli-test-secret-0123456789-abcdefghij"
@@ -131,7 +131,7 @@ def test_malformed_command_lines_exit_2(argv: list[str], secret: str) -> None:
 def test_token_from_the_module_entry_point() -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO), JWT_SECRET_ENV: SECRET}
     result = subprocess.run(
-        [sys.executable, "-m", "tessera.tooling.cli", "token", "--user", "fan-7", "--ttl-s", "90"],
+        [sys.executable, "-m", "tessera_ops.cli", "token", "--user", "fan-7", "--ttl-s", "90"],
         env=env,
         capture_output=True,
         text=True,

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from tessera.tooling import venue_gen
-from tessera.tooling.cli import main
-from tessera.tooling.venue_gen import Kind, generate, row_id
 from tessera.venue import Venue, dump_venue, load_venue, load_venue_file
+from tessera_ops import venue_gen
+from tessera_ops.cli import main
+from tessera_ops.venue_gen import Kind, generate, row_id
 
 REPO = Path(__file__).resolve().parents[3]
 EXAMPLES = REPO / "examples" / "venues"
@@ -173,7 +173,7 @@ def test_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 def test_cli_as_a_module(tmp_path: Path) -> None:
     out = tmp_path / "stadium.json"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    cli = [sys.executable, "-m", "tessera.tooling.cli", "venue"]
+    cli = [sys.executable, "-m", "tessera_ops.cli", "venue"]
     generated = subprocess.run(
         [*cli, "generate", "--kind", "stadium", "--seed", "5", "--out", str(out)],
         env=env,

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 
 from tessera import limits
-from tessera.tooling.servers import ServerStartError, free_port
+from tessera_ops.servers import ServerStartError, free_port
 
 
 @dataclass

@@ -5,7 +5,7 @@ NATS server with JetStream per region (the first, the writer's home, is the hub;
 is its own domain, leaf-connected to it, holding mirrors of the hub's streams), the global writer
 (which migrates its database), the demo event, then per region a read node and an edge; the
 notifier and a mail catcher when they are installed. Every service is a process of its own with
-its log under `<data-dir>/logs/`; `<data-dir>/stack.json` (tessera/tooling/stackfile.py) says
+its log under `<data-dir>/logs/`; `<data-dir>/stack.json` (tessera_ops/stackfile.py) says
 where everything is. `TESSERA_DATABASE_URL`, `TESSERA_REDIS_URL`, `TESSERA_NATS_URL` point the
 stack at external servers instead (one NATS for every region then).
 
@@ -43,10 +43,10 @@ from tessera.jetstream import (
     load_regional_definitions,
     wait_for_mirrors,
 )
-from tessera.tooling import processes, servers, stackfile
+from tessera_ops import processes, servers, stackfile
 
 REGION_NAMES: Final = ("us-east", "eu-west", "ap-southeast", "sa-east", "af-south")
-DEMO_VENUE: Final = Path(__file__).resolve().parents[2] / "examples" / "venues" / "stadium-70k.json"
+DEMO_VENUE: Final = Path(__file__).resolve().parents[1] / "examples" / "venues" / "stadium-70k.json"
 DEMO_USER: Final = "alice"
 # Short holds so an onsale rehearsal shows abandoned holds expiring within its minute.
 DEMO_HOLD_TTL_S: Final = 20

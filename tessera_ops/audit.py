@@ -41,9 +41,9 @@ import psycopg
 
 import tessera_core as tc
 from tessera import limits
-from tessera.tooling.onsale_http import HttpError, HttpPool
-from tessera.tooling.stackfile import Stack, read_stack
 from tessera.venue import Venue, VenueError, load_venue
+from tessera_ops.onsale_http import HttpError, HttpPool
+from tessera_ops.stackfile import Stack, read_stack
 
 # Each query takes `%(event)s`: NULL for the whole database, else one event's id.
 QUERIES: dict[str, str] = {

@@ -6,7 +6,7 @@
     tessera notifier [--host H] [--port P]
 
 `--data-dir` defaults to `$TESSERA_DATA_DIR` or `.tessera`; the stack is described there in
-`stack.json` (tessera/tooling/stackfile.py)."""
+`stack.json` (tessera_ops/stackfile.py)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import httpx
 
 from tessera import limits
 from tessera.auth import is_user_id, mint_token
-from tessera.tooling import stack, stackfile
+from tessera_ops import stack, stackfile
 
 
 def _regions(text: str) -> int:

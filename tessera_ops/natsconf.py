@@ -55,9 +55,9 @@ __all__ = [
     "template_variables",
 ]
 
-# The project root's nats/server (this file is <root>/tessera/tooling/natsconf.py). A wheel does
+# The project root's nats/server (this file is <root>/tessera_ops/natsconf.py). A wheel does
 # not ship nats/: pass paths explicitly there.
-NATS_SERVER_DIRECTORY: Final = Path(__file__).resolve().parents[2] / "nats" / "server"
+NATS_SERVER_DIRECTORY: Final = Path(__file__).resolve().parents[1] / "nats" / "server"
 SERVER_TEMPLATE: Final = NATS_SERVER_DIRECTORY / "region.conf.tftpl"
 PERMISSIONS_FILE: Final = NATS_SERVER_DIRECTORY / "permissions.json"
 

@@ -3,9 +3,9 @@
     tessera venue generate --kind stadium|theatre [--seats N] [--seed S] [--out PATH]
     tessera venue validate PATH
     tessera token --user ID [--ttl-s N]      (secret from $TESSERA_JWT_SECRET or the running stack)
-    tessera up | down | friends add USER FRIEND | notifier   (tessera/tooling/cli_stack.py)
-    tessera audit [--event ID] [--database-url URL] …      (tessera/tooling/audit.py)
-    tessera onsale [--fans N] [--json] …                   (tessera/tooling/onsale.py)
+    tessera up | down | friends add USER FRIEND | notifier   (tessera_ops/cli_stack.py)
+    tessera audit [--event ID] [--database-url URL] …      (tessera_ops/audit.py)
+    tessera onsale [--fans N] [--json] …                   (tessera_ops/onsale.py)
     tessera jetstream apply [--regional --hub-domain D] [--replicas N]   (cli_jetstream.py)
 
 Exit codes: 0 success, 1 I/O error, 2 usage error, invalid venue, or a missing or short secret.
@@ -22,8 +22,8 @@ from typing import Final
 
 from tessera import limits
 from tessera.auth import JWT_SECRET_ENV, check_secret, mint_token
-from tessera.tooling import audit, cli_jetstream, cli_stack, onsale, stackfile, venue_gen
 from tessera.venue import Venue, VenueError, dump_venue, load_venue_file
+from tessera_ops import audit, cli_jetstream, cli_stack, onsale, stackfile, venue_gen
 
 EXIT_OK: Final = 0
 EXIT_IO: Final = 1

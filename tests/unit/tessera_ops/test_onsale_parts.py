@@ -15,11 +15,11 @@ import msgspec
 import pytest
 
 import tessera_core as tc
-from tessera.tooling import audit, onsale
-from tessera.tooling.audit import SectionDiff, diff_maps, plain_database_url
-from tessera.tooling.onsale import Layout, Options, _EventDoc, error_code, pick_seats, problems
-from tessera.tooling.onsale_http import Answer, HttpError, HttpPool
-from tessera.tooling.onsale_report import (
+from tessera_ops import audit, onsale
+from tessera_ops.audit import SectionDiff, diff_maps, plain_database_url
+from tessera_ops.onsale import Layout, Options, _EventDoc, error_code, pick_seats, problems
+from tessera_ops.onsale_http import Answer, HttpError, HttpPool
+from tessera_ops.onsale_report import (
     AuditSummary,
     HoldExpiry,
     OnsaleReport,

@@ -18,7 +18,7 @@ Binaries:
   `start_nats` writes a configuration of its own; `start_nats_hub` and `start_nats_region`
   render the production template `nats/server/region.conf.tftpl` (one JetStream domain each,
   joined by a leaf-node connection, with the production users and permissions) through
-  `tessera.tooling.natsconf`, the passwords set from the environment as in production.
+  `tessera_ops.natsconf`, the passwords set from the environment as in production.
 
 The PostgreSQL server is configured for tests, not durability: `fsync` and `full_page_writes` are
 off, so a crash of the machine may lose or corrupt data, while a crash (SIGKILL) of the server
@@ -54,7 +54,7 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from tessera import limits
-from tessera.tooling import natsconf
+from tessera_ops import natsconf
 
 __all__ = [
     "NATS_SERVER_CONFIG_DIRECTORY",
@@ -600,7 +600,7 @@ def start_nats(
 
 # --- NATS: a hub domain and regional domains joined by leaf-node connections ---
 
-# The project root's nats/server (this file is <root>/tessera/tooling/servers.py): the server
+# The project root's nats/server (this file is <root>/tessera_ops/servers.py): the server
 # configuration template and the users' permissions. A wheel does not ship nats/: pass
 # `template` explicitly.
 NATS_SERVER_CONFIG_DIRECTORY: Final = natsconf.NATS_SERVER_DIRECTORY

@@ -18,7 +18,7 @@ share of the crowd are bots that ignore the rules: they hammer the seat map and 
 
 At the end the simulator waits (bounded) for the abandoned holds' deadlines, checks each ended
 as `expired`, reads the change-feed lag from the regional nodes' metrics, and runs the audit
-(`tessera.tooling.audit.audit_event`): oversells, claims against holds and orders, every
+(`tessera_ops.audit.audit_event`): oversells, claims against holds and orders, every
 region's seat maps against the writer's. The run fails (exit 1) on any oversell, audit problem,
 breach, hold that outlived its deadline, or 5xx / unanswered request.
 
@@ -55,9 +55,9 @@ from rich.table import Table
 import tessera_core as tc
 from tessera import limits
 from tessera.auth import mint_token
-from tessera.tooling.audit import AuditReport, audit_event
-from tessera.tooling.onsale_http import Answer, HttpError, HttpPool
-from tessera.tooling.onsale_report import (
+from tessera_ops.audit import AuditReport, audit_event
+from tessera_ops.onsale_http import Answer, HttpError, HttpPool
+from tessera_ops.onsale_report import (
     STEPS,
     AuditSummary,
     FeedLag,
@@ -69,7 +69,7 @@ from tessera.tooling.onsale_report import (
     parse_histogram,
     render_report,
 )
-from tessera.tooling.stackfile import Stack, default_data_dir, read_stack
+from tessera_ops.stackfile import Stack, default_data_dir, read_stack
 
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
