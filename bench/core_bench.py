@@ -1,6 +1,6 @@
 """tessera_core against the plain-Python reference model, in one run, on the 70,000-seat stadium.
 
-    .venv/bin/python bench/core_bench.py [--venue examples/venues/stadium-70k.json] [--json OUT]
+    .venv/bin/python bench/core_bench.py [--venue tessera_ops/venues/stadium-70k.json] [--json OUT]
 
 Measures, for the binding and the reference model side by side: exact 2-seat holds per second
 (one call per hold, and in group-commit batches), best_available(4) per second on a venue 50%
@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SEED = 20261127
 # A fan's group size, weighted as sales data usually show: pairs and fours dominate.
 GROUP_SIZES = [1, 2, 2, 2, 2, 2, 3, 3, 4, 4, 4, 4, 5, 6, 6, 8]
-GROUP_COMMIT_BATCH = 256  # requests per writer batch (ARCHITECTURE.md §3, group commit)
+GROUP_COMMIT_BATCH = 256  # requests per writer batch (docs/architecture.md §3, group commit)
 HOLD_REQUESTS = 20_000
 REFERENCE_HOLD_REQUESTS = 4_000
 BEST_CALLS = 200_000
@@ -252,7 +252,7 @@ def size_row(label: str, venue: Venue, seats: tc.EventSeats, limit: int) -> dict
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--venue", type=Path, default=ROOT / "examples/venues/stadium-70k.json")
+    parser.add_argument("--venue", type=Path, default=ROOT / "tessera_ops/venues/stadium-70k.json")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     venue = load_venue_file(args.venue)

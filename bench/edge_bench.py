@@ -76,22 +76,18 @@ import httpx
 from loadgen import (
     DISTURBED_CORES,
     Generator,
-    HttpConnection,
-    HttpError,
     Load,
-    Pool,
     Spec,
     add_closed_loop_args,
     closed_rounds,
     cores,
     cpu_seconds,
     disturbed,
-    header_value,
     percentile_ms,
+    pool,
     print_table,
     ratio,
     raw_get,
-    request_bytes,
     start_ceiling,
     start_script_server,
     write_json,
@@ -110,6 +106,7 @@ from stack import (
 )
 
 from tessera import auth
+from tessera.http1 import Connection, HttpError, request_bytes
 from tessera_ops.processes import ServiceProcess, start_edge
 
 SOLD_FRACTION: Final = 0.1
@@ -140,8 +137,8 @@ CEILING_RATIO_MIN: Final = 0.6
 HIT_RATIO_MIN: Final = 0.99
 ORIGIN_PER_KEY_PER_TTL_MAX: Final = 1
 # Headers Granian adds (the rest come from the application; `connection: close` answers the
-# probe's own `connection: close`).
-SERVER_HEADERS: Final = frozenset({"date", "server", "connection"})
+# probe's own `connection: close`), and the request id, which is new on every request.
+SERVER_HEADERS: Final = frozenset({"date", "server", "connection", "x-request-id"})
 SEATMAP_ROUTES: Final = (
     "/v1/events/{event_id}/seatmap",
     "/v1/events/{event_id}/sections/{section_id}/seatmap",
@@ -173,7 +170,7 @@ async def proxy(port: int, target: str, record: Path) -> None:
                 while (end := buffer.find(b"\r\n\r\n")) >= 0:
                     head, buffer = buffer[:end], buffer[end + 4 :]
                     line = head.split(b"\r\n", 1)[0].decode("latin-1")
-                    encoding = (header_value(head, b"accept-encoding") or b"").decode("latin-1")
+                    encoding = request_header(head, b"accept-encoding").decode("latin-1")
                     log.write(f"{now:.6f}\t{line}\t{encoding}\n")
                 writer.write(data)
                 await writer.drain()
@@ -186,6 +183,15 @@ async def proxy(port: int, target: str, record: Path) -> None:
     server = await asyncio.start_server(handle, "127.0.0.1", port)
     async with server:
         await server.serve_forever()
+
+
+def request_header(head: bytes, name: bytes) -> bytes:
+    """The value of header `name` (lower case) in a request head, or nothing."""
+    for line in head.split(b"\r\n")[1:]:
+        key, _, value = line.partition(b":")
+        if key.strip().lower() == name:
+            return value.strip()
+    return b""
 
 
 @dataclass
@@ -264,16 +270,14 @@ class Fan:
             else "event " + ("json" if path.endswith("format=json") else "binary")
         )
         self.etag: bytes | None = None
-        self.connection: HttpConnection | None = None
+        self.connection: Connection | None = None
 
     async def connect(self) -> None:
         loop = asyncio.get_running_loop()
         self.stats.connects += 1
         try:
             async with asyncio.timeout(FAN_TIMEOUT_S):
-                _, self.connection = await loop.create_connection(
-                    HttpConnection, self.host, self.port
-                )
+                _, self.connection = await loop.create_connection(Connection, self.host, self.port)
         except (OSError, TimeoutError) as error:
             self.stats.connect_failures[type(error).__name__] += 1
             self.connection = None
@@ -293,17 +297,17 @@ class Fan:
         sent = time.monotonic()
         try:
             async with asyncio.timeout(FAN_TIMEOUT_S):
-                status, _ = await self.connection.request(data)
-        except (OSError, HttpError, TimeoutError) as error:
+                answer = await self.connection.exchange(data)
+        except (HttpError, TimeoutError) as error:
             stats.statuses[type(error).__name__] += 1
-            self.connection.close()
+            self.connection.fail()
             self.connection = None
             return
         latency = time.monotonic() - sent
+        status = answer.status
         stats.latencies.append(latency)
         stats.statuses[str(status)] += 1
-        head = self.connection.head
-        outcome = (header_value(head, b"x-cache") or b"none").decode("latin-1")
+        outcome = (answer.header(b"x-cache") or b"none").decode("latin-1")
         if latency > SLOW_S:
             stats.slow[f"{outcome} {status} {self.label}"] += 1
         stats.cache[outcome] += 1
@@ -313,7 +317,7 @@ class Fan:
             stats.misses[self.key] += 1
         if status == 304:
             stats.not_modified += 1
-        self.etag = header_value(head, b"etag") or self.etag
+        self.etag = answer.header(b"etag") or self.etag
 
     async def run(self, start: float, end: float) -> None:
         scheduled = start + self.rng.random() * POLL_S
@@ -325,7 +329,7 @@ class Fan:
             await self.poll()
             scheduled += POLL_S * self.rng.uniform(1 - POLL_JITTER, 1 + POLL_JITTER)
         if self.connection is not None:
-            self.connection.close()
+            self.connection.fail()
 
 
 async def crowd_client(
@@ -434,7 +438,7 @@ async def background_holds(
 ) -> Counter[str]:
     """Single-seat holds on the writer at `rate`/s until `end`, in turn in each list of `seats`
     (random seats: a taken one is a 409, which changes nothing): the statuses."""
-    pool = Pool(writer_url)
+    writes = pool(writer_url)
     statuses: Counter[str] = Counter()
     rng = random.Random(7)
     url = f"{writer_url}/v1/events/{event_id}/holds"
@@ -448,8 +452,8 @@ async def background_holds(
         body = json.dumps({"seats": [seat]}).encode()
         try:
             async with asyncio.timeout(HTTP_TIMEOUT_S):
-                status, _ = await pool.send(request_bytes("POST", url, headers, body))
-        except (OSError, HttpError, TimeoutError) as error:
+                status = (await writes.send(request_bytes("POST", url, headers, body))).status
+        except (HttpError, TimeoutError) as error:
             statuses[type(error).__name__] += 1
         else:
             statuses[str(status)] += 1
@@ -464,7 +468,7 @@ async def background_holds(
         sent += 1
         next_at += 1 / rate
     await asyncio.gather(*tasks)
-    pool.close()
+    await writes.close()
     return statuses
 
 
@@ -697,20 +701,19 @@ async def connection_probe(url: str, count: int, wait_s: float) -> int:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     data = request_bytes("GET", url, {"accept-encoding": "br"})
-    opened: list[HttpConnection] = []
+    opened: list[Connection] = []
 
     async def one() -> bool:
         with contextlib.suppress(OSError, HttpError, TimeoutError):
             async with asyncio.timeout(wait_s):
-                _, connection = await loop.create_connection(HttpConnection, host, port)
+                _, connection = await loop.create_connection(Connection, host, port)
                 opened.append(connection)
-                status, _ = await connection.request(data)
-                return status == 200
+                return (await connection.exchange(data)).status == 200
         return False
 
     answered = sum(await asyncio.gather(*(one() for _ in range(count))))
     for connection in opened:
-        connection.close()
+        connection.fail()
     await asyncio.sleep(0.5)  # let the edge see them close
     return answered
 

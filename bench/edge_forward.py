@@ -10,7 +10,7 @@ worker, served as the tiers are: `--serve-stub`) answering `POST /v1/events/{e}/
 fixed 201 JSON body after `--delay-ms` (2 ms, to keep requests in flight at the writer as a real
 one does) and `/readyz` with 200; and a real edge (`python -m edge`, one Granian worker) whose
 writer and read node are the stub, every rate budget open and local (`OPEN_BUDGET`), no waiting
-room. Fans are loadgen's raw keep-alive client (`Pool`, `HttpConnection`) in this process: N
+room. Fans are the house's keep-alive client (tessera/http1.py, `loadgen.pool`) in this process: N
 connections, each sending the next hold as soon as the last is answered (closed loop), each
 with its own fan's Bearer JWT (tessera.auth.mint_token) and an Idempotency-Key.
 
@@ -50,20 +50,19 @@ from typing import Any, Final
 
 from loadgen import (
     DISTURBED_CORES,
-    HttpError,
-    Pool,
     cores,
     cpu_seconds,
     percentile_ms,
+    pool,
     print_table,
     ratio,
-    request_bytes,
     start_script_server,
     write_json,
 )
 from stack import ADMIN_KEY, JWT_SECRET, Stack, add_stack_args, print_machine, run_in_stack
 
 from tessera import auth, limits
+from tessera.http1 import HttpError, request_bytes
 from tessera_ops.processes import ServiceProcess, start_edge
 from tessera_ops.servers import start_valkey
 
@@ -323,8 +322,8 @@ async def closed_writes(
 ) -> tuple[float, list[float], Counter[str]]:
     """Each fan (one keep-alive connection) sends its hold again as soon as it is answered:
     elapsed s, latencies, statuses (and transport failures)."""
-    pool = Pool(url)
-    await pool.warm_up(len(requests))
+    fans = pool(url)
+    await fans.warm_up(len(requests))
     latencies: list[float] = []
     statuses: Counter[str] = Counter()
     deadline = time.perf_counter() + seconds
@@ -333,8 +332,8 @@ async def closed_writes(
         while time.perf_counter() < deadline:
             begin = time.perf_counter()
             try:
-                status, _ = await pool.send(data)
-            except (OSError, HttpError) as error:
+                status = (await fans.send(data)).status
+            except HttpError as error:
                 statuses[type(error).__name__] += 1
                 await asyncio.sleep(0.01)
                 continue
@@ -348,7 +347,7 @@ async def closed_writes(
     except TimeoutError:
         statuses["timeout"] += 1
     elapsed = time.perf_counter() - started
-    pool.close()
+    await fans.close()
     return elapsed, latencies, statuses
 
 

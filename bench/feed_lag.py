@@ -7,9 +7,10 @@ Starts PostgreSQL, Valkey, a NATS hub (the writer's JetStream domain) and a leaf
 region `eu` carrying mirrors of `SEATS` and `KV_seatmap`, the writer on the hub, and two
 regional nodes: one on the hub's NATS (in-region), one on the region's (cross-region). Each hold
 is sent at a fixed rate; from the writer's 201 (the commit is done by then) each node's section
-seat map is polled (with `If-None-Match`, so an unchanged map is a cheap 304) until it shows the
-hold's seat taken. Prints p50/p99/max per region against the targets (p99 ≤ 50 ms in-region,
-≤ 100 ms cross-region on loopback). Everything runs on this machine's 2 cores, load included.
+seat map is polled (with `If-None-Match`, so an unchanged map is a cheap 304; the house's HTTP
+client, tessera/http1.py) until it shows the hold's seat taken. Prints p50/p99/max per region
+against the targets (p99 ≤ 50 ms in-region, ≤ 100 ms cross-region on loopback). Everything runs
+on this machine's 2 cores, load included.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import nats
 import tessera_core as tc
 from tessera import limits
 from tessera.auth import mint_token
+from tessera.http1 import Pool
 from tessera.jetstream import ensure_jetstream, load_definitions, load_regional_definitions
 from tessera_ops import processes, servers
 
@@ -63,53 +65,58 @@ async def ensure_streams(hub_url: str, region_url: str) -> None:
 
 
 async def wait_visible(
-    client: httpx.AsyncClient, url: str, index: int, etag: list[str], deadline: float
+    pool: Pool, path: bytes, index: int, etag: list[bytes], deadline: float
 ) -> float:
-    """Poll `url` until seat `index` is taken; the time it became visible (monotonic)."""
+    """Poll `path` until seat `index` is taken; the time it became visible (monotonic)."""
     while time.monotonic() < deadline:
-        headers = {"If-None-Match": etag[0]} if etag[0] else {}
-        response = await client.get(url, headers=headers)
-        if response.status_code == 200:
-            etag[0] = response.headers.get("etag", "")
-            if not tc.SeatMap.decode(response.content).is_available(index):
+        headers = [(b"if-none-match", etag[0])] if etag[0] else []
+        answer = await pool.request(b"GET", path, headers)
+        if answer.status == 200:
+            etag[0] = answer.header(b"etag") or b""
+            if not tc.SeatMap.decode(answer.body).is_available(index):
                 return time.monotonic()
         await asyncio.sleep(0.0005)
-    raise TimeoutError(f"seat {index} not visible at {url}")
+    raise TimeoutError(f"seat {index} not visible at {pool.base_url}")
 
 
 async def measure(
     writer_url: str, nodes: dict[str, str], event: str, holds: int, rate: float
 ) -> dict[str, list[float]]:
+    """The house's HTTP client (tessera/http1.py): polling every half millisecond, a client
+    that spends milliseconds of CPU per request would blur what is measured."""
     token = mint_token("lagfan", JWT_SECRET, ttl_s=limits.jwt_ttl_s_max)
     lags: dict[str, list[float]] = {name: [] for name in nodes}
-    etags = {name: [""] for name in nodes}
-    async with httpx.AsyncClient(timeout=10) as client:
+    etags = {name: [b""] for name in nodes}
+    writer = Pool(writer_url, connections_max=1, timeout_s=10)
+    readers = {name: Pool(url, connections_max=1, timeout_s=10) for name, url in nodes.items()}
+    path = f"/v1/events/{event}/sections/S/seatmap".encode()
+    try:
         for n in range(holds):
             started = time.monotonic()
             row, seat = divmod(n, SEATS_PER_ROW)
-            response = await client.post(
-                f"{writer_url}/v1/events/{event}/holds",
-                headers={"Authorization": f"Bearer {token}", "Idempotency-Key": f"lag-{n}"},
-                json={"seats": [f"S:R{row}:{seat + 1}"]},
-            )
-            assert response.status_code == 201, response.text
+            headers = [
+                (b"authorization", f"Bearer {token}".encode()),
+                (b"idempotency-key", f"lag-{n}".encode()),
+                (b"content-type", b"application/json"),
+            ]
+            body = json.dumps({"seats": [f"S:R{row}:{seat + 1}"]}).encode()
+            holds_path = f"/v1/events/{event}/holds".encode()
+            answer = await writer.request(b"POST", holds_path, headers, body)
+            assert answer.status == 201, answer.body
             committed = time.monotonic()
             index = row * SEATS_PER_ROW + seat
             seen = await asyncio.gather(
                 *(
-                    wait_visible(
-                        client,
-                        f"{url}/v1/events/{event}/sections/S/seatmap",
-                        index,
-                        etags[name],
-                        committed + 5,
-                    )
-                    for name, url in nodes.items()
+                    wait_visible(readers[name], path, index, etags[name], committed + 5)
+                    for name in nodes
                 )
             )
             for name, visible in zip(nodes, seen, strict=True):
                 lags[name].append((visible - committed) * 1000)
             await asyncio.sleep(max(0.0, 1 / rate - (time.monotonic() - started)))
+    finally:
+        for pool in (writer, *readers.values()):
+            await pool.close()
     return lags
 
 

@@ -2,10 +2,9 @@
 bench/write_path.py and bench/edge_bench.py (each runs as a script, so `bench/` is on sys.path and
 `import loadgen` finds this file).
 
-- **Clients**: a minimal keep-alive HTTP/1.1 client on asyncio protocols (`HttpConnection`, one
-  request at a time; `Pool` of them per server), the same on asyncio streams with reconnection
-  (`StreamConnection`, one per simulated fan in the write path), and `raw_get` for one request
-  whose headers are wanted as they came on the wire.
+- **Clients**: the house's keep-alive HTTP/1.1 client (tessera/http1.py): `pool` for a server
+  as the closed loops load it, its bare connections for the open loop, and `raw_get` for one
+  request whose headers are wanted as they came on the wire.
 - **Drivers**: closed loop (`closed_loop`: N clients each sending the next request when the last
   is answered; `closed_rounds`: several targets taking turns in rounds, with CPU accounting),
   through wrk or oha when they are on PATH (`Generator`), and open loop at a fixed rate with each
@@ -36,10 +35,11 @@ from collections import Counter, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import astuple, dataclass, field
 from pathlib import Path
-from typing import Any, Final, cast
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 from tessera import limits
+from tessera.http1 import Connection, HttpError, Pool, fetch, header_pairs, request_bytes
 from tessera_ops.processes import ServiceProcess
 from tessera_ops.servers import free_port
 
@@ -157,280 +157,25 @@ async def start_ceiling(
     return ceiling
 
 
-# --- a minimal keep-alive HTTP/1.1 client (setup, open loop, and the fallback load generator) ---
+# --- the client: tessera/http1.py (a pool for closed loops, bare connections for open loops) ---
+
+# Every connection the benches open counts against no pool limit of the client's own: the
+# servers under test are what is being limited.
+CONNECTIONS_UNLIMITED: Final = 1_000_000
 
 
-class HttpError(Exception):
-    pass
-
-
-def _chunked(buffer: bytearray, start: int) -> tuple[bytes, int] | None:
-    """A chunked body starting at `start`: (body, end offset), or None while incomplete."""
-    body = bytearray()
-    at = start
-    while True:
-        line_end = buffer.find(b"\r\n", at)
-        if line_end < 0:
-            return None
-        size = int(bytes(buffer[at:line_end]).split(b";")[0], 16)
-        at = line_end + 2
-        if size == 0:
-            trailer_end = buffer.find(b"\r\n", at)
-            return None if trailer_end < 0 else (bytes(body), trailer_end + 2)
-        if len(buffer) < at + size + 2:
-            return None
-        body += buffer[at : at + size]
-        at += size + 2
-
-
-def parse_head(head: bytes) -> tuple[int, int, bool, bool]:
-    """A response head's status, Content-Length (0 when absent), whether the body is chunked and
-    whether the server closes the connection after it."""
-    status = int(head[9:12])
-    length = 0
-    chunked = close = False
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        name = name.strip().lower()
-        if name == b"content-length":
-            length = int(value)
-        elif name == b"transfer-encoding":
-            chunked = b"chunked" in value.lower()
-        elif name == b"connection":
-            close = value.strip().lower() == b"close"
-    return status, length, chunked, close
-
-
-def header_value(head: bytes, name: bytes) -> bytes | None:
-    """The value of header `name` (lower case) in a response head, or None."""
-    for line in head.split(b"\r\n")[1:]:
-        key, _, value = line.partition(b":")
-        if key.strip().lower() == name:
-            return value.strip()
-    return None
-
-
-class HttpConnection(asyncio.Protocol):
-    """One keep-alive HTTP/1.1 connection, one request at a time. `head` is the last answer's
-    status line and headers, for callers that want more than the status."""
-
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.buffer = bytearray()
-        self.head = b""
-        self.waiter: asyncio.Future[tuple[int, bytes]] | None = None
-        self.usable = True
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports are not asyncio.Transport subclasses; they have its methods.
-        self.transport = cast("asyncio.Transport", transport)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.usable = False
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_exception(HttpError(f"connection lost: {exc!r}"))
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        if self.waiter is not None and not self.waiter.done():
-            try:
-                self._parse()
-            except (ValueError, IndexError) as error:
-                self.usable = False
-                self.waiter.set_exception(HttpError(f"bad response: {error}"))
-
-    def _parse(self) -> None:
-        buffer = self.buffer
-        end = buffer.find(b"\r\n\r\n")
-        if end < 0:
-            return
-        head = bytes(buffer[:end])
-        status, length, chunked, close = parse_head(head)
-        self.head = head
-        start = end + 4
-        if status in (204, 304) or status < 200:
-            body, stop = b"", start
-        elif chunked:
-            found = _chunked(buffer, start)
-            if found is None:
-                return
-            body, stop = found
-        else:
-            if len(buffer) < start + length:
-                return
-            body, stop = bytes(buffer[start : start + length]), start + length
-        del buffer[:stop]
-        if close:
-            self.usable = False
-            assert self.transport is not None
-            self.transport.close()
-        assert self.waiter is not None
-        self.waiter.set_result((status, body))
-
-    async def request(self, data: bytes) -> tuple[int, bytes]:
-        if not self.usable or self.transport is None:
-            raise HttpError("connection closed")
-        self.waiter = asyncio.get_running_loop().create_future()
-        self.transport.write(data)
-        return await self.waiter
-
-    def close(self) -> None:
-        self.usable = False
-        if self.transport is not None:
-            self.transport.close()
-
-
-class Pool:
-    """Keep-alive connections to one server: an idle one per request, else a new one while fewer
-    than `limit` are open, else the next one released."""
-
-    def __init__(self, base_url: str, limit: int = 1_000_000) -> None:
-        parts = urlsplit(base_url)
-        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
-        self.limit = limit
-        self.idle: list[HttpConnection] = []
-        self.waiting: list[asyncio.Future[HttpConnection]] = []
-        self.tasks: set[asyncio.Task[None]] = set()
-        self.opened = 0
-        self.open = 0
-
-    async def connect(self) -> HttpConnection:
-        loop = asyncio.get_running_loop()
-        self.opened += 1
-        self.open += 1
-        try:
-            _, connection = await loop.create_connection(HttpConnection, self.host, self.port)
-        except BaseException:
-            self.open -= 1
-            raise
-        return connection
-
-    async def warm_up(self, count: int) -> None:
-        opened = await asyncio.gather(*(self.connect() for _ in range(count - len(self.idle))))
-        self.idle.extend(opened)
-
-    async def acquire(self) -> HttpConnection:
-        while self.idle:
-            connection = self.idle.pop()
-            if connection.usable:
-                return connection
-            self.open -= 1  # closed by the server while idle
-        if self.open < self.limit:
-            return await self.connect()
-        waiter: asyncio.Future[HttpConnection] = asyncio.get_running_loop().create_future()
-        self.waiting.append(waiter)
-        return await waiter
-
-    def release(self, connection: HttpConnection) -> None:
-        if not connection.usable:
-            self.open -= 1
-            if self.waiting:  # a waiter would otherwise wait for a connection never released
-                task = asyncio.get_running_loop().create_task(self.replace())
-                self.tasks.add(task)
-                task.add_done_callback(self.tasks.discard)
-            return
-        while self.waiting:
-            waiter = self.waiting.pop(0)
-            if not waiter.done():
-                waiter.set_result(connection)
-                return
-        self.idle.append(connection)
-
-    async def replace(self) -> None:
-        with contextlib.suppress(OSError):
-            self.release(await self.connect())
-
-    async def send(self, data: bytes) -> tuple[int, bytes]:
-        connection = await self.acquire()
-        try:
-            return await connection.request(data)
-        except BaseException:
-            connection.close()
-            raise
-        finally:
-            self.release(connection)
-
-    def close(self) -> None:
-        idle, self.idle = self.idle, []
-        for connection in idle:
-            connection.close()
-
-
-class TransportError(Exception):
-    pass
-
-
-class StreamConnection:
-    """One keep-alive HTTP/1.1 connection on asyncio streams, one request at a time; reconnects
-    after an error or `connection: close` (a fan of the write path owns one)."""
-
-    def __init__(self, host: str, port: int, timeout_s: float = REQUEST_TIMEOUT_S) -> None:
-        self.host, self.port = host, port
-        self.timeout_s = timeout_s
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def request(self, head: bytes, body: bytes = b"") -> tuple[int, bytes]:
-        try:
-            return await asyncio.wait_for(self._exchange(head + body), self.timeout_s)
-        except (OSError, EOFError, ValueError, TimeoutError, asyncio.IncompleteReadError) as error:
-            await self.close()
-            raise TransportError(type(error).__name__) from error
-
-    async def _exchange(self, data: bytes) -> tuple[int, bytes]:
-        if self.reader is None or self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        self.writer.write(data)
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        status, length, chunked, close = parse_head(head)
-        if chunked:
-            raise ValueError("chunked replies are not expected")
-        body = await self.reader.readexactly(length) if length else b""
-        if close:
-            await self.close()
-        return status, body
-
-    async def close(self) -> None:
-        writer, self.reader, self.writer = self.writer, None, None
-        if writer is not None:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-
-
-def request_bytes(method: str, url: str, headers: Mapping[str, str], body: bytes = b"") -> bytes:
-    """One HTTP/1.1 request, as sent on a keep-alive connection."""
-    parts = urlsplit(url)
-    path = parts.path + (f"?{parts.query}" if parts.query else "")
-    lines = [f"{method} {path} HTTP/1.1", f"host: {parts.netloc}"]
-    lines += [f"{name}: {value}" for name, value in headers.items()]
-    if body or method == "POST":
-        lines.append(f"content-length: {len(body)}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+def pool(url: str) -> Pool:
+    """A keep-alive pool to `url`'s server as the load generators use it: no connection limit,
+    REQUEST_TIMEOUT_S per request."""
+    return Pool(url, connections_max=CONNECTIONS_UNLIMITED, timeout_s=REQUEST_TIMEOUT_S)
 
 
 async def raw_get(url: str, headers: Mapping[str, str]) -> tuple[int, list[tuple[str, str]], bytes]:
-    """One GET with this module's client, headers as they came on the wire."""
-    parts = urlsplit(url)
-    path = parts.path + (f"?{parts.query}" if parts.query else "")
-    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
-    try:
-        lines = [f"GET {path} HTTP/1.1", f"host: {parts.netloc}", "connection: close"]
-        lines += [f"{k}: {v}" for k, v in headers.items()]
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
-        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
-        response_headers = []
-        for line in head.split("\r\n")[1:]:
-            if line:
-                name, _, value = line.partition(":")
-                response_headers.append((name.strip().lower(), value.strip()))
-        length = int(dict(response_headers).get("content-length", "0"))
-        body = await reader.readexactly(length) if length else b""
-        return int(head[9:12]), response_headers, body
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
+    """One GET on a connection of its own: status, the headers as they came on the wire (names
+    lower case, as text), body."""
+    answer = await fetch(url, header_pairs(headers), timeout_s=REQUEST_TIMEOUT_S)
+    text = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in answer.headers]
+    return answer.status, text, answer.body
 
 
 # --- results ---
@@ -705,9 +450,9 @@ async def closed_loop(
     url: str, headers: Mapping[str, str], connections: int, seconds: float
 ) -> Round:
     """`connections` clients each sending the next request as soon as the last one is answered."""
-    pool = Pool(url)
+    clients = pool(url)
     data = request_bytes("GET", url, headers)
-    await pool.warm_up(connections)
+    await clients.warm_up(connections)
     latencies: list[float] = []
     failures: Counter[str] = Counter()
     size = 0
@@ -718,14 +463,14 @@ async def closed_loop(
         while time.perf_counter() < deadline:
             begin = time.perf_counter()
             try:
-                status, body = await pool.send(data)
-            except (OSError, HttpError) as error:
+                answer = await clients.send(data)
+            except HttpError as error:
                 failures[type(error).__name__] += 1
                 continue
             latencies.append(time.perf_counter() - begin)
-            size += len(body)
-            if not 200 <= status < 400:
-                failures[f"status {status}"] += 1
+            size += len(answer.body)
+            if not 200 <= answer.status < 400:
+                failures[f"status {answer.status}"] += 1
 
     started = time.perf_counter()
     try:
@@ -734,7 +479,7 @@ async def closed_loop(
     except TimeoutError:
         failures["timeout"] += 1
     elapsed = time.perf_counter() - started
-    pool.close()
+    await clients.close()
     answered = len(latencies)
     latency = {
         "p50": percentile_ms(latencies, 50),
@@ -743,7 +488,7 @@ async def closed_loop(
         "max": percentile_ms(latencies, 100),
     }
     per_reply = size / answered if answered else 0.0
-    return Round(answered, elapsed, latency, dict(failures), per_reply, pool.opened)
+    return Round(answered, elapsed, latency, dict(failures), per_reply, clients.opened)
 
 
 async def closed_rounds(
@@ -860,9 +605,9 @@ def write_json(path: Path, document: Any) -> None:
 # --- open loop: a fixed rate, each latency from its scheduled time ---
 
 
-class OpenLoopConnection(HttpConnection):
+class OpenLoopConnection(Connection):
     """A connection of the open-loop client: sends from a callback, reports each answer to its
-    `OpenLoop` (no task or future per request)."""
+    `OpenLoop` (no task per request)."""
 
     def __init__(self, runner: OpenLoop) -> None:
         super().__init__()
@@ -881,7 +626,7 @@ class OpenLoopConnection(HttpConnection):
         if waiter is not None and waiter.done():
             self.waiter = None
             error = waiter.exception()
-            self.runner.answered(self, 0 if error else waiter.result()[0], self.scheduled)
+            self.runner.answered(self, 0 if error else waiter.result().status, self.scheduled)
 
     def connection_lost(self, exc: Exception | None) -> None:
         waiter = self.waiter
@@ -991,7 +736,7 @@ class OpenLoop:
             self.failures["timeout"] += self.outstanding
         elapsed = time.perf_counter() - origin
         for connection in self.idle:
-            connection.close()
+            connection.fail()
         return elapsed
 
 

@@ -29,35 +29,36 @@ binary event map; the baselines encode theirs with `tessera_core.encode_event`, 
 "payment_token"}`), writes with a Bearer JWT (tessera.auth.mint_token) and an Idempotency-Key.
 The baselines hold seats for the same HOLD_TTL_S.
 
-**The workload** (the same seeds for every system). `--fans` concurrent fans for `--duration`
-seconds, arriving within the first second, each on its own keep-alive connection to each server
-it talks to (as a browser is; `--connections N` shares N per system instead); when a fan leaves,
-a new fan (a new user) takes its place. A fan wants QUANTITIES seats (weights QUANTITY_WEIGHTS:
-pairs and fours most common) and prefers one section drawn with Zipf skew ZIPF_S over the
-sections ranked by their best row (heavy contention on the best sections), then the next two in
-rank, then anywhere. It reads the seat map (with `If-None-Match` once it has one), looks at it
-for LOOK_S seconds, then asks for a hold: PICK_SHARE of fans pick adjacent seats they saw free in
-their section (one of the three best runs, at random: fans collide), the rest ask for
-best-available there. A 409 means: read the map again and try the next preference, at most
-HOLD_ATTEMPTS times. With a hold the fan fills in the checkout form for CHECKOUT_S seconds, then
-buys (`tok_approve`) or, ABANDON_SHARE of fans, walks away (the hold must expire). A refusal (503
-or 429) is sent again with the same Idempotency-Key after its Retry-After (at most
-RETRY_AFTER_S_MAX, with jitter), another 5xx or a transport error after a short pause; at most
-SEND_ATTEMPTS sends in all. After `--duration` no fan starts a new request; requests in flight
-finish. The load generator (this process, loadgen's keep-alive HTTP/1.1 client) records every
-answer. The sale is sized to measure capacity, not the venue: each run says what share of the
+**The workload** (`WORKLOAD`, whose fields are named here in `code`; the same seeds for every
+system). `--fans` concurrent fans for `--duration` seconds, arriving within the first second, each
+on its own keep-alive connection to each server it talks to (as a browser is; `--connections N`
+shares N per system instead); when a fan leaves, a new fan (a new user) takes its place. A fan wants
+`quantities` seats (weights `quantity_weights`: pairs and fours most common) and prefers one section
+drawn with Zipf skew `zipf_s` over the sections ranked by their best row (heavy contention on the
+best sections), then the next two in rank, then anywhere. It reads the seat map (with
+`If-None-Match` once it has one), looks at it for `look_s` seconds, then asks for a hold:
+`pick_share` of fans pick adjacent seats they saw free in their section (one of the three best runs,
+at random: fans collide), the rest ask for best-available there. A 409 means: read the map again and
+try the next preference, at most `hold_attempts` times. With a hold the fan fills in the checkout
+form for `checkout_s` seconds, then buys (`tok_approve`) or, `abandon_share` of fans, walks away
+(the hold must expire). A refusal (503 or 429) is sent again with the same Idempotency-Key after its
+Retry-After (at most `retry_after_s_max`, with jitter), another 5xx or a transport error after a
+short pause; at most `send_attempts` sends in all. After `--duration` no fan starts a new request;
+requests in flight finish. The fans are tessera_ops/crowd.py's (the simulator `tessera onsale`
+runs), in this process, on the house's keep-alive HTTP/1.1 client (tessera/http1.py); they record
+every answer. The sale is sized to measure capacity, not the venue: each run says what share of the
 stadium it sold, and SOLD OUT past SOLD_OUT_SHARE.
 
 **Two crowds.** `--fans` (2,000: the comparison) and `--overload-fans` (5,000: more than any
 system serves on this machine, where what matters is how fast and how cleanly the excess is
-refused: the share of requests answered after SLOW_ANSWER_S, and refusals that are 503/429 with
+refused: the share of requests answered after `slow_answer_s`, and refusals that are 503/429 with
 Retry-After).
 
 **Measures** per system and crowd: seats sold per second (seats of the orders acknowledged within
 the duration ÷ the duration); servers' CPU per seat sold (the system's processes' CPU over the
 whole sale, drain included, ÷ every seat sold: the figure the machine's outside load disturbs
 least); hold, seat-map and order latency p50/p99 as the fan saw them (retries included); the
-share of requests (every attempt) answered after SLOW_ANSWER_S; refusals, their latency, and any
+share of requests (every attempt) answered after `slow_answer_s`; refusals, their latency, and any
 without Retry-After; feed staleness; the audit; the cores each process used.
 
 **Feed staleness** (how old the availability a fan saw was): every acknowledged hold carries its
@@ -94,7 +95,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
-import hashlib
 import itertools
 import json
 import math
@@ -104,10 +104,8 @@ import re
 import sys
 import time
 import uuid
-from collections import Counter, OrderedDict
-from collections.abc import Sequence
+from collections import Counter
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -116,21 +114,17 @@ from baselines import cache, common, textbook
 from baselines.common import Ledger, VenueIndex
 from loadgen import (
     DISTURBED_CORES,
-    HttpError,
-    Pool,
     cores,
     cpu_seconds,
     percentile_ms,
     print_table,
     raw_get,
-    request_bytes,
     serve,
     start_script_server,
     write_json,
 )
 from stack import (
     ADMIN_KEY,
-    JSON_TYPE,
     JWT_SECRET,
     Stack,
     add_stack_args,
@@ -141,9 +135,10 @@ from stack import (
     start_servers,
 )
 
-import tessera_core as tc
 from tessera import auth
+from tessera.http1 import Pool
 from tessera_ops.audit import AuditTarget, audit, audit_event
+from tessera_ops.crowd import Crowd, Fan, Record, SeenMap, Venue, Workload, seats_in_two_orders
 from tessera_ops.processes import ServiceProcess, start_edge, start_regional
 from tessera_ops.servers import RunningServer, create_database, start_valkey
 
@@ -162,21 +157,24 @@ EDGES: Final = 2
 CONNECTIONS: Final = 0
 HOLD_TTL_S: Final = 15
 PER_USER_LIMIT: Final = 8
-ZIPF_S: Final = 1.0
-QUANTITIES: Final = (1, 2, 3, 4, 5, 6)
-QUANTITY_WEIGHTS: Final = (10, 40, 10, 30, 5, 5)
-PICK_SHARE: Final = 0.3
-ABANDON_SHARE: Final = 0.15
-LOOK_S: Final = (0.2, 0.8)
-CHECKOUT_S: Final = (0.3, 1.0)
-RETRY_PAUSE_S: Final = (0.05, 0.2)
-HOLD_ATTEMPTS: Final = 4
-# A refused or failed write is sent again with the same Idempotency-Key, this often in all; after
-# a 503 or 429 the fan waits what Retry-After says (at most RETRY_AFTER_S_MAX), else a moment.
-SEND_ATTEMPTS: Final = 5
-RETRY_AFTER_S_MAX: Final = 5.0
-# An answer this late is one a fan would not wait for (the overload target counts them).
-SLOW_ANSWER_S: Final = 5.0
+# The workload (module docstring): tessera_ops/crowd.py's fans, the same for every system.
+WORKLOAD: Final = Workload(
+    quantities=(1, 2, 3, 4, 5, 6),
+    quantity_weights=(10, 40, 10, 30, 5, 5),
+    pick_share=0.3,
+    abandon_share=0.15,
+    zipf_s=1.0,
+    look_s=(0.2, 0.8),
+    checkout_s=(0.3, 1.0),
+    retry_pause_s=(0.05, 0.2),
+    hold_attempts=4,
+    # A refused or failed write is sent again with the same Idempotency-Key, this often in all;
+    # after a 503 or 429 the fan waits what Retry-After says (at most this), else a moment.
+    send_attempts=5,
+    retry_after_s_max=5.0,
+    # An answer this late is one a fan would not wait for (the overload target counts them).
+    slow_answer_s=5.0,
+)
 # A sale that sold this share of the venue ran out of seats: its rate says little of the system.
 SOLD_OUT_SHARE: Final = 0.9
 REQUEST_TIMEOUT_S: Final = 30.0
@@ -196,60 +194,10 @@ TEXTBOOK_RATIO_MIN: Final = 2.0  # seats per second ÷ the textbook design's
 CACHE_RATIO_MIN: Final = 1.0  # seats per second ÷ the cache design's
 WRITE_P99_MS_MAX: Final = 300.0  # hold and order p99
 SEATMAP_P99_MS_MAX: Final = 100.0
-SLOW_SHARE_MAX: Final = 0.01  # at OVERLOAD_FANS: answers after SLOW_ANSWER_S
-RETRIED: Final = frozenset({0, 429, 502, 503, 504})
-REFUSALS: Final = frozenset({429, 503})
+SLOW_SHARE_MAX: Final = 0.01  # at OVERLOAD_FANS: answers after WORKLOAD.slow_answer_s
 
 
-# --- what the load generator records ---
-
-
-@dataclass
-class Read:
-    """One seat-map answer: when it came (wall clock), how long it took, and the map the fan
-    has after it (None: the fan has no map)."""
-
-    received: float
-    latency_s: float
-    status: int
-    map_key: str | None
-
-
-@dataclass(frozen=True)
-class HoldAck:
-    hold_id: str
-    seats: tuple[str, ...]
-    committed: float  # expires_at - TTL (wall clock)
-    expires: float
-
-
-@dataclass(frozen=True)
-class OrderAck:
-    order_id: str
-    hold_id: str
-    seats: tuple[str, ...]
-    acked: float
-
-
-@dataclass
-class Record:
-    """Everything one sale's fans saw."""
-
-    reads: list[Read] = field(default_factory=list)
-    holds: dict[str, HoldAck] = field(default_factory=dict)
-    orders: list[OrderAck] = field(default_factory=list)
-    latencies: dict[str, list[float]] = field(default_factory=dict)
-    statuses: Counter[str] = field(default_factory=Counter)
-    examples: dict[str, str] = field(default_factory=dict)
-    fans: Counter[str] = field(default_factory=Counter)
-    maps: dict[str, bytes] = field(default_factory=dict)
-    ended: float = 0.0  # wall clock when the last fan left
-    # Every exchange (each attempt of a request): how many, how many answered after
-    # SLOW_ANSWER_S; each refusal's (503/429) latency, and how many came without Retry-After.
-    exchanges: int = 0
-    slow_exchanges: int = 0
-    refusal_latencies: list[float] = field(default_factory=list)
-    refusals_without_retry_after: int = 0
+# --- the crowd ---
 
 
 @dataclass
@@ -263,17 +211,6 @@ class Target:
     event_id: str
 
 
-@dataclass
-class Fan:
-    user: str
-    auth: str
-    reads: Pool
-    writes: Pool
-    rng: random.Random
-    etag: str | None = None
-    map_key: str | None = None
-
-
 class Sale:
     """The flash sale against one target (see the module docstring)."""
 
@@ -282,32 +219,32 @@ class Sale:
         self.index = index
         urls = list(dict.fromkeys(target.read_urls + target.write_urls))
         per_url = max(1, connections // len(urls)) if connections else fans
-        self.pools = {url: Pool(url, limit=per_url) for url in urls}
-        self.record = Record()
-        self.start = self.stop_at = self.elapsed = 0.0
-        ranked = sorted(
-            range(len(index.layouts)), key=lambda p: (min(index.layouts[p].row_ranks), p)
+        self.pools = {
+            url: Pool(url, connections_max=per_url, timeout_s=REQUEST_TIMEOUT_S) for url in urls
+        }
+        self.record = Record(keep_maps=True)
+        self.elapsed = 0.0
+        layouts = index.layouts
+        venue = Venue(
+            event_id=target.event_id,
+            section_ids=[layout.section_id for layout in layouts],
+            seat_counts=list(index.seat_counts),
+            ranks=[min(layout.row_ranks) for layout in layouts],
+            hold_ttl_s=HOLD_TTL_S,
         )
-        self.sections = [index.layouts[p].section_id for p in ranked]
-        self.cum_weights = list(
-            itertools.accumulate(1 / (r + 1) ** ZIPF_S for r in range(len(ranked)))
-        )
-        self.decoded: OrderedDict[str, list[int]] = OrderedDict()
-        self.seatmap = f"/v1/events/{target.event_id}/seatmap"
-        self.holds = f"/v1/events/{target.event_id}/holds"
-        self.orders = f"/v1/events/{target.event_id}/orders"
+        self.crowd = Crowd(venue, WORKLOAD, self.record, self.pick)
+
+    @property
+    def stop_at(self) -> float:
+        return self.crowd.stop_at
 
     async def run(self, fans: int, seconds: float) -> Record:
-        self.start = time.time()
-        self.stop_at = self.start + seconds
+        self.crowd.stop_at = time.time() + seconds
         await asyncio.gather(*(self.slot(n) for n in range(fans)))
         self.record.ended = time.time()
         for pool in self.pools.values():
-            pool.close()
+            await pool.close()
         return self.record
-
-    def over(self) -> bool:
-        return time.time() >= self.stop_at
 
     async def slot(self, number: int) -> None:
         """One place in the crowd: fan after fan until the sale is over."""
@@ -317,188 +254,21 @@ class Sale:
         writes = self.pools[target.write_urls[number % len(target.write_urls)]]
         await asyncio.sleep(rng.random())
         for serial in itertools.count():
-            if self.over():
+            if self.crowd.over():
                 return
             user = f"fan-{number:05d}-{serial:03d}"
-            token = f"Bearer {auth.mint_token(user, JWT_SECRET)}"
-            await self.fan(Fan(user, token, reads, writes, rng))
+            token = auth.mint_token(user, JWT_SECRET)
+            headers = [(b"authorization", f"Bearer {token}".encode())]
+            await self.crowd.visit(Fan(user, token, headers, [], reads, writes, rng))
 
-    async def fan(self, fan: Fan) -> None:
-        record, rng = self.record, fan.rng
-        record.fans["arrived"] += 1
-        quantity = rng.choices(QUANTITIES, QUANTITY_WEIGHTS)[0]
-        first = rng.choices(range(len(self.sections)), cum_weights=self.cum_weights)[0]
-        preference = self.sections[first : first + 3]
-        picks = rng.random() < PICK_SHARE
-        hold: dict[str, Any] | None = None
-        for attempt in range(HOLD_ATTEMPTS):
-            if self.over():
-                record.fans["stopped while shopping"] += 1
-                return
-            free = await self.look(fan)
-            await asyncio.sleep(rng.uniform(*LOOK_S))
-            body = self.choose(fan, free, quantity, preference[attempt:], picks)
-            status, hold = await self.write(fan, "hold", self.holds, body)
-            if status != 409:
-                break
-            await asyncio.sleep(rng.uniform(*RETRY_PAUSE_S))
-        if hold is None:
-            record.fans["gave up"] += 1
-            return
-        await asyncio.sleep(rng.uniform(*CHECKOUT_S))
-        if rng.random() < ABANDON_SHARE:
-            record.fans["abandoned a hold"] += 1
-            return
-        if self.over():
-            record.fans["stopped with a hold"] += 1
-            return
-        order = {"hold_id": hold["hold_id"], "payment_token": "tok_approve"}
-        status, _ = await self.write(fan, "order", self.orders, order)
-        record.fans["bought" if status == 201 else f"checkout {status}"] += 1
-
-    def choose(
-        self, fan: Fan, free: list[int] | None, quantity: int, preference: list[str], picks: bool
-    ) -> dict[str, Any]:
-        """The hold request: seats picked from the map in the first preferred section that shows
-        a run, else best-available in the first preferred section, else anywhere."""
-        if picks and free is not None:
-            for section in preference:
-                position = self.index.positions[section]
-                runs = common.find_runs(self.index, free, quantity, [position], PICK_RUNS)
-                if runs:
-                    chosen, seats = fan.rng.choice(runs)
-                    return {"seats": [self.index.seat_id(chosen, i) for i in seats]}
-        wanted: dict[str, Any] = {"quantity": quantity}
-        if preference:
-            wanted["sections"] = preference[:1]
-        return {"best_available": wanted}
-
-    # --- requests ---
-
-    async def exchange(
-        self, pool: Pool, method: str, path: str, headers: dict[str, str], body: bytes = b""
-    ) -> tuple[int, bytes, bytes]:
-        """One request on a pooled keep-alive connection: status, body, response head (a
-        transport failure or timeout is status 0, its exception's name the body)."""
-        data = request_bytes(method, f"http://{pool.host}:{pool.port}{path}", headers, body)
-        begin = time.perf_counter()
-        try:
-            async with asyncio.timeout(REQUEST_TIMEOUT_S):
-                connection = await pool.acquire()
-                try:
-                    status, reply = await connection.request(data)
-                except BaseException:
-                    connection.close()
-                    raise
-                finally:
-                    pool.release(connection)
-            head = connection.head
-        except (OSError, HttpError, TimeoutError) as exc:
-            status, reply, head = 0, type(exc).__name__.encode(), b""
-        self.count_exchange(status, time.perf_counter() - begin, head)
-        return status, reply, head
-
-    def count_exchange(self, status: int, latency_s: float, head: bytes) -> None:
-        record = self.record
-        record.exchanges += 1
-        if latency_s > SLOW_ANSWER_S:
-            record.slow_exchanges += 1
-        if status in REFUSALS:
-            record.refusal_latencies.append(latency_s)
-            if _header(head, b"retry-after") is None:
-                record.refusals_without_retry_after += 1
-
-    async def look(self, fan: Fan) -> list[int] | None:
-        """The seat map (revalidated with the fan's ETag): per section, the available seats."""
-        headers = {"if-none-match": fan.etag} if fan.etag else {}
-        begin = time.perf_counter()
-        status, body, head = await self.exchange(fan.reads, "GET", self.seatmap, headers)
-        received = time.time()
-        record = self.record
-        record.latencies.setdefault("seatmap", []).append(time.perf_counter() - begin)
-        record.statuses[f"seatmap {status}"] += 1
-        if status == 200:
-            etag = _header(head, b"etag")
-            key = etag or hashlib.blake2b(body, digest_size=8).hexdigest()
-            record.maps.setdefault(key, body)
-            fan.etag, fan.map_key = etag, key
-        elif status != 304:
-            record.examples.setdefault(f"seatmap {status}", body[:300].decode(errors="replace"))
-        record.reads.append(Read(received, time.perf_counter() - begin, status, fan.map_key))
-        return None if fan.map_key is None else self.free(fan.map_key)
-
-    def free(self, key: str) -> list[int]:
-        found = self.decoded.get(key)
-        if found is None:
-            found = decode_free(self.record.maps[key], self.index.seat_counts)
-            self.decoded[key] = found
-            if len(self.decoded) > 256:
-                self.decoded.popitem(last=False)
-        return found
-
-    async def write(
-        self, fan: Fan, kind: str, path: str, body: dict[str, Any]
-    ) -> tuple[int, dict[str, Any] | None]:
-        """POST as the fan with a new Idempotency-Key; refusals (503, 429: after their
-        Retry-After), other 5xx and transport errors are sent again with the same key. Records
-        the answer (and the acknowledgement of a 201)."""
-        headers = {
-            "authorization": fan.auth,
-            "idempotency-key": f"{kind}-{uuid.uuid4().hex}",
-            "content-type": JSON_TYPE,
-        }
-        data = json.dumps(body).encode()
-        record = self.record
-        begin = time.perf_counter()
-        for attempt in range(SEND_ATTEMPTS):
-            status, reply, head = await self.exchange(fan.writes, "POST", path, headers, data)
-            if status not in RETRIED or attempt == SEND_ATTEMPTS - 1 or self.over():
-                break
-            record.statuses[f"{kind} {status} (sent again)"] += 1
-            record.examples.setdefault(f"{kind} {status}", reply[:300].decode(errors="replace"))
-            await asyncio.sleep(retry_pause_s(status, head, attempt, fan.rng))
-        record.latencies.setdefault(kind, []).append(time.perf_counter() - begin)
-        record.statuses[f"{kind} {status}"] += 1
-        if status != 201:
-            if status != 409:
-                record.examples.setdefault(f"{kind} {status}", reply[:300].decode(errors="replace"))
-            return status, None
-        answer: dict[str, Any] = json.loads(reply)
-        self.acknowledge(kind, answer)
-        return status, answer
-
-    def acknowledge(self, kind: str, answer: dict[str, Any]) -> None:
-        seats = tuple(answer["seats"])
-        if kind == "hold":
-            expires = datetime.fromisoformat(answer["expires_at"]).timestamp()
-            ack = HoldAck(answer["hold_id"], seats, expires - HOLD_TTL_S, expires)
-            self.record.holds[ack.hold_id] = ack
-        else:
-            order = OrderAck(answer["order_id"], answer["hold_id"], seats, time.time())
-            self.record.orders.append(order)
-
-
-def retry_pause_s(status: int, head: bytes, attempt: int, rng: random.Random) -> float:
-    """How long a fan waits before sending a refused or failed write again: what Retry-After
-    asks (capped, with jitter so the refused do not come back in step), else a short backoff."""
-    asked = _header(head, b"retry-after") if status in REFUSALS else None
-    if asked is not None and asked.isdigit():
-        return min(float(asked), RETRY_AFTER_S_MAX) * rng.uniform(1.0, 1.5)
-    return 0.1 * (attempt + 1)
-
-
-def _header(head: bytes, name: bytes) -> str | None:
-    for line in head.split(b"\r\n")[1:]:
-        key, _, value = line.partition(b":")
-        if key.strip().lower() == name:
-            return value.strip().decode("latin-1")
-    return None
-
-
-def decode_free(body: bytes, seat_counts: Sequence[int]) -> list[int]:
-    """Per section of an event map, an int whose bit i is set when seat i is available."""
-    _, _, maps = tc.decode_event(body, seat_counts)
-    return [int.from_bytes(m.bitmap(), "little") for m in maps]
+    def pick(self, rng: random.Random, seen: SeenMap, position: int, quantity: int) -> list[str]:
+        """Adjacent seats the fan saw free in the section: one of its PICK_RUNS best runs, at
+        random (fans collide)."""
+        runs = common.find_runs(self.index, seen.free, quantity, [position], PICK_RUNS)
+        if not runs:
+            return []
+        chosen, seats = rng.choice(runs)
+        return [self.index.seat_id(chosen, i) for i in seats]
 
 
 # --- after the sale: staleness and the audit ---
@@ -517,7 +287,7 @@ def staleness(record: Record, index: VenueIndex) -> list[float]:
             by_map.setdefault(read.map_key, []).append(read.received)
     ages: list[float] = []
     for key, times in by_map.items():
-        free = decode_free(record.maps[key], index.seat_counts)
+        free = SeenMap.decode(record.maps[key], index.seat_counts).free
         low = bisect.bisect_left(commits, min(times) - STALENESS_WINDOW_S)
         high = bisect.bisect_left(commits, max(times))
         missing = [
@@ -606,11 +376,9 @@ def acknowledged_twice(record: Record) -> Counter[str]:
     """Seats in two acknowledged orders, and seats of two acknowledged holds whose lifetimes
     (commit -> expiry, or forever once bought) overlap."""
     found: Counter[str] = Counter()
-    sold_to: dict[str, str] = {}
-    for order in record.orders:
-        for seat in order.seats:
-            if sold_to.setdefault(seat, order.order_id) != order.order_id:
-                found["seats in two acknowledged orders"] += 1
+    twice = seats_in_two_orders(record.orders)
+    if twice:
+        found["seats in two acknowledged orders"] += twice
     bought = {order.hold_id for order in record.orders}
     lives: dict[str, list[tuple[float, float]]] = {}
     for hold in record.holds.values():
@@ -938,7 +706,7 @@ class Run:
     server_errors: int  # 5xx other than 503, every attempt
     transport_errors: int  # no answer (refused, reset, timed out), every attempt
     exchanges: int  # every request sent, retries included
-    slow_share: float  # exchanges answered after SLOW_ANSWER_S
+    slow_share: float  # exchanges answered after WORKLOAD.slow_answer_s
     refusals: int  # 503 and 429 answers
     refusal_p50_ms: float
     refusal_p99_ms: float
@@ -1032,7 +800,7 @@ def print_run(run: Run) -> None:
         f"answers ({run.fresh_share:.0%} showed every acknowledged hold; "
         f"{run.distinct_maps:,} distinct maps)\n"
         f"    {run.exchanges:,} requests sent, {run.slow_share:.2%} answered after "
-        f"{SLOW_ANSWER_S:g} s; {run.refusals:,} refused (503/429) in p50/p99 "
+        f"{WORKLOAD.slow_answer_s:g} s; {run.refusals:,} refused (503/429) in p50/p99 "
         f"{run.refusal_p50_ms:,.0f}/{run.refusal_p99_ms:,.0f} ms, "
         f"{run.refusals_without_retry_after:,} without Retry-After\n"
         f"    statuses {run.statuses}\n"
@@ -1133,7 +901,7 @@ def table(runs: dict[str, Run], overload: bool) -> list[Row]:
             *cells(runs, lambda r: ms(r.seatmap_p50_ms, r.seatmap_p99_ms)),
         ),
         Row(
-            f"requests answered after {SLOW_ANSWER_S:g} s",
+            f"requests answered after {WORKLOAD.slow_answer_s:g} s",
             *cells(runs, lambda r: f"{r.slow_share:.2%}"),
             target=f"≤ {SLOW_SHARE_MAX:.0%}" if overload else "",
             met=(runs["tessera"].slow_share <= SLOW_SHARE_MAX)
@@ -1229,14 +997,14 @@ async def bench(args: argparse.Namespace, stack: Stack) -> list[Run]:
     stack.servers.append(cache_valkey)
     servers = Servers(postgres, valkey, nats, cache_valkey)
     index = VenueIndex(stack.venue)
-    runs = []
+    runs, w = [], WORKLOAD
     for crowd in [args.fans] + ([args.overload_fans] if args.overload_fans else []):
         sized = argparse.Namespace(**{**vars(args), "fans": crowd})
         print(
             f"workload: {crowd:,} concurrent fans for {args.duration:g} s per system; "
-            f"{PICK_SHARE:.0%} pick seats from the map, the rest ask for best-available; "
-            f"{ABANDON_SHARE:.0%} abandon their hold (TTL {HOLD_TTL_S} s); sections by Zipf "
-            f"s={ZIPF_S}; {args.connections or 'one'} client connection(s) per fan and server",
+            f"{w.pick_share:.0%} pick seats from the map, the rest ask for best-available; "
+            f"{w.abandon_share:.0%} abandon their hold (TTL {HOLD_TTL_S} s); sections by Zipf "
+            f"s={w.zipf_s}; {args.connections or 'one'} client connection(s) per fan and server",
             flush=True,
         )
         for system in args.systems:

@@ -38,10 +38,11 @@ from typing import Any, Final, Self, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 import uvloop
-from loadgen import HttpError, Pool, percentile_ms, request_bytes
+from loadgen import percentile_ms, pool
 
 import tessera_core as tc
 from tessera import auth
+from tessera.http1 import HttpError, fetch, header_pairs
 from tessera.venue import Venue, load_venue_file
 from tessera_ops.processes import ServiceProcess, start_regional, start_writer
 from tessera_ops.servers import (
@@ -173,7 +174,7 @@ def run_in_stack(
 
 def add_stack_args(parser: argparse.ArgumentParser, *, sold: float | None = None) -> None:
     """--venue, --sold (when the bench sells part of the venue first), --keep and --json."""
-    parser.add_argument("--venue", type=Path, default=ROOT / "examples/venues/stadium-70k.json")
+    parser.add_argument("--venue", type=Path, default=ROOT / "tessera_ops/venues/stadium-70k.json")
     if sold is not None:
         parser.add_argument("--sold", type=float, default=sold, help="share to sell")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
@@ -247,13 +248,9 @@ def create_event(
 
 
 async def http_get(url: str, headers: Mapping[str, str] | None = None) -> tuple[int, bytes]:
-    """One GET for the setup (loadgen's client, a connection of its own): status and body."""
-    pool = Pool(url)
-    try:
-        async with asyncio.timeout(HTTP_TIMEOUT_S):
-            return await pool.send(request_bytes("GET", url, headers or {}))
-    finally:
-        pool.close()
+    """One GET for the setup (a connection of its own): status and body."""
+    answer = await fetch(url, header_pairs(headers), timeout_s=HTTP_TIMEOUT_S)
+    return answer.status, answer.body
 
 
 # --- the event map computed from the writer's database ---
@@ -330,7 +327,7 @@ class Seller:
     have been asked for (the last holds may fall short when the venue is nearly full)."""
 
     def __init__(self, writer_url: str, event_id: str, target_seats: int) -> None:
-        self.pool = Pool(writer_url)
+        self.pool = pool(writer_url)
         self.writer_url = writer_url
         self.event_id = event_id
         self.target_seats = target_seats
@@ -344,25 +341,26 @@ class Seller:
         self.deadline = started + SETUP_LIMIT_S
         await asyncio.gather(*(self.buyer() for _ in range(clients)))
         self.sales.elapsed_s = time.perf_counter() - started
-        self.pool.close()
+        await self.pool.close()
         return self.sales
 
     async def call(self, kind: str, path: str, user: str, body: bytes) -> tuple[int, bytes]:
         """POST as `user`; a 503 ("retry with the same Idempotency-Key") is retried."""
-        headers = {
-            "authorization": f"Bearer {auth.mint_token(user, JWT_SECRET)}",
-            "idempotency-key": f"{kind}-{user}",
-            "content-type": JSON_TYPE,
-        }
+        headers = header_pairs(
+            {
+                "authorization": f"Bearer {auth.mint_token(user, JWT_SECRET)}",
+                "idempotency-key": f"{kind}-{user}",
+                "content-type": JSON_TYPE,
+            }
+        )
         sales = self.sales
         begin = time.perf_counter()
         for attempt in range(SETUP_ATTEMPTS):
             try:
                 async with asyncio.timeout(HTTP_TIMEOUT_S):
-                    status, reply = await self.pool.send(
-                        request_bytes("POST", f"{self.writer_url}{path}", headers, body)
-                    )
-            except (OSError, HttpError, TimeoutError) as error:
+                    answer = await self.pool.request(b"POST", path.encode(), headers, body)
+                status, reply = answer.status, answer.body
+            except (HttpError, TimeoutError) as error:
                 status, reply = 0, type(error).__name__.encode()
             if status == 201 or attempt == SETUP_ATTEMPTS - 1 or status not in (0, 503):
                 break

@@ -59,7 +59,6 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Final
-from urllib.parse import urlsplit
 
 import httpx
 import loadgen
@@ -69,8 +68,7 @@ from baselines import textbook
 from baselines.common import ENV_DATABASE, ENV_POOL, ENV_SECRET, ENV_VENUE
 from baselines.textbook import hold_only_event, hold_only_schema
 from loadgen import (
-    StreamConnection,
-    TransportError,
+    REQUEST_TIMEOUT_S,
     percentile_ms,
     print_table,
     serve,
@@ -92,6 +90,7 @@ from stack import (
 
 from global_writer.db.engine import MAX_OVERFLOW_DEFAULT, POOL_SIZE_DEFAULT
 from tessera import auth, limits
+from tessera.http1 import HttpError, Pool, header_pairs
 from tessera.venue import Venue
 from tessera_ops.audit import audit
 from tessera_ops.processes import ServiceProcess
@@ -185,13 +184,13 @@ class Workload:
 
 # --- the load generator ---
 #
-# Every simulated fan owns one keep-alive connection. Two implementations: "raw", a minimal
-# HTTP/1.1 client on asyncio streams (loadgen.StreamConnection, the default), and "httpx", one
-# httpx.AsyncClient per fan (one connection each). aiohttp is not installed. A single pooled
-# httpx.AsyncClient was measured on this machine at ~350 requests/s with 64 connections while
-# using a whole core (the pool's bookkeeping grows with its size), and even one client per fan
-# costs ~0.5 ms of CPU per request (~1,600 requests/s per core), so with httpx the load
-# generator, not the servers, would set the peak; the raw client costs ~0.05 ms per request.
+# Every simulated fan owns one keep-alive connection. Two implementations: "raw", the house's
+# HTTP/1.1 client (tessera/http1.py: a pool of one connection per fan, the default), and "httpx",
+# one httpx.AsyncClient per fan (one connection each). aiohttp is not installed. A single pooled
+# httpx.AsyncClient was measured on this machine at ~350 requests/s with 64 connections while using
+# a whole core (the pool's bookkeeping grows with its size), and even one client per fan costs ~0.5
+# ms of CPU per request (~1,600 requests/s per core), so with httpx the load generator, not the
+# servers, would set the peak; the raw client costs ~0.05 ms per request.
 
 
 class HoldReply(msgspec.Struct):
@@ -209,6 +208,10 @@ class Sample:
     hold_id: str = ""
     seats: tuple[str, ...] = ()
     error: str = ""
+
+
+class TransportError(Exception):
+    """No answer (refused, reset, timed out, malformed), whichever client."""
 
 
 class HttpxConnection:
@@ -236,29 +239,27 @@ class Client:
     """Connections to one server, one per concurrent request, and the hold request itself."""
 
     def __init__(self, base_url: str, kind: str, tokens: Sequence[str]) -> None:
-        parts = urlsplit(base_url)
         self.base_url = base_url
-        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
         self.kind = kind
         self.auth = [f"Bearer {token}" for token in tokens]
-        self.idle: list[StreamConnection | HttpxConnection] = []
+        self.idle: list[Pool | HttpxConnection] = []
         self.opened = 0
 
-    def _new(self) -> StreamConnection | HttpxConnection:
+    def _new(self) -> Pool | HttpxConnection:
         self.opened += 1
         if self.kind == "raw":
-            return StreamConnection(self.host, self.port)
+            return Pool(self.base_url, connections_max=1, timeout_s=REQUEST_TIMEOUT_S)
         return HttpxConnection(self.base_url)
 
-    def acquire(self) -> StreamConnection | HttpxConnection:
+    def acquire(self) -> Pool | HttpxConnection:
         return self.idle.pop() if self.idle else self._new()
 
-    def release(self, connection: StreamConnection | HttpxConnection) -> None:
+    def release(self, connection: Pool | HttpxConnection) -> None:
         self.idle.append(connection)
 
     async def send(
         self,
-        connection: StreamConnection | HttpxConnection,
+        connection: Pool | HttpxConnection,
         method: str,
         path: str,
         headers: dict[str, str],
@@ -266,11 +267,13 @@ class Client:
     ) -> tuple[int, bytes]:
         if isinstance(connection, HttpxConnection):
             return await connection.request(method, path, headers, body)
-        lines = [f"{method} {path} HTTP/1.1", f"host: {self.host}:{self.port}"]
-        lines += [f"{name}: {value}" for name, value in headers.items()]
-        lines.append(f"content-length: {len(body)}")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode()
-        return await connection.request(head, body)
+        try:
+            answer = await connection.request(
+                method.encode(), path.encode(), header_pairs(headers), body
+            )
+        except HttpError as error:
+            raise TransportError(type(error).__name__) from error
+        return answer.status, answer.body
 
     async def warm_up(self, connections: int) -> None:
         """Open (and use once) this many connections before the clock starts."""

@@ -1,38 +1,40 @@
-"""`create_app()`: the edge (ARCHITECTURE.md §5, docs/edge.md). Cached GETs and the hot writes
+"""`create_app()`: the edge (docs/architecture.md §5, docs/edge.md). Cached GETs and the hot writes
 (holds, extend, release, orders) are answered by bare-ASGI fast paths (edge/fastpath.py,
 edge/fastwrites.py); queue, admin, the fan's own records, streams, health and metrics by
 Litestar."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import msgspec
 import redis.asyncio as aioredis
-from litestar import Litestar, Request, Response, get
-from litestar.exceptions import HTTPException
+from litestar import Litestar, Request
 from litestar.openapi import OpenAPIConfig
 
 from edge import page
 from edge.cache import MicroCache
 from edge.clientip import parse_networks
 from edge.controllers import admin, cached, queue, reads, writes
-from edge.errors import JSON, EdgeError, handle_edge_error, handle_http_exception
 from edge.fans import VerifiedTokens
 from edge.fastpath import CachedGets
 from edge.fastwrites import FastWrites
 from edge.metrics import EdgeMetrics
+from edge.negative import EventCheckedOrigin, NegativeCache
 from edge.origins import OriginPool
 from edge.passthrough import StreamProxy, WriterProxy
 from edge.ratelimit import RateLimiter
 from edge.settings import Settings, from_env
 from edge.waiting_room import WaitingRoom
 from tessera import limits
-from tessera.observability import configure_logging, render
+from tessera.identity import Verifier
+from tessera.observability import configure_logging
+from tessera.requests import AccessLog
+from tessera.web import exception_handlers, operations_routes
 
 
 @dataclass
@@ -44,10 +46,13 @@ class Parts:
     writer_origin: OriginPool
     seatmaps: MicroCache
     events: MicroCache
+    checked_events: EventCheckedOrigin
+    negative: NegativeCache
     writer: WriterProxy
     streams: StreamProxy
     limiter: RateLimiter
     room: WaitingRoom
+    verifier: Verifier
 
     async def close(self) -> None:
         for closing in (self.origins, self.writer_origin, self.writer, self.streams):
@@ -68,51 +73,54 @@ def build(settings: Settings) -> Parts:
     )
     origins = OriginPool(settings.origin_urls, on_result=count)
     writer_origin = OriginPool([settings.writer_url], on_result=count)
+    checked_events = EventCheckedOrigin(origins, writer_origin)
+    only_found = frozenset({200})  # 404s go to the negative cache (edge/negative.py)
     return Parts(
         settings=settings,
         metrics=metrics,
         redis=redis,
         origins=origins,
         writer_origin=writer_origin,
-        seatmaps=MicroCache(origins, ttl_s=settings.cache_ttl_s, stale_s=settings.stale_s),
-        events=MicroCache(writer_origin, ttl_s=settings.cache_ttl_s, stale_s=settings.stale_s),
+        seatmaps=MicroCache(
+            origins,
+            ttl_s=settings.cache_ttl_s,
+            stale_s=settings.stale_s,
+            stored_statuses=only_found,
+        ),
+        events=MicroCache(
+            checked_events,
+            ttl_s=settings.cache_ttl_s,
+            stale_s=settings.stale_s,
+            stored_statuses=only_found,
+        ),
+        checked_events=checked_events,
+        negative=NegativeCache(),
         writer=WriterProxy(settings.writer_url, metrics),
         streams=StreamProxy(origins, metrics),
         limiter=RateLimiter(redis, settings.rate_limits, metrics),
         room=WaitingRoom(redis, settings, metrics),
+        verifier=Verifier(settings.identity),
     )
 
 
-@get("/healthz", include_in_schema=False)
-async def healthz() -> Response[bytes]:
-    return Response(b'{"status":"ok"}', media_type=JSON)
-
-
-@get("/readyz", include_in_schema=False)
-async def readyz(request: Request[Any, Any, Any]) -> Response[bytes]:
+async def readiness(request: Request[Any, Any, Any]) -> Mapping[str, object]:
     """Ready when a read node of the region is ready and Redis answers."""
     parts: Parts = request.app.state.parts
-    origin_ready = await parts.origins.ready()
     redis_ready = False
     with contextlib.suppress(aioredis.RedisError, OSError):
         redis_ready = bool(await parts.redis.ping())
-    ready = origin_ready and redis_ready
-    body = {
-        "status": "ready" if ready else "not_ready",
-        "origin": origin_ready,
-        "redis": redis_ready,
-    }
-    return Response(msgspec.json.encode(body), status_code=200 if ready else 503, media_type=JSON)
+    return {"origin": await parts.origins.ready(), "redis": redis_ready}
 
 
-@get("/metrics", include_in_schema=False, sync_to_thread=False)
-def metrics_endpoint(request: Request[Any, Any, Any]) -> Response[bytes]:
+def before_scrape(request: Request[Any, Any, Any]) -> None:
+    """Counters the hot paths keep in plain integers move into the registry now."""
     parts: Parts = request.app.state.parts
     parts.metrics.cache_entries.set(len(parts.seatmaps.entries) + len(parts.events.entries))
     request.app.state.fast.flush_metrics()
+    spared, parts.checked_events.spared = parts.checked_events.spared, 0
+    if spared:
+        parts.metrics.unknown_ids.labels("writer_spared").inc(spared)
     parts.writer.flush_metrics()
-    body, content_type = render(parts.metrics.registry)
-    return Response(body, media_type=content_type)
 
 
 def create_app(settings: Settings | None = None) -> Any:
@@ -127,12 +135,20 @@ def create_app(settings: Settings | None = None) -> Any:
         state.redis, state.origins, state.writer = parts.redis, parts.origins, parts.writer
         state.streams, state.limiter, state.room = parts.streams, parts.limiter, parts.room
         state.trusted = parse_networks(settings.trusted_proxies)
+        state.verifier = parts.verifier
+        await parts.verifier.refresh()  # the identity provider's keys before the first request
+        keys = asyncio.create_task(parts.verifier.keep_fresh())
         try:
             yield
         finally:
+            keys.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keys
             await parts.close()
 
     app = Litestar(
+        # Logging is tessera.observability's JSON lines: Litestar would install its own format.
+        logging_config=None,
         route_handlers=[
             *queue.ROUTE_HANDLERS,
             *admin.ROUTE_HANDLERS,
@@ -140,12 +156,10 @@ def create_app(settings: Settings | None = None) -> Any:
             *reads.ROUTE_HANDLERS,
             *cached.ROUTE_HANDLERS,
             *page.ROUTE_HANDLERS,
-            healthz,
-            readyz,
-            metrics_endpoint,
+            *operations_routes(readiness, before_scrape),
         ],
         lifespan=[lifespan],
-        exception_handlers={EdgeError: handle_edge_error, HTTPException: handle_http_exception},
+        exception_handlers=exception_handlers(),
         request_max_body_size=limits.request_body_bytes_max,
         openapi_config=OpenAPIConfig(title="Tessera edge", version="0.1.0", path="/schema"),
     )
@@ -155,7 +169,7 @@ def create_app(settings: Settings | None = None) -> Any:
         writer=parts.writer,
         limiter=parts.limiter,
         room=parts.room,
-        tokens=VerifiedTokens(settings.jwt_secret),
+        tokens=VerifiedTokens(parts.verifier),
         trusted=trusted,
         metrics=parts.metrics,
     )
@@ -166,6 +180,8 @@ def create_app(settings: Settings | None = None) -> Any:
         limiter=parts.limiter,
         trusted=trusted,
         metrics=parts.metrics,
+        negative=parts.negative,
+        tokens=VerifiedTokens(parts.verifier),
     )
     app.state.fast = fast
-    return fast
+    return AccessLog(fast, "edge")

@@ -20,9 +20,9 @@ import asyncio
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final, Literal, Protocol
 
 from edge.origins import OriginAnswer, OriginPool, OriginUnavailable
 from tessera import limits
@@ -76,16 +76,25 @@ def base_etag(etag: str | None, encoding: str | None) -> str | None:
     return etag[: -len(suffix)] + '"' if etag.endswith(suffix) else etag
 
 
+class Origin(Protocol):
+    """What the cache fetches from: an `OriginPool`, or edge/negative.py's event check."""
+
+    async def get(self, path_and_query: str, headers: Mapping[str, str]) -> OriginAnswer: ...
+
+
 class MicroCache:
     def __init__(
         self,
-        pool: OriginPool,
+        pool: OriginPool | Origin,
         *,
         ttl_s: float | None,
         stale_s: float,
         clock: Callable[[], float] = time.monotonic,
+        stored_statuses: frozenset[int] = CACHEABLE_STATUSES,
     ) -> None:
         self.pool = pool
+        # The edge keeps 404s out (edge/negative.py): random ids would flush the entries fans use.
+        self.stored_statuses = stored_statuses
         self.ttl_s = ttl_s
         self.stale_s = stale_s
         self.clock = clock
@@ -138,7 +147,7 @@ class MicroCache:
                 raise OriginUnavailable("origin answered 304 to an unconditional request")
             answer = OriginAnswer(previous.status, previous.headers, previous.body)
         entry = self._entry(answer)
-        if entry.fresh_until > entry.stored_at:
+        if entry.fresh_until > entry.stored_at and entry.status in self.stored_statuses:
             self._store(key, entry)
         return Fetched(entry, stale=False)
 

@@ -3,7 +3,6 @@ the fan behind the bearer token, and the rate-limit check every handler makes fi
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from litestar import Request
@@ -11,8 +10,10 @@ from litestar import Request
 from edge.clientip import client_ip
 from edge.errors import EdgeError
 from edge.ratelimit import RateLimiter, refusal
-from edge.settings import RouteClass, Settings
-from tessera import auth, limits
+from edge.settings import RouteClass
+from tessera import auth
+from tessera.identity import Verifier
+from tessera.web import challenge
 
 
 def ip_of(request: Request[Any, Any, Any]) -> str:
@@ -26,12 +27,21 @@ def ip_of(request: Request[Any, Any, Any]) -> str:
 
 def fan_of(request: Request[Any, Any, Any]) -> str:
     """The verified user id; 401 before anything reaches the writer otherwise."""
-    settings: Settings = request.app.state.settings
+    verifier: Verifier = request.app.state.verifier
     try:
-        token = auth.bearer_token(request.headers.get("authorization"))
-        return auth.verify_token(token, settings.jwt_secret).user_id
+        return verifier.user_id(request.headers.get("authorization"))
     except auth.AuthError as error:
-        raise EdgeError(401, "unauthorized", str(error)) from None
+        raise EdgeError(
+            401, "unauthorized", str(error), {"WWW-Authenticate": challenge(error.code)}
+        ) from None
+
+
+def optional_fan(request: Request[Any, Any, Any]) -> str | None:
+    """The verified user id when a token is sent (401 when it does not verify: refused before
+    any budget is charged, so a forged token costs no fan anything); None without one."""
+    if "authorization" not in request.headers:
+        return None
+    return fan_of(request)
 
 
 async def admit_rate(
@@ -47,30 +57,18 @@ async def admit_rate(
 
 
 class VerifiedTokens:
-    """Fan tokens this process has verified, so that a fan's next writes skip the HMAC check and
-    the JWT decoding (as the writer does, global_writer/tokens.py). A token's validity depends
-    only on the secret, fixed for the process, and the clock: a remembered token is refused once
-    it has expired. Only tokens that verified are kept, keyed by the whole header as sent, at
-    most `limits.edge_verified_tokens_max` (the oldest forgotten first)."""
+    """Fans' tokens for the edge's handlers and fast paths: the kernel's verifier
+    (tessera/identity.py: the identity provider's public keys, verified tokens remembered), its
+    refusals as 401 `unauthorized` with `WWW-Authenticate`."""
 
-    def __init__(self, secret: str) -> None:
-        auth.check_secret(secret)
-        self.secret = secret
-        self.principals: dict[bytes, auth.Principal] = {}
+    def __init__(self, verifier: Verifier) -> None:
+        self.verifier = verifier
 
     def user_id(self, authorization: bytes | None) -> str:
-        """The fan an `Authorization: Bearer` header speaks for; 401 `unauthorized` otherwise."""
-        principal = self.principals.get(authorization or b"")
-        if principal is not None and time.time() < principal.expires_at:
-            return principal.user_id
         try:
             header = None if authorization is None else authorization.decode("latin-1")
-            principal = auth.verify_token(auth.bearer_token(header), self.secret)
+            return self.verifier.user_id(header)
         except auth.AuthError as error:
-            self.principals.pop(authorization or b"", None)
-            raise EdgeError(401, "unauthorized", str(error)) from None
-        assert authorization is not None  # a token verified
-        if len(self.principals) >= limits.edge_verified_tokens_max:
-            del self.principals[next(iter(self.principals))]
-        self.principals[authorization] = principal
-        return principal.user_id
+            raise EdgeError(
+                401, "unauthorized", str(error), {"WWW-Authenticate": challenge(error.code)}
+            ) from None

@@ -14,8 +14,10 @@ from urllib.parse import parse_qs
 
 from edge.cache import CacheKey, Entry, MicroCache, Outcome
 from edge.clientip import client_ip
-from edge.errors import error_body
+from edge.errors import EdgeError, error_body
+from edge.fans import VerifiedTokens
 from edge.metrics import EdgeMetrics
+from edge.negative import NegativeCache
 from edge.origins import OriginUnavailable
 from edge.ratelimit import RateLimiter, refusal
 from edge.settings import RouteClass
@@ -29,6 +31,12 @@ SEATMAP_PATH: Final = re.compile(r"^/v1/events/([^/]+)/seatmap$")
 SECTION_PATH: Final = re.compile(r"^/v1/events/([^/]+)/sections/([^/]+)/seatmap$")
 SECTION_ID: Final = re.compile(ID_PATTERN)
 JSON_HEADERS: Final = ((b"content-type", b"application/json"),)
+NEGATIVE_HEADERS: Final = {"X-Cache": "NEGATIVE", "Cache-Control": "no-store"}
+NOT_FOUND: Final = {
+    "/v1/events/{event_id}": "no such event",
+    "/v1/events/{event_id}/seatmap": "no such event",
+    "/v1/events/{event_id}/sections/{section_id}/seatmap": "no such event or section",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,9 +62,13 @@ class CachedGets:
         limiter: RateLimiter,
         trusted: list[Any],
         metrics: EdgeMetrics,
+        negative: NegativeCache | None = None,
+        tokens: VerifiedTokens | None = None,
     ) -> None:
         self.app = app
         self.limiter = limiter
+        self.negative = negative or NegativeCache()
+        self.tokens = tokens
         self.trusted = trusted
         self.metrics = metrics
         self.event_route = Route("/v1/events/{event_id}", events, takes_format=False)
@@ -69,7 +81,9 @@ class CachedGets:
         self.known: dict[str, Route] = {}
         self.encodings: dict[bytes, str] = {}
         self.latency: dict[tuple[str, str, int], Any] = {}
-        self.outcomes: dict[str, int] = dict.fromkeys(("HIT", "MISS", "STALE", "ERROR"), 0)
+        self.outcomes: dict[str, int] = dict.fromkeys(
+            ("HIT", "MISS", "STALE", "ERROR", "NEGATIVE"), 0
+        )
         self.reads_local = limiter.config.budget(RouteClass.reads).store == "local"
 
     def route_of(self, path: str) -> Route | None:
@@ -109,6 +123,7 @@ class CachedGets:
             status = refused.status
         else:
             route_name = route.template
+        scope["path_template"] = route_name  # for the access log (tessera/requests.py)
         histogram = self.latency.get((route_name, scope["method"], status))
         if histogram is None:
             histogram = self.metrics.request_latency_s.labels(
@@ -134,7 +149,7 @@ class CachedGets:
 
     async def serve(self, scope: dict[str, Any], send: Any, route: Route) -> int:
         accept_encoding = b""
-        if_none_match = forwarded = None
+        if_none_match = forwarded = authorization = None
         for name, value in scope["headers"]:
             if name == b"accept-encoding":
                 accept_encoding = value
@@ -142,16 +157,21 @@ class CachedGets:
                 if_none_match = value
             elif name == b"x-forwarded-for":
                 forwarded = value
+            elif name == b"authorization":
+                authorization = value
         fmt = "binary"
         if route.takes_format and scope.get("query_string"):
             fmt = parse_qs(scope["query_string"].decode("latin-1")).get("format", [fmt])[-1]
             if fmt not in ("binary", "json"):
                 raise Refusal(422, "invalid_request", "format must be binary or json", {})
         ip = self.client_of(scope, forwarded)
+        # Reads need no token; one that is sent must verify (401 otherwise, charged to nobody),
+        # and moves the request from the anonymous budget to the fan's (edge/ratelimit.charges).
+        user_id = None if authorization is None else self.fan_of(authorization)
         if self.reads_local:
-            decision = self.limiter.check_local(RouteClass.reads, ip, None)
+            decision = self.limiter.check_local(RouteClass.reads, ip, user_id)
         else:
-            decision = await self.limiter.check(RouteClass.reads, ip, None)
+            decision = await self.limiter.check(RouteClass.reads, ip, user_id)
         if not decision.allowed:
             error = refusal(decision, RouteClass.reads)
             raise Refusal(error.status, error.code, error.message, error.headers)
@@ -160,22 +180,39 @@ class CachedGets:
         entry = route.cache.fresh(key)
         outcome: Outcome = "HIT"
         if entry is None:
-            try:
-                entry, outcome = await route.cache.get(
-                    key, path + ("?format=json" if fmt == "json" else "")
-                )
-            except OriginUnavailable:
-                self.outcomes["ERROR"] += 1
-                raise Refusal(
-                    503,
-                    "origin_unavailable",
-                    "seat maps are unavailable; retry",
-                    {"Retry-After": "1"},
-                ) from None
+            entry, outcome = await self.fetch(route, key, fmt)
         self.outcomes[outcome] += 1
         age = str(int(route.cache.clock() - entry.stored_at)).encode()
         extra = ((b"x-cache", outcome.encode()), (b"age", age))
         return await answer(scope, send, if_none_match, entry, extra)
+
+    async def fetch(self, route: Route, key: CacheKey, fmt: str) -> tuple[Entry, Outcome]:
+        """A miss: a path remembered as unknown is answered here; otherwise the cache asks its
+        origin once, and a 404 it brings back is remembered."""
+        path = key[0]
+        if self.negative.known_missing(path):
+            self.outcomes["NEGATIVE"] += 1
+            raise Refusal(404, "not_found", NOT_FOUND[route.template], NEGATIVE_HEADERS)
+        try:
+            entry, outcome = await route.cache.get(
+                key, path + ("?format=json" if fmt == "json" else "")
+            )
+        except OriginUnavailable:
+            self.outcomes["ERROR"] += 1
+            raise Refusal(
+                503, "origin_unavailable", "seat maps are unavailable; retry", {"Retry-After": "1"}
+            ) from None
+        if entry.status == 404:
+            self.negative.remember(path)
+        return entry, outcome
+
+    def fan_of(self, authorization: bytes) -> str:
+        if self.tokens is None:
+            raise Refusal(401, "unauthorized", "tokens are not accepted here", {})
+        try:
+            return self.tokens.user_id(authorization)
+        except EdgeError as error:
+            raise Refusal(error.status, error.code, error.message, error.headers) from None
 
     def flush_metrics(self) -> None:
         """Counted in plain integers on the hot path (a Prometheus update per hit cost about as
@@ -184,6 +221,13 @@ class CachedGets:
             if count:
                 self.metrics.cache_requests.labels(outcome).inc(count)
                 self.outcomes[outcome] = 0
+        negative = self.negative
+        self.metrics.negative_entries.set(len(negative))
+        for result in ("stored", "evicted"):
+            count = getattr(negative, result)
+            if count:
+                self.metrics.unknown_ids.labels(result).inc(count)
+                setattr(negative, result, 0)
 
 
 async def answer(

@@ -26,7 +26,7 @@ from typing import Any, Final
 
 from edge.clientip import client_ip
 from edge.controllers import check_body
-from edge.errors import EdgeError, error_body
+from edge.errors import EdgeError
 from edge.fans import VerifiedTokens
 from edge.metrics import EdgeMetrics
 from edge.passthrough import FORWARDED_WIRE_HEADERS, WriterProxy, passed_back
@@ -34,6 +34,8 @@ from edge.ratelimit import RateLimiter, refusal
 from edge.settings import RouteClass
 from edge.waiting_room import ADMISSION_HEADER, WaitingRoom
 from tessera import limits
+from tessera.requests import current_request_id
+from tessera.web import asgi_error
 
 ASGIApp = Any
 WRITE_PATH: Final = re.compile(r"^/v1/events/([^/]+)/(holds|orders)(?:/([^/]+)(/extend)?)?$")
@@ -101,6 +103,7 @@ class FastWrites:
         except Disconnected:
             status = 499  # nginx's "client closed request", for the latency series only
         template = target[0][0] if target is not None else "writes"  # a 404 before routing
+        scope["path_template"] = template  # for the access log (tessera/requests.py)
         self.observe(template, method, status, time.perf_counter() - started)
 
     def target_of(self, method: str, path: str) -> Target | None:
@@ -142,6 +145,7 @@ class FastWrites:
                 forwarded = value
             elif name == b"content-length":
                 length = value
+        headers.append((b"x-request-id", current_request_id().encode()))
         user_id = self.tokens.user_id(authorization)
         ip = self.client_of(scope, forwarded)
         await self.charge(route_class, ip, user_id)
@@ -233,9 +237,4 @@ async def read_body(receive: Any, content_type: str | None, length: bytes | None
 
 
 async def send_error(send: Any, error: EdgeError) -> None:
-    headers = [
-        JSON_HEADER,
-        *((name.lower().encode(), value.encode()) for name, value in error.headers.items()),
-    ]
-    await send({"type": "http.response.start", "status": error.status, "headers": headers})
-    await send({"type": "http.response.body", "body": error_body(error.code, error.message)})
+    await asgi_error(send, error)

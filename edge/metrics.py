@@ -63,3 +63,23 @@ class EdgeMetrics(Metrics):
         self.sse_clients = Gauge(
             "tessera_edge_sse_clients", "SSE streams being proxied.", registry=on
         )
+        self.sse_refused = Counter(
+            "tessera_edge_sse_refused",
+            "Streams refused before reaching a read node, by the cap that refused them: fan, "
+            "address (per client) or edge (the process's total).",
+            ("cap",),
+            registry=on,
+        )
+        self.negative_entries = Gauge(
+            "tessera_edge_negative_cache_entries",
+            "Paths remembered as 404 (unknown ids), bounded by limits.edge_negative_entries_max.",
+            registry=on,
+        )
+        self.unknown_ids = Counter(
+            "tessera_edge_unknown_ids",
+            "Unknown ids: 404s stored in the negative cache, entries evicted by its bound, and "
+            "writer_spared (event details refused on a read node's 404, the writer not asked). "
+            'Answers from it are tessera_edge_cache_requests{outcome="NEGATIVE"}.',
+            ("result",),
+            registry=on,
+        )

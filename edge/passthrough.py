@@ -9,7 +9,7 @@ encoded back as latin-1 (`wire`) and the tier gets exactly the fan's bytes: an `
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Final
 
 from litestar import Response
@@ -20,6 +20,7 @@ from edge.origins import OriginPool
 from edge.streaming import Stream, open_stream
 from edge.upstream import Answer, Header, Shed, UpstreamError, UpstreamPool, UpstreamTimeout
 from tessera import limits
+from tessera.requests import current_request_id
 
 # Request headers a tier needs from the fan; everything else stays at the edge.
 FORWARDED_REQUEST_HEADERS: Final = (
@@ -28,6 +29,8 @@ FORWARDED_REQUEST_HEADERS: Final = (
     "content-type",
     "accept",
     "last-event-id",
+    # W3C Trace Context: the tier behind takes the same trace id (tessera/requests.py).
+    "traceparent",
 )
 FORWARDED_WIRE_HEADERS: Final = frozenset(name.encode() for name in FORWARDED_REQUEST_HEADERS)
 # Hop-by-hop or recomputed: never copied from an upstream answer.
@@ -40,6 +43,8 @@ DROPPED_RESPONSE_HEADERS: Final = frozenset(
         b"content-encoding",
         b"date",
         b"server",
+        # The edge answers with its own (the same id: it sent it; tessera/requests.py).
+        b"x-request-id",
     }
 )
 RESULTS: Final = ("1xx", "2xx", "3xx", "4xx", "5xx", "timeout", "unreachable")
@@ -50,6 +55,7 @@ def forwarded_headers(headers: Mapping[str, str], client_ip: str) -> dict[str, s
     address in X-Forwarded-For."""
     kept = {name: headers[name] for name in FORWARDED_REQUEST_HEADERS if name in headers}
     kept["x-forwarded-for"] = client_ip
+    kept["x-request-id"] = current_request_id()  # the tier behind logs under the same id
     return kept
 
 
@@ -152,13 +158,66 @@ class WriterProxy:
         )
 
 
+class StreamLease:
+    """One admitted stream's place in the counts, and its origin connection once open; released
+    once, on whichever way the stream ends (refused by the origin, failed, finished, or the fan
+    gone)."""
+
+    __slots__ = ("address", "proxy", "released", "stream", "user_id")
+
+    def __init__(self, proxy: StreamProxy, address: str, user_id: str | None) -> None:
+        self.proxy, self.address, self.user_id = proxy, address, user_id
+        self.stream: Stream | None = None
+        self.released = False
+
+    def release(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
+        if not self.released:
+            self.released = True
+            self.proxy.released(self)
+
+
 class StreamProxy:
-    """SSE from the first read node that accepts the stream."""
+    """SSE from the first read node that accepts the stream, with the streams open through this
+    process counted exactly: in all, per address block and per fan (docs/api.md, "Streams")."""
 
     def __init__(self, pool: OriginPool, metrics: EdgeMetrics) -> None:
         self.pool = pool
         self.metrics = metrics
         self.clients = 0
+        self.per_address: dict[str, int] = {}
+        self.per_fan: dict[str, int] = {}
+
+    def admit(self, address: str, user_id: str | None) -> StreamLease:
+        """A place for one more stream from `address` (an address block: the rate limiter's
+        key) and fan, or 503 (this process is full) / 429 `too_many_streams` (this client is)."""
+        if self.clients >= limits.edge_sse_clients_max:
+            self.metrics.sse_refused.labels("edge").inc()
+            raise EdgeError(
+                503, "unavailable", "too many stream clients; retry", {"Retry-After": "5"}
+            )
+        if self.per_address.get(address, 0) >= limits.edge_sse_streams_per_address_max:
+            self.metrics.sse_refused.labels("address").inc()
+            raise too_many_streams("from this IP address")
+        if user_id is not None and self.per_fan.get(user_id, 0) >= (
+            limits.edge_sse_streams_per_fan_max
+        ):
+            self.metrics.sse_refused.labels("fan").inc()
+            raise too_many_streams("for this account")
+        self.clients += 1
+        self.per_address[address] = self.per_address.get(address, 0) + 1
+        if user_id is not None:
+            self.per_fan[user_id] = self.per_fan.get(user_id, 0) + 1
+        self.metrics.sse_clients.set(self.clients)
+        return StreamLease(self, address, user_id)
+
+    def released(self, lease: StreamLease) -> None:
+        self.clients -= 1
+        forget(self.per_address, lease.address)
+        if lease.user_id is not None:
+            forget(self.per_fan, lease.user_id)
+        self.metrics.sse_clients.set(self.clients)
 
     async def close(self) -> None:
         """Streams own their connections, and end with their relay."""
@@ -186,9 +245,7 @@ class StreamProxy:
             503, "origin_unavailable", "no read node answers; retry", {"Retry-After": "1"}
         )
 
-    async def relay(self, stream: Stream) -> AsyncIterator[bytes]:
-        self.clients += 1
-        self.metrics.sse_clients.set(self.clients)
+    async def relay(self, stream: Stream) -> AsyncGenerator[bytes, None]:
         try:
             # A read node that goes away (or goes silent) ends the stream; EventSource
             # reconnects through us with Last-Event-ID and resumes from the node that answers.
@@ -196,9 +253,20 @@ class StreamProxy:
                 async for piece in stream.pieces(limits.edge_sse_idle_s_max):
                     yield piece
         finally:
-            self.clients -= 1
-            self.metrics.sse_clients.set(self.clients)
             stream.close()
+
+
+def forget(counts: dict[str, int], key: str) -> None:
+    left = counts.get(key, 0) - 1
+    if left > 0:
+        counts[key] = left
+    else:
+        counts.pop(key, None)  # zero counts are dropped: the dicts hold open streams only
+
+
+def too_many_streams(where: str) -> EdgeError:
+    message = f"too many open streams {where}; close one or retry later"
+    return EdgeError(429, "too_many_streams", message, {"Retry-After": "5"})
 
 
 async def error_response(stream: Stream) -> Response[bytes]:

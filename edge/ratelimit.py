@@ -7,7 +7,9 @@ T = 1/per_s and the tolerance τ = (burst - 1)·T. A request at time `now` is ad
 `max(TAT, now) - τ <= now`; admitting it moves TAT to `max(TAT, now) + T`. Otherwise it is refused
 and may retry after `max(TAT, now) - τ - now`. So `burst` requests pass at once, then one every T.
 
-A route class has up to three budgets (its `Budget`: ip, user, fleet). A request is charged to
+A route class has up to three budgets (its `Budget`: ip, user, fleet), and for requests without
+a valid fan token, when the class sets them, two of their own instead (anonymous_ip,
+anonymous_fleet): an anonymous flood then spends only those. A request is charged to
 all of them or to none: if any budget refuses, nothing is recorded, and the answer names the
 refusing budget with the longest wait (retrying sooner would be refused again).
 
@@ -106,12 +108,20 @@ class Charge(msgspec.Struct, frozen=True):
 
 
 def charges(route_class: RouteClass, budget: Budget, ip: str, user_id: str | None) -> list[Charge]:
-    """The budgets that apply to this request (the user budget only for a known fan)."""
-    wanted = (
-        ("ip", budget.ip, address_budget_key(ip)),
-        ("user", budget.user if user_id is not None else None, user_id),
-        ("fleet", budget.fleet, FLEET_ID),
-    )
+    """The budgets that apply to this request (the user budget only for a known fan; without
+    one, the anonymous budgets when the class has them)."""
+    wanted: tuple[tuple[str, Rate | None, str | None], ...]
+    if user_id is None and (budget.anonymous_ip is not None or budget.anonymous_fleet is not None):
+        wanted = (
+            ("anonymous_ip", budget.anonymous_ip, address_budget_key(ip)),
+            ("anonymous_fleet", budget.anonymous_fleet, FLEET_ID),
+        )
+    else:
+        wanted = (
+            ("ip", budget.ip, address_budget_key(ip)),
+            ("user", budget.user if user_id is not None else None, user_id),
+            ("fleet", budget.fleet, FLEET_ID),
+        )
     return [
         Charge(scope, f"{KEY_PREFIX}:{route_class.value}:{scope}:{ident}", rate)
         for scope, rate, ident in wanted
@@ -311,6 +321,8 @@ _WHERE: Final = {
     "ip": "from this IP address",
     "user": "from this account",
     "fleet": "on the site right now",
+    "anonymous_ip": "from this IP address without signing in",
+    "anonymous_fleet": "without signing in on the site right now",
 }
 
 

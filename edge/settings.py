@@ -8,13 +8,14 @@ whole edge fleet); `null` switches a scope off.
 from __future__ import annotations
 
 import ipaddress
-import os
 from enum import StrEnum
 from typing import Annotated, Literal
 
 import msgspec
 
 from tessera import limits
+from tessera.identity import IDENTITY_ENV_FIELDS, IdentitySettings
+from tessera.web import load_settings
 
 Url = Annotated[str, msgspec.Meta(min_length=1, max_length=2_048)]
 Secret = Annotated[str, msgspec.Meta(min_length=32, max_length=512)]
@@ -39,6 +40,11 @@ class Budget(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=Tr
     user: Rate | None = None
     # Shared by every edge process that uses the same Redis (a region's fleet).
     fleet: Rate | None = None
+    # Calls without a valid fan token: when either is set, they are charged to these instead of
+    # `ip` and `fleet` (per address block, and for the fleet), so an anonymous flood spends its
+    # own budgets and never the ones signed-in fans need (docs/api.md, "Anonymous budgets").
+    anonymous_ip: Rate | None = None
+    anonymous_fleet: Rate | None = None
     # "local": counted in this process only (no Redis round trip per request); "redis": shared.
     store: Literal["redis", "local"] = "redis"
 
@@ -46,8 +52,18 @@ class Budget(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=Tr
 def _default_budgets() -> dict[RouteClass, Budget]:
     return {
         # Reads are mostly cache hits: a Redis round trip each would cost more than the hit.
-        RouteClass.reads: Budget(ip=Rate(50, 100), store="local"),
-        RouteClass.queue: Budget(ip=Rate(5, 10), user=Rate(1, 5), fleet=Rate(5_000, 10_000)),
+        # Per address, signed in or not: one page's polling and stream reconnects fit easily,
+        # a scraper does not. Anonymous reads spend a smaller budget of their own, so a scraper
+        # without a token cannot spend what the fans behind the same address need.
+        RouteClass.reads: Budget(ip=Rate(50, 100), anonymous_ip=Rate(25, 50), store="local"),
+        # Challenges are anonymous: a botnet asking for them must not push fans' joins into 429.
+        RouteClass.queue: Budget(
+            ip=Rate(5, 10),
+            user=Rate(1, 5),
+            fleet=Rate(5_000, 10_000),
+            anonymous_ip=Rate(2, 5),
+            anonymous_fleet=Rate(2_000, 4_000),
+        ),
         # The fleet budgets are what the writer takes (BENCHMARKS.md): more would only queue.
         RouteClass.holds: Budget(ip=Rate(5, 10), user=Rate(2, 5), fleet=Rate(1_000, 1_000)),
         RouteClass.orders: Budget(ip=Rate(2, 5), user=Rate(1, 3), fleet=Rate(500, 500)),
@@ -61,14 +77,13 @@ class RateLimits(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
         return self.budgets.get(route_class) or _default_budgets()[route_class]
 
 
-class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+class Settings(IdentitySettings, forbid_unknown_fields=True, frozen=True, kw_only=True):
     # The region's read nodes, tried in order (failing ones are skipped for a while).
     origin_urls: Annotated[
         list[Url], msgspec.Meta(min_length=1, max_length=limits.edge_origins_max)
     ]
     writer_url: Url
     redis_url: Url
-    jwt_secret: Secret
     admin_key: Secret
     # Signs queue tickets, admission tokens and challenges: the same for every edge of a deployment.
     edge_secret: Secret
@@ -95,13 +110,20 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
     def __post_init__(self) -> None:
         for network in self.trusted_proxies:
             ipaddress.ip_network(network, strict=False)  # ValueError names the bad entry
+        self.identity.check(production=self.production)
+        if self.dev_tokens and (self.production or not self.jwt_secret):
+            # It mints a token for any user id: a local stack's convenience, never a door.
+            raise ValueError(
+                "TESSERA_DEV_TOKENS: only with the HS256 development secret (TESSERA_JWT_SECRET)"
+                " and never when TESSERA_PRODUCTION is true"
+            )
 
 
 ENV_FIELDS = {
+    **IDENTITY_ENV_FIELDS,
     "origin_urls": "TESSERA_ORIGIN_URLS",
     "writer_url": "TESSERA_WRITER_URL",
     "redis_url": "TESSERA_REDIS_URL",
-    "jwt_secret": "TESSERA_JWT_SECRET",
     "admin_key": "TESSERA_ADMIN_KEY",
     "edge_secret": "TESSERA_EDGE_SECRET",
     "region": "TESSERA_REGION",
@@ -116,19 +138,7 @@ LIST_FIELDS = frozenset({"origin_urls", "trusted_proxies"})
 
 
 def from_env(environ: dict[str, str] | None = None) -> Settings:
-    env = os.environ if environ is None else environ
-    raw: dict[str, object] = {}
-    try:
-        for field, variable in ENV_FIELDS.items():
-            if variable not in env:
-                continue
-            value = env[variable]
-            if field in LIST_FIELDS:
-                raw[field] = [part.strip() for part in value.split(",") if part.strip()]
-            elif field == "rate_limits":
-                raw[field] = msgspec.json.decode(value)
-            else:
-                raw[field] = value
-        return msgspec.convert(raw, Settings, strict=False)
-    except (msgspec.ValidationError, msgspec.DecodeError, ValueError) as error:
-        raise ValueError(f"edge settings ({', '.join(ENV_FIELDS.values())}): {error}") from None
+    """Settings from the environment; a missing or invalid value names its variable."""
+    return load_settings(
+        Settings, ENV_FIELDS, environ, list_fields=LIST_FIELDS, json_fields=("rate_limits",)
+    )

@@ -84,6 +84,9 @@ class Written:
     # New holds that won every seat, with their deadlines (the database's).
     expires_at: dict[uuid.UUID, datetime] = field(default_factory=dict)
     lost: dict[uuid.UUID, list[str]] = field(default_factory=dict)
+    # New holds the database refused for the per-fan limit: the event's limit, and the seats
+    # their fan already had.
+    over_limit: dict[uuid.UUID, tuple[int, int]] = field(default_factory=dict)
     freed: list[tuple[str, int, str]] = field(default_factory=list)
     released_holds: set[uuid.UUID] = field(default_factory=set)
     extended: dict[uuid.UUID, datetime] = field(default_factory=dict)
@@ -249,7 +252,7 @@ class EventActor:
             batch.holds = await self.claim_keys(batch.holds)
             if not len(batch):
                 return
-        plan = Plan(self.runtime)
+        plan = Plan(self.runtime, batch_id=uuid.uuid4().hex[:16])
         started = time.perf_counter()
         self.pending = plan
         try:
@@ -265,8 +268,19 @@ class EventActor:
             return
         finally:
             self.pending = None
-        self.metrics.batch_commit_latency_s.observe(time.perf_counter() - started)
+        commit_s = time.perf_counter() - started
+        self.metrics.batch_commit_latency_s.observe(commit_s)
         self.metrics.batch_size.observe(len(batch))
+        log.info(
+            "batch committed",
+            extra={
+                "event_id": str(self.runtime.event_id),
+                "batch_id": plan.batch_id,
+                "requests": len(batch),
+                "commit_ms": round(commit_s * 1000, 1),
+                "request_ids": [op.request_id for op in batch.ops() if op.request_id],
+            },
+        )
         self.finish(plan, written, batch)
         self.count(written, batch)
 
@@ -310,6 +324,8 @@ class EventActor:
         for op in batch.holds:
             if op.failure is not None:
                 rejected[op.failure.code] += 1
+            elif op.hold_id in written.over_limit:
+                rejected[errors.LimitExceeded.code] += 1
             elif op.hold_id in written.lost:
                 rejected["claim_conflict"] += 1
         for reason, count in rejected.items():
@@ -354,7 +370,7 @@ class EventActor:
         if plan.touched:
             await self.bump_versions(conn, plan, written)
             pending += self.deltas(plan, written)
-            pending += self.order_events(written)
+            pending += self.order_events(written, plan.batch_id)
         elif batch.changes_state:
             await self.check_lease(conn)
         written.outbox = await outbox.insert_many(conn, pending)
@@ -368,6 +384,7 @@ class EventActor:
         rows = await conn.execute(
             batch_sql.RELEASE_HOLDS,
             {
+                "event_id": self.runtime.event_id,
                 "hold_ids": [hold_id for hold_id, _, _ in wanted],
                 "reasons": [reason for _, reason, _ in wanted],
                 "user_ids": [user_id for _, _, user_id in wanted],
@@ -436,12 +453,18 @@ class EventActor:
         )
         won: set[tuple[uuid.UUID, str, int]] = set()
         deadlines: dict[uuid.UUID, datetime] = {}
-        for hold_id, expires_at, section_id, index in rows:
+        for hold_id, within, had, seat_limit, expires_at, section_id, index in rows:
+            if not within:
+                written.over_limit[hold_id] = (seat_limit, int(had))
+                continue
             deadlines[hold_id] = expires_at
             if section_id is not None:
                 won.add((hold_id, section_id, index))
+        self.refuse_over_limit(plan, written, ready)
         lost = []
         for op in ready:
+            if op.hold_id in written.over_limit:
+                continue
             taken = [(p, i) for p, i in op.picked if (op.hold_id, section_ids[p], i) not in won]
             if not taken:
                 written.expires_at[op.hold_id] = deadlines[op.hold_id]
@@ -455,6 +478,17 @@ class EventActor:
             written.needs_reload = True
             await conn.execute(batch_sql.DROP_LOST_CLAIMS, {"hold_ids": lost})
             await conn.execute(batch_sql.DROP_LOST_HOLDS, {"hold_ids": lost})
+
+    def refuse_over_limit(self, plan: Plan, written: Written, ready: list[HoldOp]) -> None:
+        """Free the seats picked for the holds the database refused for the per-fan limit. Memory
+        let them through, so its counts are wrong: reload them after commit."""
+        if not written.over_limit:
+            return
+        written.needs_reload = True
+        for op in ready:
+            if op.hold_id in written.over_limit:
+                for position, index in op.picked:
+                    plan.set_state(position, index, AVAILABLE)
 
     async def write_sells(
         self, conn: AsyncConnection, plan: Plan, written: Written, sells: list[SellOp]
@@ -474,6 +508,9 @@ class EventActor:
                 "currencies": [op.currency for op in sells],
                 "providers": [op.provider for op in sells],
                 "refs": [op.provider_ref for op in sells],
+                # No key, no fence (tests drive the actor without one; checkout always has one).
+                "idem_keys": [op.idem.key if op.idem else "" for op in sells],
+                "attempts": [op.idem.attempt if op.idem else None for op in sells],
             },
         )
         buyers = {row[0]: Buyer(bool(row[1]), row[2], row[3]) for row in rows}
@@ -502,7 +539,7 @@ class EventActor:
         if owned.first() is None:
             raise StaleLease(f"fencing epoch {runtime.lease_epoch} is no longer current")
 
-    def order_events(self, written: Written) -> list[Pending]:
+    def order_events(self, written: Written, batch_id: str) -> list[Pending]:
         """Per order: its event on the change feed (friends index) and its confirmation on the
         notifier's work queue, both committed with the sale so neither can be lost."""
         if not written.orders:
@@ -511,9 +548,13 @@ class EventActor:
         assert written.db_now is not None
         subject = contracts.orders_subject(runtime.event_id)
         confirmed_subject = contracts.order_confirmed_subject(runtime.event_id)
-        headers = {contracts.HEADER_EVENT: str(runtime.event_id)}
         pending = []
         for op, seats, buyer in written.orders:
+            headers = {
+                contracts.HEADER_EVENT: str(runtime.event_id),
+                contracts.HEADER_BATCH: batch_id,
+                contracts.HEADER_REQUEST: op.request_id,
+            }
             event = contracts.OrderEvent(
                 order_id=op.order_id,
                 event_id=runtime.event_id,
@@ -590,6 +631,7 @@ class EventActor:
                 contracts.HEADER_SECTION: section_id,
                 contracts.HEADER_VERSION: str(version),
                 contracts.HEADER_COMMITTED_MS: committed_ms,
+                contracts.HEADER_BATCH: plan.batch_id,
             }
             pending.append(
                 Pending(
@@ -606,7 +648,11 @@ class EventActor:
         runtime = self.runtime
         done: list[tuple[Idem, Reply]] = []
         for op in batch.holds:
-            reply = replies.hold_reply(runtime, op, written.expires_at, written.lost)
+            refused = written.over_limit.get(op.hold_id)
+            if refused is not None:
+                reply = replies.error_reply(over_limit(*refused))
+            else:
+                reply = replies.hold_reply(runtime, op, written.expires_at, written.lost)
             written.replies[id(op)] = reply
             if op.idem is not None:
                 done.append((op.idem, reply))
@@ -702,8 +748,10 @@ class Plan:
     """The batch's view of memory: snapshots of every section it touches (for rollback and for
     the deltas' base), and the section states the transaction is writing."""
 
-    def __init__(self, runtime: EventRuntime) -> None:
+    def __init__(self, runtime: EventRuntime, batch_id: str = "") -> None:
         self.runtime = runtime
+        # Names the batch in its log line and its outbox messages (following a request).
+        self.batch_id = batch_id
         self.base_states: dict[int, bytes] = {}
         self.base_maps: dict[int, tc.SeatMap] = {}
         self.states: dict[int, bytearray] = {}
@@ -747,11 +795,7 @@ def pick(plan: Plan, holds: list[HoldOp]) -> None:
         wanted = len(op.seats) if op.seats is not None else op.quantity
         have = runtime.user_seats.get(op.user_id, 0) + plan.added[op.user_id]
         if have + wanted > runtime.per_user_limit:
-            op.failure = errors.LimitExceeded(
-                f"at most {runtime.per_user_limit} seats per fan for this event; you have {have}",
-                limit=runtime.per_user_limit,
-                held_or_bought=have,
-            )
+            op.failure = over_limit(runtime.per_user_limit, have)
             continue
         chosen = choose(runtime, op)
         if chosen is None:
@@ -763,6 +807,15 @@ def pick(plan: Plan, holds: list[HoldOp]) -> None:
                 plan.set_state(position, index, HELD)
         op.picked = chosen
         plan.added[op.user_id] += len(chosen)
+
+
+def over_limit(per_user_limit: int, have: int) -> errors.WriterError:
+    """The per-fan limit's refusal, the same whether memory or the database found it."""
+    return errors.LimitExceeded(
+        f"at most {per_user_limit} seats per fan for this event; you have {have}",
+        limit=per_user_limit,
+        held_or_bought=have,
+    )
 
 
 def choose(runtime: EventRuntime, op: HoldOp) -> list[tuple[int, int]] | None:

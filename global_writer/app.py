@@ -6,30 +6,32 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from litestar import Litestar
-from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 
 from global_writer import errors
 from global_writer.controllers.admin import AdminController
 from global_writer.controllers.events import EventsController
-from global_writer.controllers.health import HealthController
+from global_writer.controllers.health import readiness
 from global_writer.controllers.holds import HoldsController
 from global_writer.controllers.me import MeController
 from global_writer.controllers.orders import OrdersController
-from global_writer.db.retry import TransactionRetriesExhausted
+from global_writer.controllers.payments_admin import PaymentsAdminController
 from global_writer.fastpath import HotWrites
-from global_writer.metrics import metrics_endpoint, metrics_middleware
+from global_writer.metrics import metrics_middleware
 from global_writer.payments import PaymentProvider
 from global_writer.service import Writer
 from global_writer.settings import Settings, from_env
 from tessera import limits
 from tessera.observability import configure_logging
+from tessera.requests import AccessLog
+from tessera.web import exception_handlers, operations_routes
 
 
 def create_app(
     settings: Settings | None = None, payments: PaymentProvider | None = None
-) -> HotWrites:
-    """The writer: the hot writes (global_writer/fastpath.py) in front of the Litestar app."""
+) -> AccessLog:
+    """The writer: the hot writes (global_writer/fastpath.py) in front of the Litestar app, all
+    of it behind the access log (tessera/requests.py)."""
     writer = Writer(settings or from_env(), payments)
     configure_logging("global_writer")
 
@@ -44,27 +46,24 @@ def create_app(
             await writer.stop()
 
     app = Litestar(
+        # Logging is tessera.observability's JSON lines: Litestar would install its own format.
+        logging_config=None,
         route_handlers=[
             AdminController,
             EventsController,
             HoldsController,
             OrdersController,
+            PaymentsAdminController,
             MeController,
-            HealthController,
-            metrics_endpoint,
+            *operations_routes(readiness),
         ],
         middleware=[metrics_middleware],
         lifespan=[lifespan],
-        exception_handlers={
-            errors.WriterError: errors.handle_writer_error,
-            HTTPException: errors.handle_http_exception,
-            TransactionRetriesExhausted: errors.handle_contention,
-            Exception: errors.handle_unexpected,
-        },
+        exception_handlers=exception_handlers(errors.answer_unexpected),
         request_max_body_size=limits.request_body_bytes_max,
         openapi_config=OpenAPIConfig(
             title="Tessera global writer", version="0.1.0", path="/schema"
         ),
         debug=False,
     )
-    return HotWrites(app, writer)
+    return AccessLog(HotWrites(app, writer), "global_writer")

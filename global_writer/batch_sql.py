@@ -3,10 +3,12 @@
 Each statement has a fixed shape whatever the batch's size: rows travel as arrays unnested by the
 server, and one statement writes several tables through data-modifying CTEs, so a batch of any
 size costs at most seven round trips (releases, extensions, holds, sales, the version bump with
-its fencing check, the outbox, the idempotency records). SQLAlchemy compiles each once, and the
-driver prepares each once per connection. Written as SQL text because SQLAlchemy does not cache
-its PostgreSQL `insert(…).on_conflict_…()` constructs. Everything here is SQL that both PostgreSQL
-and CockroachDB accept: no table is written twice by one statement (CockroachDB refuses that).
+its fencing check, the outbox, the idempotency records). The statements that add or remove claims
+also keep each fan's count of seats (`fan_seats`), whose CHECK holds the per-fan limit.
+SQLAlchemy compiles each once, and the driver prepares each once per connection. Written as SQL
+text because SQLAlchemy does not cache its PostgreSQL `insert(…).on_conflict_…()` constructs.
+Everything here is SQL that both PostgreSQL and CockroachDB accept: no table is written twice by
+one statement (CockroachDB refuses that).
 
 Who wins a seat is decided by `seat_claims`' primary key: a claim that conflicts is not inserted.
 
@@ -31,23 +33,35 @@ def _array(name: str, item: Any) -> sa.BindParameter[Any]:
 
 
 # Releases and expiries alike. A fan's release names its user (a hold of someone else is not
-# touched); an expiry releases only a hold whose deadline has passed by the database's clock.
+# touched); an expiry releases only a hold whose deadline has passed by the database's clock. The
+# freed seats leave their fans' counts (`fan_seats`) in the same statement.
 RELEASE_HOLDS: Final = sa.text(
     "WITH wanted AS ("
     " SELECT * FROM unnest(:hold_ids, :reasons, :user_ids) AS w (hold_id, reason, user_id)"
     "), ended AS ("
     " UPDATE holds SET status = wanted.reason, ended_at = now() FROM wanted"
     " WHERE holds.hold_id = wanted.hold_id AND holds.hold_id = ANY(:hold_ids)"
-    " AND holds.status = 'active'"
+    " AND holds.event_id = :event_id AND holds.status = 'active'"
     " AND (wanted.reason = 'released' OR holds.expires_at <= now())"
     " AND (wanted.user_id = '' OR holds.user_id = wanted.user_id)"
     " RETURNING holds.hold_id"
-    ")"
+    "), freed AS ("
     " DELETE FROM seat_claims USING ended WHERE seat_claims.hold_id = ended.hold_id"
     " AND seat_claims.hold_id = ANY(:hold_ids)"
     " RETURNING seat_claims.hold_id, seat_claims.section_id, seat_claims.seat_index,"
     " seat_claims.user_id"
-).bindparams(_array("hold_ids", UUID), _array("reasons", sa.Text), _array("user_ids", sa.Text))
+    "), uncounted AS ("
+    " UPDATE fan_seats SET seats = fan_seats.seats - f.seats"
+    " FROM (SELECT user_id, count(*) AS seats FROM freed GROUP BY user_id) AS f"
+    " WHERE fan_seats.event_id = :event_id AND fan_seats.user_id = f.user_id"
+    ")"
+    " SELECT hold_id, section_id, seat_index, user_id FROM freed"
+).bindparams(
+    sa.bindparam("event_id", type_=UUID),
+    _array("hold_ids", UUID),
+    _array("reasons", sa.Text),
+    _array("user_ids", sa.Text),
+)
 
 # A hold is extended once, while it is active and before its deadline.
 EXTEND_HOLDS: Final = sa.text(
@@ -61,26 +75,51 @@ EXTEND_HOLDS: Final = sa.text(
 ).bindparams(_array("hold_ids", UUID), _array("user_ids", sa.Text), _array("seconds", sa.Integer))
 
 # The hold rows (expiring at the database's `now()` plus the event's TTL: the one place a hold's
-# deadline is computed) and their seats' claims. Every new hold comes back once per seat it won,
-# or once with no seat if it won none.
+# deadline is computed), their seats' claims, and their fans' counts. The per-fan limit is held
+# here (docs/adr/0005): a hold is written only if its fan's count (`fan_seats`), plus the seats of
+# the fan's holds before it in the batch, plus its own, stays within the event's limit; a hold
+# refused comes back once with `within` false, the seats its fan already had and the limit. The
+# count is kept by the seats actually won, and `fan_seats`' CHECK refuses any count over the
+# limit, whatever wrote it. Every hold written comes back once per seat it won, or once with no
+# seat if it won none.
 HOLD_SEATS: Final = sa.text(
-    "WITH new_holds AS ("
+    "WITH asked AS ("
+    " SELECT h.hold_id, h.user_id, h.seat_count, h.seats,"
+    " sum(h.seat_count) OVER (PARTITION BY h.user_id ORDER BY h.n) AS running"
+    " FROM unnest(:hold_ids, :hold_users, :seat_counts, :seat_lists) WITH ORDINALITY"
+    " AS h (hold_id, user_id, seat_count, seats, n)"
+    "), allowed AS ("
+    " SELECT asked.*, events.per_user_limit AS seat_limit,"
+    " coalesce(fan_seats.seats, 0) + asked.running - asked.seat_count AS had,"
+    " coalesce(fan_seats.seats, 0) + asked.running <= events.per_user_limit AS within"
+    " FROM asked JOIN events ON events.event_id = :event_id"
+    " LEFT JOIN fan_seats ON fan_seats.event_id = :event_id"
+    " AND fan_seats.user_id = asked.user_id AND fan_seats.user_id = ANY(:hold_users)"
+    "), new_holds AS ("
     " INSERT INTO holds (hold_id, event_id, user_id, status, seat_count, seats, expires_at)"
-    " SELECT h.hold_id, :event_id, h.user_id, 'active', h.seat_count,"
-    " string_to_array(h.seats, ' '), now() + :ttl_s * interval '1 second'"
-    " FROM unnest(:hold_ids, :hold_users, :seat_counts, :seat_lists)"
-    " AS h (hold_id, user_id, seat_count, seats)"
+    " SELECT hold_id, :event_id, user_id, 'active', seat_count,"
+    " string_to_array(seats, ' '), now() + :ttl_s * interval '1 second'"
+    " FROM allowed WHERE within"
     " RETURNING hold_id, expires_at"
     "), won AS ("
     " INSERT INTO seat_claims (event_id, section_id, seat_index, hold_id, user_id, state)"
-    " SELECT :event_id, c.section_id, c.seat_index, c.hold_id, c.user_id, 'held'"
+    " SELECT :event_id, c.section_id, c.seat_index, c.hold_id, allowed.user_id, 'held'"
     " FROM unnest(:section_ids, :seat_indexes, :claim_holds, :claim_users)"
     " AS c (section_id, seat_index, hold_id, user_id)"
+    " JOIN allowed ON allowed.hold_id = c.hold_id AND allowed.within"
     " ON CONFLICT DO NOTHING"
-    " RETURNING hold_id, section_id, seat_index"
+    " RETURNING hold_id, section_id, seat_index, user_id"
+    "), counted AS ("
+    " INSERT INTO fan_seats (event_id, user_id, seats, seat_limit)"
+    " SELECT :event_id, won.user_id, count(*), min(allowed.seat_limit)"
+    " FROM won JOIN allowed ON allowed.hold_id = won.hold_id GROUP BY won.user_id"
+    " ON CONFLICT (event_id, user_id) DO UPDATE SET seats = fan_seats.seats + excluded.seats"
     ")"
-    " SELECT new_holds.hold_id, new_holds.expires_at, won.section_id, won.seat_index"
-    " FROM new_holds LEFT JOIN won ON won.hold_id = new_holds.hold_id"
+    " SELECT allowed.hold_id, allowed.within, allowed.had, allowed.seat_limit,"
+    " new_holds.expires_at,"
+    " won.section_id, won.seat_index"
+    " FROM allowed LEFT JOIN new_holds ON new_holds.hold_id = allowed.hold_id"
+    " LEFT JOIN won ON won.hold_id = allowed.hold_id"
 ).bindparams(
     sa.bindparam("event_id", type_=UUID),
     sa.bindparam("ttl_s", type_=sa.Integer),
@@ -94,9 +133,15 @@ HOLD_SEATS: Final = sa.text(
     _array("claim_users", sa.Text),
 )
 
-# Only when the engine was wrong about a seat (another writer took it): the losing holds go.
+# Only when the engine was wrong about a seat (another writer took it): the losing holds go, and
+# their fans' counts with them.
 DROP_LOST_CLAIMS: Final = sa.text(
-    "DELETE FROM seat_claims WHERE hold_id = ANY(:hold_ids)"
+    "WITH dropped AS ("
+    " DELETE FROM seat_claims WHERE hold_id = ANY(:hold_ids) RETURNING event_id, user_id"
+    ")"
+    " UPDATE fan_seats SET seats = fan_seats.seats - d.seats"
+    " FROM (SELECT event_id, user_id, count(*) AS seats FROM dropped GROUP BY event_id, user_id)"
+    " AS d WHERE fan_seats.event_id = d.event_id AND fan_seats.user_id = d.user_id"
 ).bindparams(_array("hold_ids", UUID))
 DROP_LOST_HOLDS: Final = sa.text("DELETE FROM holds WHERE hold_id = ANY(:hold_ids)").bindparams(
     _array("hold_ids", UUID)
@@ -105,17 +150,27 @@ DROP_LOST_HOLDS: Final = sa.text("DELETE FROM holds WHERE hold_id = ANY(:hold_id
 # Checkouts: each hold still active and before its deadline becomes a confirmed order with its
 # payment `authorized` (the settler captures it after the answer); every other checkout's
 # authorization is recorded `void_pending` (the settler voids it), so none is ever forgotten.
-# Returns the orders made, with what their messages say about the buyer.
+# A checkout sells only while its request's attempt still holds its Idempotency-Key in flight
+# (`claimed`, locked until commit): a retry that took the key over (global_writer/idempotency.py)
+# has fenced it, and a takeover or `fence` that comes later waits for this transaction and then
+# finds the key done. Returns the orders made, with what their messages say about the buyer.
 SELL_HOLDS: Final = sa.text(
     "WITH sale AS ("
     " SELECT * FROM unnest(:hold_ids, :user_ids, :order_ids, :payment_ids, :amounts,"
-    " :currencies, :providers, :refs)"
-    " AS s (hold_id, user_id, order_id, payment_id, amount, currency, provider, ref)"
+    " :currencies, :providers, :refs, :idem_keys, :attempts)"
+    " AS s (hold_id, user_id, order_id, payment_id, amount, currency, provider, ref, idem_key,"
+    " attempt)"
+    "), claimed AS ("
+    " SELECT sale.hold_id FROM sale JOIN idempotency_keys k ON k.user_id = sale.user_id"
+    " AND k.key = sale.idem_key AND k.attempt = sale.attempt AND k.status = 'in_flight'"
+    " WHERE k.user_id = ANY(:user_ids)"
+    " FOR UPDATE OF k"
     "), bought AS ("
     " UPDATE holds SET status = 'purchased', ended_at = now() FROM sale"
     " WHERE holds.hold_id = sale.hold_id AND holds.hold_id = ANY(:hold_ids)"
     " AND holds.user_id = sale.user_id"
     " AND holds.status = 'active' AND holds.expires_at > now()"
+    " AND (sale.attempt IS NULL OR sale.hold_id IN (SELECT hold_id FROM claimed))"
     " RETURNING holds.hold_id, holds.seats, sale.order_id, sale.user_id, sale.amount,"
     " sale.currency"
     "), sold AS ("
@@ -147,6 +202,8 @@ SELL_HOLDS: Final = sa.text(
     _array("currencies", sa.Text),
     _array("providers", sa.Text),
     _array("refs", sa.Text),
+    _array("idem_keys", sa.Text),
+    _array("attempts", UUID),
 )
 
 # The fencing check: versions move only while this writer's lease (owner and epoch) is current.

@@ -5,8 +5,9 @@ outbox and the idempotency record, and the fan is answered. Capture comes after,
 
 A checkout whose hold ended before its batch ran is answered 409 and its authorization recorded
 `void_pending` in the same batch (the settler voids it). One whose batch never ran or failed has
-its authorization voided here, unless the database shows the batch committed it after all (an
-ambiguous commit): an authorization is never voided while an order may hold it.
+its authorization voided here, after fencing its attempt (the batch can then no longer commit),
+unless the database shows the batch committed it after all (an ambiguous commit): an
+authorization is never voided while an order may hold it.
 Card data never reaches Tessera: the client sends a provider token.
 """
 
@@ -83,7 +84,7 @@ class Checkout:
         try:
             reply: Reply = await handle.actor.submit(op)
         except BaseException:
-            self.void_unless_recorded(authorization)
+            self.void_unless_recorded(idem, authorization)
             raise
         return reply
 
@@ -92,18 +93,20 @@ class Checkout:
         await idempotency.finish(self.keys_engine, idem, reply)
         return reply
 
-    def void_unless_recorded(self, authorization: Authorization) -> None:
-        task = asyncio.get_running_loop().create_task(self.void_if_unrecorded(authorization))
+    def void_unless_recorded(self, idem: Idem, authorization: Authorization) -> None:
+        task = asyncio.get_running_loop().create_task(self.void_if_unrecorded(idem, authorization))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def void_if_unrecorded(self, authorization: Authorization) -> None:
-        """Void an authorization whose batch did not record it. If the database cannot say,
-        the authorization is left for `tessera payments reconcile` (docs/payments.md)."""
-        for attempt in range(limits.checkout_void_checks_max):
-            # First give a commit that was under way when the connection failed time to land.
-            await asyncio.sleep(limits.checkout_void_check_interval_s)
+    async def void_if_unrecorded(self, idem: Idem, authorization: Authorization) -> None:
+        """Void an authorization whose batch did not record it: first fence the attempt (after
+        that its batch cannot commit a sale; one still committing is waited for), then ask the
+        database whether the batch recorded the authorization. If the database cannot be asked
+        in time, the authorization is left for `tessera payments reconcile` (docs/payments.md),
+        which does the same."""
+        for check in range(limits.checkout_void_checks_max):
             try:
+                await idempotency.fence(self.keys_engine, idem.user_id, idem.key, idem.attempt)
                 if await self.recorded(authorization.id):
                     return  # the batch committed after all: the settler captures or voids it
                 await self.payments.void(authorization)
@@ -111,10 +114,11 @@ class Checkout:
             except Exception:
                 log.warning(
                     "void check %d of authorization %s failed",
-                    attempt + 1,
+                    check + 1,
                     authorization.id,
                     exc_info=True,
                 )
+            await asyncio.sleep(limits.checkout_void_check_interval_s)
         log.error("authorization %s may be orphaned; reconcile", authorization.id)
 
     async def recorded(self, provider_ref: str) -> bool:
@@ -128,7 +132,23 @@ class Checkout:
 
 
 def attempt_key(idem: Idem) -> str:
-    """The provider's idempotency key: the fan's key plus a nonce of this attempt. A retry that
-    reused the fan's key alone would get back an authorization this writer may have voided for
-    the failed attempt; each attempt's own key lets the provider dedupe only its own retries."""
-    return f"{idem.user_id}:{idem.key}:{uuid.uuid4().hex[:16]}"
+    """The provider's idempotency key: the fan's key plus this request's attempt (the claim of
+    the key in `idempotency_keys.attempt`). A retry that reused the fan's key alone would get back
+    an authorization this writer may have voided for the failed attempt; each attempt's own key
+    lets the provider dedupe only its own retries, and tells reconciliation which claim to fence
+    (`parse_attempt_key`)."""
+    return f"{idem.user_id}:{idem.key}:{idem.attempt.hex}"
+
+
+def parse_attempt_key(provider_key: str) -> tuple[str, str, uuid.UUID] | None:
+    """(user id, Idempotency-Key, attempt) of a provider key `attempt_key` made; None for any
+    other (an authorization Tessera did not make, or one made before attempts were recorded).
+    User ids have no ':' (tessera/auth.py), keys may; the attempt is 32 hex digits."""
+    user_id, sep, rest = provider_key.partition(":")
+    key, sep2, attempt = rest.rpartition(":")
+    if not (sep and sep2 and user_id and key) or len(attempt) != 32:
+        return None
+    try:
+        return user_id, key, uuid.UUID(hex=attempt)
+    except ValueError:
+        return None

@@ -1,39 +1,28 @@
-"""The writer's one error base, and the single place errors become HTTP responses:
-`{"error": {"code": ..., "message": ..., ...details}}` with the matching status."""
+"""The writer's errors: the kernel's one error base (tessera/web.py `ApiError`, one mapping to
+HTTP for every tier), one named kind per refusal, and what only the writer answers itself: a
+database that cannot be reached, or contention retries that ran out, is a 503 to retry with the
+same Idempotency-Key, never a 500."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any, Final
 
-import msgspec
 from litestar import Request, Response
-from litestar.exceptions import HTTPException
-from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from sqlalchemy import exc as sa_exc
 
-from global_writer.db.retry import sqlstate_of
+from global_writer.db.retry import TransactionRetriesExhausted, sqlstate_of
+from tessera.web import ApiError, error_response, kind
 
 log = logging.getLogger("global_writer")
 
 
-class WriterError(Exception):
-    status = 400
-    code = "bad_request"
-
-    def __init__(self, message: str, *, headers: dict[str, str] | None = None, **details: Any):
-        super().__init__(message)
-        self.message = message
-        self.details = details
-        # Response headers the answer carries (Retry-After on a refusal under load).
-        self.headers = headers or {}
-
-    def body(self) -> dict[str, Any]:
-        return {"error": {"code": self.code, "message": self.message, **self.details}}
+class WriterError(ApiError):
+    """A refusal of the writer's (its kinds below)."""
 
 
 def _kind(status: int, code: str) -> type[WriterError]:
-    return type(code.title().replace("_", ""), (WriterError,), {"status": status, "code": code})
+    return kind(status, code, WriterError)
 
 
 MalformedJson = _kind(400, "malformed_json")
@@ -59,41 +48,6 @@ Unavailable = _kind(503, "unavailable")
 # Refused at once because the event's queue would make the request wait past its bound.
 Overloaded = _kind(503, "overloaded")
 
-_encoder = msgspec.json.Encoder()
-
-
-def encode_body(body: dict[str, Any]) -> bytes:
-    return _encoder.encode(body)
-
-
-def error_response(
-    status: int, body: dict[str, Any], headers: dict[str, str] | None = None
-) -> Response[bytes]:
-    return Response(
-        _encoder.encode(body), status_code=status, media_type="application/json", headers=headers
-    )
-
-
-def handle_writer_error(_: Request[Any, Any, Any], error: WriterError) -> Response[bytes]:
-    return error_response(error.status, error.body(), error.headers)
-
-
-def handle_http_exception(_: Request[Any, Any, Any], error: HTTPException) -> Response[bytes]:
-    """Litestar's own 4xx (unknown route, wrong method, bad path parameter) in our shape."""
-    status = error.status_code
-    codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
-    code = codes.get(status, "invalid_request" if status < 500 else "internal_error")
-    if status == 400:
-        status, code = 422, "invalid_request"
-    return error_response(status, {"error": {"code": code, "message": str(error.detail)}})
-
-
-def handle_contention(_: Request[Any, Any, Any], error: Exception) -> Response[bytes]:
-    """Serialization retries ran out: nothing was written, the client may retry the same key."""
-    body = Unavailable("the database is busy; retry with the same Idempotency-Key").body()
-    return error_response(503, body)
-
-
 # SQLSTATE classes of a database that cannot be reached or is going away: connection exceptions
 # (08…), and the server shutting down, crashed or still starting (57P01, 57P02, 57P03).
 _UNREACHABLE_SQLSTATES: Final = ("08", "57P01", "57P02", "57P03")
@@ -116,14 +70,18 @@ def database_unavailable(request: Request[Any, Any, Any], error: Exception) -> R
     client retries with the same Idempotency-Key (an effect and its key commit together, so a
     retry replays whatever did commit)."""
     log.warning("%s %s: database unreachable: %r", request.method, request.url.path, error)
-    body = Unavailable("the database is unreachable; retry with the same Idempotency-Key").body()
-    return error_response(503, body)
+    message = "the database is unreachable; retry with the same Idempotency-Key"
+    return error_response(Unavailable(message))
 
 
-def handle_unexpected(request: Request[Any, Any, Any], error: Exception) -> Response[bytes]:
+def answer_unexpected(request: Request[Any, Any, Any], error: Exception) -> Response[bytes] | None:
+    """The writer's own answers to what no handler raised on purpose (tessera/web.py
+    `exception_handlers`): None leaves it a logged 500."""
+    if isinstance(error, TransactionRetriesExhausted):
+        # Serialization retries ran out: nothing was written, the client may retry the same key.
+        return error_response(
+            Unavailable("the database is busy; retry with the same Idempotency-Key")
+        )
     if database_unreachable(error):
         return database_unavailable(request, error)
-    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
-    message = "internal error; the request may be retried with the same Idempotency-Key"
-    body = {"error": {"code": "internal_error", "message": message}}
-    return error_response(HTTP_500_INTERNAL_SERVER_ERROR, body)
+    return None

@@ -19,17 +19,19 @@ from litestar.types import Receive, Scope, Send
 from global_writer import errors, idempotency
 from global_writer.controllers.holds import hold_location
 from global_writer.controllers.orders import order_location
+from global_writer.db.retry import TransactionRetriesExhausted
 from global_writer.ops import Idem, Reply
 from global_writer.schemas import CreateHold, CreateOrder, decode
 from global_writer.service import Writer
 from tessera import auth, limits
+from tessera.web import JSON_BYTES, ApiError, asgi_error
 
 log = logging.getLogger("global_writer.fastpath")
 
 ASGIApp = Any
 HOLDS_TEMPLATE: Final = "/v1/events/{event_id}/holds"
 ORDERS_TEMPLATE: Final = "/v1/events/{event_id}/orders"
-JSON_TYPE: Final = b"application/json"
+JSON_TYPE: Final = JSON_BYTES
 
 Handler = Callable[[Writer, str, uuid.UUID, bytes, Idem], Awaitable[Reply]]
 
@@ -61,17 +63,24 @@ class HotWrites:
         self.latency: dict[tuple[str, int], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # A request for an event another writer serves goes there (global_writer/forwarding.py).
+        plain_scope = cast("dict[str, Any]", scope)
+        if plain_scope["type"] == "http" and await self.writer.forwarding.maybe_forward(
+            plain_scope, receive, send
+        ):
+            return
         route = hot_route(cast("dict[str, Any]", scope))
         if route is None:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
         template, handler, location = ROUTES[route[0]]
+        scope["path_template"] = template  # for the access log (tessera/requests.py)
         plain = cast("dict[str, Any]", scope)
         try:
             status = await self.serve(plain, receive, send, route[1], handler, location)
-        except errors.WriterError as error:
-            status = await respond_error(send, error.status, error.body(), error.headers)
+        except ApiError as error:
+            status = await asgi_error(send, error)
         except Exception as error:
             status = await self.unexpected(plain, send, error)
         histogram = self.latency.get((template, status))
@@ -123,16 +132,18 @@ class HotWrites:
         return reply.status
 
     async def unexpected(self, scope: dict[str, Any], send: Any, error: Exception) -> int:
-        """As errors.handle_unexpected: a database that cannot be reached is a 503 to retry."""
+        """As the Litestar app answers (tessera/web.py, errors.answer_unexpected): a database that
+        cannot be reached, or contention, is a 503 to retry; anything else a logged 500."""
+        if isinstance(error, TransactionRetriesExhausted):
+            message = "the database is busy; retry with the same Idempotency-Key"
+            return await asgi_error(send, errors.Unavailable(message))
         if errors.database_unreachable(error):
             log.warning("POST %s: database unreachable: %r", scope["path"], error)
             message = "the database is unreachable; retry with the same Idempotency-Key"
-            return await respond_error(send, 503, errors.Unavailable(message).body(), {})
+            return await asgi_error(send, errors.Unavailable(message))
         log.exception("unhandled error on POST %s", scope["path"], exc_info=error)
         message = "internal error; the request may be retried with the same Idempotency-Key"
-        return await respond_error(
-            send, 500, {"error": {"code": "internal_error", "message": message}}, {}
-        )
+        return await asgi_error(send, ApiError(message, status=500, code="internal_error"))
 
 
 def hot_route(scope: dict[str, Any]) -> tuple[str, str] | None:
@@ -177,13 +188,3 @@ async def read_body(receive: Any, content_type: bytes | None) -> bytes:
             shown = media.decode("latin-1")[:64]
             raise errors.UnsupportedMediaType(f"send application/json, not {shown}")
     return b"".join(chunks)
-
-
-async def respond_error(
-    send: Any, status: int, body: dict[str, Any], headers: dict[str, str]
-) -> int:
-    wire = [(b"content-type", JSON_TYPE)]
-    wire += [(name.lower().encode(), value.encode()) for name, value in headers.items()]
-    await send({"type": "http.response.start", "status": status, "headers": wire})
-    await send({"type": "http.response.body", "body": errors.encode_body(body)})
-    return status

@@ -19,6 +19,7 @@ import asyncio
 import hashlib
 import logging
 import re
+import uuid
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -37,7 +38,6 @@ from tessera import limits
 log = logging.getLogger("global_writer.idempotency")
 
 KEY_PATTERN: Final = re.compile(rf"[A-Za-z0-9._:~+/=-]{{1,{limits.idempotency_key_chars_max}}}")
-_TTL: Final = sa.text(f"interval '{limits.idempotency_key_ttl_s} seconds'")
 
 
 def _array(name: str, item: Any) -> sa.BindParameter[Any]:
@@ -49,16 +49,18 @@ def _array(name: str, item: Any) -> sa.BindParameter[Any]:
 # SQLAlchemy does not cache its PostgreSQL `insert(…).on_conflict_…()` constructs (it would compile
 # this one for every batch).
 CLAIM_MANY: Final = sa.text(
-    "INSERT INTO idempotency_keys (user_id, key, request_hash, status, expires_at)"
-    " SELECT new.user_id, new.key, new.request_hash, 'in_flight',"
+    "INSERT INTO idempotency_keys (user_id, key, request_hash, status, attempt, expires_at)"
+    " SELECT new.user_id, new.key, new.request_hash, 'in_flight', new.attempt,"
     " now() + :ttl_s * interval '1 second'"
-    " FROM unnest(:user_ids, :keys, :hashes) AS new (user_id, key, request_hash)"
+    " FROM unnest(:user_ids, :keys, :hashes, :attempts)"
+    " AS new (user_id, key, request_hash, attempt)"
     " ON CONFLICT DO NOTHING"
     " RETURNING user_id, key"
 ).bindparams(
     _array("user_ids", sa.Text),
     _array("keys", sa.Text),
     _array("hashes", sa.LargeBinary),
+    _array("attempts", pg.UUID(as_uuid=True)),
     sa.bindparam("ttl_s", limits.idempotency_key_ttl_s, type_=sa.Integer),
 )
 _done = (
@@ -67,8 +69,9 @@ _done = (
         _array("keys", sa.Text),
         _array("statuses", sa.Integer),
         _array("bodies", sa.LargeBinary),
+        _array("attempts", pg.UUID(as_uuid=True)),
     )
-    .table_valued("user_id", "key", "status", "body")
+    .table_valued("user_id", "key", "status", "body", "attempt")
     .render_derived()
 )
 COMPLETE_MANY: Final = (
@@ -79,6 +82,9 @@ COMPLETE_MANY: Final = (
         # The table's key by index whatever its statistics say (global_writer/batch_sql.py).
         t.idempotency_keys.c.user_id == sa.any_(_array("key_users", sa.Text)),
         t.idempotency_keys.c.status == "in_flight",
+        # Only the attempt that holds the key answers for it: one a retry took over stores
+        # nothing (and, being a checkout, sold nothing: global_writer/batch_sql.py SELL_HOLDS).
+        t.idempotency_keys.c.attempt == _done.c.attempt,
     )
     .values(status="done", response_status=_done.c.status, response_body=_done.c.body)
 )
@@ -184,6 +190,7 @@ async def claim_new(engine: AsyncEngine, idems: Sequence[Idem]) -> list[bool]:
         "user_ids": [idem.user_id for idem in firsts.values()],
         "keys": [idem.key for idem in firsts.values()],
         "hashes": [idem.request_hash for idem in firsts.values()],
+        "attempts": [idem.attempt for idem in firsts.values()],
     }
 
     async def work(conn: AsyncConnection) -> set[tuple[str, str]]:
@@ -218,8 +225,7 @@ async def claim(conn: AsyncConnection, idem: Idem, request_hash: bytes) -> Repla
                 sa.and_(
                     t.idempotency_keys.c.status == "in_flight",
                     t.idempotency_keys.c.created_at
-                    <= sa.func.now()
-                    - sa.text(f"interval '{limits.idempotency_in_flight_s_max} seconds'"),
+                    <= sa.func.now() - t.interval_s(limits.idempotency_in_flight_s_max),
                 ),
             ),
         )
@@ -232,8 +238,8 @@ async def claim(conn: AsyncConnection, idem: Idem, request_hash: bytes) -> Repla
                 key=idem.key,
                 request_hash=request_hash,
                 status="in_flight",
-                expires_at=sa.func.now()
-                + sa.text(f"interval '{limits.idempotency_key_ttl_s} seconds'"),
+                attempt=idem.attempt,
+                expires_at=sa.func.now() + t.interval_s(limits.idempotency_key_ttl_s),
             )
             .on_conflict_do_nothing()
             .returning(t.idempotency_keys.c.key)
@@ -271,6 +277,7 @@ async def complete(conn: AsyncConnection, done: Sequence[tuple[Idem, Reply]]) ->
             "keys": [idem.key for idem, _ in done],
             "statuses": [reply.status for _, reply in done],
             "bodies": [reply.body for _, reply in done],
+            "attempts": [idem.attempt for idem, _ in done],
         },
     )
 
@@ -285,13 +292,24 @@ async def finish(engine: AsyncEngine, idem: Idem, reply: Reply) -> None:
 
 
 async def abandon(engine: AsyncEngine, idem: Idem) -> None:
-    """No effect happened: release the key so the same request can be retried."""
+    """No effect happened: release the key so the same request can be retried. Only this
+    attempt's claim is released (a retry that took the key over keeps it); once this returns,
+    this attempt can no longer commit a sale (`fence`)."""
+    await fence(engine, idem.user_id, idem.key, idem.attempt)
+
+
+async def fence(engine: AsyncEngine, user_id: str, key: str, attempt: uuid.UUID) -> None:
+    """End `attempt`'s claim of the key if it is still in flight: a checkout's batch sells only
+    under a claim it finds in flight and locks (global_writer/batch_sql.py SELL_HOLDS), so after
+    this the attempt cannot commit a sale. A batch still running holds the row's lock and this
+    waits for it; a batch that committed left the key `done`, which this does not touch."""
 
     async def work(conn: AsyncConnection) -> None:
         await conn.execute(
             t.idempotency_keys.delete().where(
-                t.idempotency_keys.c.user_id == idem.user_id,
-                t.idempotency_keys.c.key == idem.key,
+                t.idempotency_keys.c.user_id == user_id,
+                t.idempotency_keys.c.key == key,
+                t.idempotency_keys.c.attempt == attempt,
                 t.idempotency_keys.c.status == "in_flight",
             )
         )

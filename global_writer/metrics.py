@@ -1,15 +1,15 @@
-"""Request metrics middleware and the `/metrics` endpoint."""
+"""Request metrics middleware (the `/metrics` endpoint is tessera/web.py's), and the writer's
+metrics that live outside `tessera.observability.Metrics`."""
 
 from __future__ import annotations
 
 import time
-from typing import Any
 
-from litestar import Request, Response, get
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from prometheus_client import CollectorRegistry, Counter
 
-from tessera.observability import Metrics, render
+from tessera.observability import Metrics
 
 
 def metrics_middleware(app: ASGIApp) -> ASGIApp:
@@ -44,8 +44,14 @@ def metrics_middleware(app: ASGIApp) -> ASGIApp:
     return middleware
 
 
-@get("/metrics", include_in_schema=False, sync_to_thread=False)
-def metrics_endpoint(request: Request[Any, Any, Any]) -> Response[bytes]:
-    metrics: Metrics = request.app.state.metrics
-    body, content_type = render(metrics.registry)
-    return Response(body, media_type=content_type)
+class PruningMetrics:
+    """Rows the pruner deleted (global_writer/pruning.py), by table: a closed set of labels."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.rows_pruned = Counter(
+            "tessera_rows_pruned",
+            "Rows deleted by the writer's pruner (expired idempotency keys, published outbox"
+            " rows), by table.",
+            ("table",),
+            registry=registry,
+        )

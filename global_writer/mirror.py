@@ -1,6 +1,7 @@
-"""Redis mirror of active holds (PX = time left) and per-user held-seat counts, for cheap
-"my cart" reads. Nothing here decides a sale: every call is best-effort with a short timeout,
-and a flushed or unreachable Redis only makes reads fall back to the database."""
+"""Redis mirror of active holds (PX = time left), for cheap "my cart" reads on any writer (the
+event's owner answers from its live-hold index; another writer, or one restarted, from here).
+Nothing here decides a sale: every call is best-effort with a short timeout, and a flushed or
+unreachable Redis only makes reads fall back to the database."""
 
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ from redis.asyncio import Redis
 from global_writer.ops import Batch
 from global_writer.replies import live_hold_view
 from global_writer.schemas import HoldView
-from tessera import limits
 
 if TYPE_CHECKING:
     from global_writer.actor import Written
@@ -35,10 +35,6 @@ _decoder: Final = msgspec.json.Decoder(MirrorHold)
 
 def hold_key(hold_id: uuid.UUID) -> str:
     return f"tessera:hold:{hold_id}"
-
-
-def count_key(event_id: uuid.UUID, user_id: str) -> str:
-    return f"tessera:held:{event_id}:{user_id}"
 
 
 def _ttl_ms(hold: HoldView) -> int:
@@ -81,10 +77,7 @@ class HoldMirror:
         ]
         drops = list(written.released_holds)
         drops += [sell.hold_id for sell in batch.sells if sell.order_id in written.sold]
-        # Only counts this batch changed: new holds, freed seats (a sale keeps the count).
-        users = {user for user, _ in puts} | {user for _, _, user in written.freed}
-        counts = {user: runtime.user_seats.get(user, 0) for user in users}
-        await self.apply(puts, drops, runtime.event_id, counts)
+        await self.apply(puts, drops)
 
     async def put(self, user_id: str, hold: HoldView) -> None:
         ttl_ms = _ttl_ms(hold)
@@ -101,12 +94,10 @@ class HoldMirror:
         self,
         puts: list[tuple[str, HoldView]],
         drops: list[uuid.UUID],
-        event_id: uuid.UUID,
-        counts: dict[str, int],
     ) -> None:
-        """A committed batch's effects in one pipeline (one round trip): new holds (user, view),
-        ended holds, and the fans' current seat counts."""
-        if not (puts or drops or counts):
+        """A committed batch's effects in one pipeline (one round trip): new holds (user, view)
+        and ended ones."""
+        if not (puts or drops):
             return
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
@@ -117,18 +108,9 @@ class HoldMirror:
                         pipe.set(hold_key(hold.hold_id), value, px=ttl_ms)
                 if drops:
                     pipe.delete(*(hold_key(hold_id) for hold_id in drops))
-                for user_id, seats in counts.items():
-                    pipe.set(count_key(event_id, user_id), seats, ex=limits.hold_ttl_s_max * 2)
                 await pipe.execute()
         except Exception:
             log.warning("mirror update of %d holds failed", len(puts) + len(drops), exc_info=True)
-
-    async def count(self, event_id: uuid.UUID, user_id: str) -> int | None:
-        try:
-            raw = await self.redis.get(count_key(event_id, user_id))
-        except Exception:
-            return None
-        return None if raw is None else int(raw)
 
     async def get(self, hold_id: uuid.UUID) -> tuple[str, HoldView] | None:
         try:

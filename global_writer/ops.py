@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any, Final, Literal, NamedTuple
 
 from global_writer import errors
+from tessera.requests import current_request_id
 
 
 class Reply(NamedTuple):
@@ -34,8 +35,9 @@ class Idem:
     key: str
     # Fingerprint of method, path and body: the same key with another request is refused.
     request_hash: bytes = b""
-    # The request's id (docs/operations.md: following a request), carried into batch logs.
-    request_id: str = ""
+    # This request's claim of the key (`idempotency_keys.attempt`): a retry that takes the key
+    # over replaces it, and a batch commits a sale, or stores an answer, only under its own.
+    attempt: uuid.UUID = field(default_factory=uuid.uuid4)
 
 
 def _future() -> asyncio.Future[Any]:
@@ -51,6 +53,8 @@ class Op:
     future: asyncio.Future[Any] = field(default_factory=_future, kw_only=True)
     taken: bool = field(default=False, kw_only=True)
     cancelled: bool = field(default=False, kw_only=True)
+    # The request it came from (tessera/requests.py): batch logs and outbox messages carry it.
+    request_id: str = field(default_factory=current_request_id, kw_only=True)
 
 
 @dataclass(eq=False)

@@ -1,4 +1,5 @@
-"""Writing to the outbox inside a transaction (the change feed's contract, ARCHITECTURE.md §3)."""
+"""Writing to the outbox inside a transaction: the change feed's contract (docs/architecture.md
+§3.7)."""
 
 from __future__ import annotations
 

@@ -3,15 +3,18 @@ changes), its reaper (holds released when they expire) and its lease (renewed wh
 
 An event is served by the writer of its home region that holds its lease (`event_leases`); a
 writer that finds it leased by another keeps trying to adopt it, so it takes over within a lease
-period of the owner's death.
+period of the owner's death. The lease names its holder's writer id and, when it advertises one,
+the URL other writers forward the event's requests to (global_writer/forwarding.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import gc
 import logging
+import socket
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,10 +59,16 @@ class OwnedEvents:
         self.on_commit = on_commit
         self.handles: dict[uuid.UUID, EventHandle] = {}
         self.tasks: list[asyncio.Task[Any]] = []
+        # Events with an adoption loop running, and one lock per event being opened: an event
+        # opened twice by one writer would run two actors under two epochs.
+        self.adopting: set[uuid.UUID] = set()
+        self.opening: dict[uuid.UUID, asyncio.Lock] = {}
+        self.lease_owner = lease_owner(settings.writer_id, advertised_url(settings))
 
     @property
     def owner(self) -> str:
-        return self.settings.writer_id
+        """The name this writer's leases carry (fencing compares it, with the epoch)."""
+        return self.lease_owner
 
     def __getitem__(self, event_id: uuid.UUID) -> EventHandle:
         return self.handles[event_id]
@@ -71,7 +80,23 @@ class OwnedEvents:
         """Every event of this writer's region: served now, or adopted once its lease lapses."""
         for event_id in await self.home_event_ids():
             if await self.open(event_id) is None:
-                self.tasks.append(asyncio.create_task(self.adopt_later(event_id)))
+                self.watch(event_id)
+        self.tasks.append(asyncio.create_task(self.discover()))
+
+    def watch(self, event_id: uuid.UUID) -> None:
+        if event_id not in self.adopting:
+            self.adopting.add(event_id)
+            self.tasks.append(asyncio.create_task(self.adopt_later(event_id)))
+
+    async def discover(self) -> None:
+        """Watch the events created since start-up by other writers: without this, only their
+        creator would ever serve them, and none would take over when it died."""
+        while True:
+            await asyncio.sleep(limits.lease_renew_s)
+            with contextlib.suppress(Exception):
+                for event_id in await self.home_event_ids():
+                    if event_id not in self.handles:
+                        self.watch(event_id)
 
     async def stop(self) -> None:
         tasks = self.tasks + [task for handle in self.handles.values() for task in handle.tasks]
@@ -110,10 +135,11 @@ class OwnedEvents:
             metrics=self.metrics,
         )
         handle = EventHandle(runtime, actor)
+        # A context of their own: an event opened by a request (an admin's POST) must not run
+        # its batches forever under that request's id (tessera/requests.py).
         handle.tasks = [
-            asyncio.create_task(actor.run()),
-            asyncio.create_task(self.reap(handle)),
-            asyncio.create_task(self.keep_lease(handle)),
+            asyncio.create_task(work, context=contextvars.Context())
+            for work in (actor.run(), self.reap(handle), self.keep_lease(handle))
         ]
         self.handles[event_id] = handle
         snapshots = {
@@ -126,10 +152,43 @@ class OwnedEvents:
 
     async def adopt_later(self, event_id: uuid.UUID) -> None:
         """Another writer holds the event: try again until its lease lapses."""
-        while event_id not in self.handles:
-            await asyncio.sleep(limits.lease_renew_s)
-            with contextlib.suppress(Exception):
-                await self.open(event_id)
+        try:
+            while event_id not in self.handles:
+                await asyncio.sleep(limits.lease_renew_s)
+                with contextlib.suppress(Exception):
+                    await self.adopt(event_id)
+        finally:
+            self.adopting.discard(event_id)
+
+    async def adopt(self, event_id: uuid.UUID) -> EventHandle | None:
+        """Open the event unless this writer serves it already (one opening at a time)."""
+        lock = self.opening.setdefault(event_id, asyncio.Lock())
+        async with lock:
+            handle = self.handles.get(event_id)
+            if handle is not None and handle.runtime.owner:
+                return handle
+            return await self.open(event_id)
+
+    async def lease(self, event_id: uuid.UUID) -> Lease | None:
+        """Who holds the event's lease now, by the database's clock; None for no such event."""
+
+        async def read(conn: AsyncConnection) -> Lease | None:
+            row = (
+                await conn.execute(
+                    sa.select(
+                        t.events.c.home_region,
+                        t.event_leases.c.owner,
+                        t.event_leases.c.expires_at > sa.func.now(),
+                    )
+                    .select_from(t.events.outerjoin(t.event_leases))
+                    .where(t.events.c.event_id == event_id)
+                )
+            ).one_or_none()
+            if row is None:
+                return None
+            return Lease(row[0], row[1] if row[2] else None)
+
+        return await run_transaction(self.conns.engine, read)
 
     async def handle(self, event_id: uuid.UUID) -> EventHandle:
         """The event's handle; 404 for an unknown event, 503 naming the home region for an event
@@ -148,8 +207,12 @@ class OwnedEvents:
         region = await run_transaction(self.conns.engine, read)
         if region is None:
             raise errors.NotFound(f"no event {event_id}")
+        # Retry-After: the lease moves within a lease period, and a forwarded request that met a
+        # writer which just lost it finds the new owner on its retry.
         raise errors.Unavailable(
-            f"event {event_id} is written by its home region {region!r}", home_region=region
+            f"event {event_id} is written by its home region {region!r}",
+            home_region=region,
+            headers={"Retry-After": "1"},
         )
 
     async def reap(self, handle: EventHandle) -> None:
@@ -194,7 +257,35 @@ class OwnedEvents:
         for task in handle.tasks:
             if task is not asyncio.current_task():
                 task.cancel()
-        self.tasks.append(asyncio.create_task(self.adopt_later(event_id)))
+        self.watch(event_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    home_region: str
+    owner: str | None  # the live lease's holder (`lease_owner`); None when free or expired
+
+
+def lease_owner(writer_id: str, url: str) -> str:
+    """The lease's `owner`: the writer id, then the URL it is reached at, if it advertises one.
+    The URL rides in the same column so that fencing (owner and epoch) needs no schema change
+    and the name a lease carries always matches the address it was taken under."""
+    return f"{writer_id} {url}" if url else writer_id
+
+
+def owner_url(owner: str) -> str | None:
+    """The URL a lease's `owner` advertises, or None."""
+    _, _, url = owner.rpartition(" ")
+    return url if url.startswith("http://") else None
+
+
+def advertised_url(settings: Settings) -> str:
+    """`writer_advertise_url` with `{host}` replaced by this host's address (a container's own
+    IP, unknown until it runs)."""
+    url = settings.writer_advertise_url.rstrip("/")
+    if "{host}" in url:
+        url = url.replace("{host}", socket.gethostbyname(socket.gethostname()))
+    return url
 
 
 def keep_out_of_gc() -> None:

@@ -1,7 +1,7 @@
 """Payment providers: the interface checkout calls, and the sandbox that is the default.
 
 Card data never touches Tessera: the client hands its card to the provider's own SDK and sends the
-writer only the provider's payment token. Checkout (ARCHITECTURE.md §3, docs/payments.md) calls
+writer only the provider's payment token. Checkout (docs/architecture.md §3, docs/payments.md) calls
 `authorize` with an idempotency key, commits the order, then `capture`s; it `void`s the
 authorization when the commit fails (for instance, the hold expired in between). The settler
 `refund`s a captured payment that should have been voided; reconciliation lists the

@@ -26,6 +26,7 @@ from global_writer.db import tables as t
 from global_writer.db.retry import run_transaction
 from global_writer.outbox import OutboxMessage
 from tessera import contracts, limits
+from tessera.observability import Metrics
 
 log = logging.getLogger("global_writer.publisher")
 
@@ -41,10 +42,16 @@ MARK_PUBLISHED: Final = (
 )
 
 
+UNPUBLISHED: Final = sa.select(sa.func.count()).where(t.outbox.c.published_at.is_(None))
+
+
 class JetStreamPublisher:
-    def __init__(self, engine: AsyncEngine, js: JetStreamContext) -> None:
+    def __init__(
+        self, engine: AsyncEngine, js: JetStreamContext, metrics: Metrics | None = None
+    ) -> None:
         self.engine = engine
         self.js = js
+        self.metrics = metrics or Metrics()
         self.queue: asyncio.Queue[tuple[list[OutboxMessage], dict[str, bytes]]] = asyncio.Queue(
             limits.publish_queue_messages_max
         )
@@ -103,11 +110,21 @@ class JetStreamPublisher:
         except Exception:
             log.exception("snapshot put failed; the next one will carry the state")
 
+    async def count_unpublished(self) -> None:
+        """The outbox backlog, for `tessera_outbox_unpublished` (its alarm: docs/operations.md);
+        the partial index on unpublished rows makes it cheap."""
+
+        async def read(conn: AsyncConnection) -> int:
+            return int((await conn.execute(UNPUBLISHED)).scalar_one())
+
+        self.metrics.outbox_unpublished.set(await run_transaction(self.engine, read))
+
     async def relay(self) -> None:
         """Republish committed messages the live path did not mark sent."""
         while True:
             try:
                 await relay_once(self.engine, self.js, limits.relay_age_s_min)
+                await self.count_unpublished()
             except Exception:
                 log.exception("relay pass failed")
             await asyncio.sleep(limits.relay_interval_s)
@@ -185,7 +202,7 @@ async def relay_once(engine: AsyncEngine, js: JetStreamContext, age_s: float) ->
                 )
                 .where(
                     t.outbox.c.published_at.is_(None),
-                    t.outbox.c.created_at <= sa.func.now() - sa.text(f"interval '{age_s} seconds'"),
+                    t.outbox.c.created_at <= sa.func.now() - t.interval_s(age_s),
                 )
                 .order_by(t.outbox.c.id)
                 .limit(limits.relay_batch_rows_max)

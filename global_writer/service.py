@@ -5,7 +5,8 @@
 - `flows` (flows.py, checkout.py): what each request does;
 - `mirror` (mirror.py): committed holds copied to Redis, best effort;
 - `publisher` (publisher.py): the outbox to JetStream, and the relay of what a crash left;
-- `settler` (settle.py): every payment driven to captured, voided or refunded.
+- `settler` (settle.py): every payment driven to captured, voided or refunded;
+- `pruner` (pruning.py): expired idempotency keys and sent outbox rows deleted, in bounded batches.
 """
 
 from __future__ import annotations
@@ -16,15 +17,18 @@ from typing import Any
 from global_writer.actor import Written
 from global_writer.connections import Connections
 from global_writer.flows import Flows
+from global_writer.forwarding import Forwarding
+from global_writer.metrics import PruningMetrics
 from global_writer.mirror import HoldMirror
 from global_writer.ops import Batch
 from global_writer.ownership import OwnedEvents, keep_out_of_gc
 from global_writer.payments import PaymentProvider, build_provider
+from global_writer.pruning import Pruner
 from global_writer.publisher import JetStreamPublisher, relay_once
 from global_writer.runtime import EventRuntime
 from global_writer.settings import Settings
 from global_writer.settle import Settler
-from global_writer.tokens import VerifiedTokens
+from tessera.identity import Verifier
 from tessera.observability import Metrics
 
 
@@ -33,7 +37,7 @@ class Writer:
         self.settings = settings.with_writer_id()
         self.payments = payments or build_provider(self.settings)
         self.metrics = Metrics()
-        self.tokens = VerifiedTokens(self.settings.jwt_secret)
+        self.tokens = Verifier(self.settings.identity)
         self.tasks: list[asyncio.Task[Any]] = []
         self.ready = False
         self.conns: Connections
@@ -42,6 +46,8 @@ class Writer:
         self.mirror: HoldMirror
         self.publisher: JetStreamPublisher
         self.settler: Settler
+        self.pruner: Pruner
+        self.forwarding: Forwarding
 
     @property
     def owner(self) -> str:
@@ -50,17 +56,27 @@ class Writer:
     async def start(self) -> None:
         self.conns = conns = await Connections.open(self.settings)
         self.mirror = HoldMirror(conns.redis)
-        self.publisher = JetStreamPublisher(conns.autocommit_engine, conns.js)
+        self.publisher = JetStreamPublisher(conns.autocommit_engine, conns.js, self.metrics)
         self.settler = Settler(conns.autocommit_engine, self.payments, self.metrics)
+        self.pruner = Pruner(conns.autocommit_engine, PruningMetrics(self.metrics.registry))
         self.events = OwnedEvents(
             self.settings, conns, self.publisher, self.metrics, self.after_commit
         )
         self.flows = Flows(
             self.settings, conns, self.events, self.publisher, self.mirror, self.payments
         )
+        self.forwarding = Forwarding(self.settings, self.events)
         # Whatever a crash left unsent goes out before anything new.
         await relay_once(conns.engine, conns.js, 0)
-        for work in (self.publisher.run(), self.publisher.relay(), self.settler.run()):
+        await self.tokens.refresh()  # the identity provider's keys before the first request
+        background = (
+            self.publisher.run(),
+            self.publisher.relay(),
+            self.settler.run(),
+            self.pruner.run(),
+            self.tokens.keep_fresh(),
+        )
+        for work in background:
             self.tasks.append(asyncio.create_task(work))
         await self.events.open_all()
         keep_out_of_gc()
@@ -69,6 +85,7 @@ class Writer:
     async def stop(self) -> None:
         self.ready = False
         await self.events.stop()
+        await self.forwarding.close()
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)

@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
-import os
 import socket
 from typing import Annotated, Literal
 
 import msgspec
 
 from tessera import limits
+from tessera.identity import IDENTITY_ENV_FIELDS, IdentitySettings
+from tessera.web import load_settings
 
 Url = Annotated[str, msgspec.Meta(min_length=1, max_length=2_048)]
 Name = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
 
 
-class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+class Settings(IdentitySettings, forbid_unknown_fields=True, frozen=True, kw_only=True):
     database_url: Url
     redis_url: Url
     nats_url: Url
     admin_key: Annotated[str, msgspec.Meta(min_length=32, max_length=256)]
-    jwt_secret: Annotated[str, msgspec.Meta(min_length=32, max_length=512)]
     region: Name = "local"
     writer_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] = ""
     batch_window_ms: Annotated[float, msgspec.Meta(ge=0, le=50)] = limits.batch_window_ms
@@ -33,10 +33,16 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
     # Stripe's own. Empty, not None, means unset, as for every optional string here.
     stripe_api_base: Annotated[str, msgspec.Meta(max_length=2_048)] = ""
     stripe_webhook_secret: Annotated[str, msgspec.Meta(max_length=256)] = ""
-    production: bool = False
     # Replicas of the hub's streams it creates at start-up: 3 on a clustered hub (the deployment
     # sets it from its NATS cluster size), 1 on a single server.
     jetstream_replicas: Annotated[int, msgspec.Meta(ge=1, le=limits.jetstream_replicas_max)] = 1
+    # Where the other writers reach this one (`http://host:port`; `{host}` is replaced by this
+    # host's address), written into the leases it holds so a write for one of its events that
+    # reaches another writer is forwarded here (global_writer/forwarding.py). Empty: not
+    # forwarded to; the others answer such writes 503, as a single writer needs nothing more.
+    writer_advertise_url: Annotated[
+        str, msgspec.Meta(max_length=2_048, pattern=r"^(http://[^\s/]+/?)?$")
+    ] = ""
     # Test-only: the process SIGKILLs itself after a commit and before publishing it, so the fault
     # suite can prove the relay republishes what a crash left unsent.
     fault_crash_after_commit: bool = False
@@ -46,6 +52,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
 
     def __post_init__(self) -> None:
         # Rules across fields: each message names the variables to change, as a field error does.
+        self.identity.check(production=self.production)
         if self.payment_provider == "sandbox" and self.production:
             raise ValueError(
                 "TESSERA_PAYMENT_PROVIDER: the sandbox takes no money, so it is refused when "
@@ -66,13 +73,14 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
 
 
 ENV_FIELDS = {
+    **IDENTITY_ENV_FIELDS,
     "database_url": "TESSERA_DATABASE_URL",
     "redis_url": "TESSERA_REDIS_URL",
     "nats_url": "TESSERA_NATS_URL",
     "admin_key": "TESSERA_ADMIN_KEY",
-    "jwt_secret": "TESSERA_JWT_SECRET",
     "region": "TESSERA_REGION",
     "writer_id": "TESSERA_WRITER_ID",
+    "writer_advertise_url": "TESSERA_WRITER_ADVERTISE_URL",
     "batch_window_ms": "TESSERA_BATCH_WINDOW_MS",
     "batch_requests_max": "TESSERA_BATCH_REQUESTS_MAX",
     "payment_slow_s": "TESSERA_PAYMENT_SLOW_S",
@@ -80,7 +88,6 @@ ENV_FIELDS = {
     "stripe_api_key": "TESSERA_STRIPE_API_KEY",
     "stripe_api_base": "TESSERA_STRIPE_API_BASE",
     "stripe_webhook_secret": "TESSERA_STRIPE_WEBHOOK_SECRET",
-    "production": "TESSERA_PRODUCTION",
     "jetstream_replicas": "TESSERA_JETSTREAM_REPLICAS",
     "fault_crash_after_commit": "TESSERA_FAULT_CRASH_AFTER_COMMIT",
     "fault_crash_after_sale": "TESSERA_FAULT_CRASH_AFTER_SALE",
@@ -89,14 +96,4 @@ ENV_FIELDS = {
 
 def from_env(environ: dict[str, str] | None = None) -> Settings:
     """Settings from the environment; a missing or invalid value names its variable."""
-    env = os.environ if environ is None else environ
-    raw = {field: env[var] for field, var in ENV_FIELDS.items() if var in env}
-    try:
-        settings = msgspec.convert(raw, Settings, strict=False)
-    except msgspec.ValidationError as error:
-        if str(error).startswith("TESSERA_"):  # a rule across fields names its own variables
-            raise ValueError(str(error)) from None
-        field = str(error).rsplit("$.", 1)[-1].rstrip("`")
-        variable = ENV_FIELDS.get(field, "TESSERA_*")
-        raise ValueError(f"{variable}: {error}") from None
-    return settings.with_writer_id()
+    return load_settings(Settings, ENV_FIELDS, environ).with_writer_id()

@@ -1,4 +1,4 @@
-"""The notifier (ARCHITECTURE.md §6, docs/notifications.md): consumes order confirmations from
+"""The notifier (docs/architecture.md §6, docs/notifications.md): consumes order confirmations from
 the JetStream work queue `ORDERS`, emails them over SMTP and texts them through an HTTP webhook,
 retrying with backoff, dead-lettering what cannot be delivered, never sending one twice on
 redelivery. `python -m notifier [--host H] [--port P]` serves its health and metrics."""

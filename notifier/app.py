@@ -6,42 +6,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-import msgspec
-from litestar import Litestar, Request, Response, get
+from litestar import Litestar, Request
 
 from notifier.metrics import NotifierMetrics
 from notifier.settings import Settings, from_env
 from notifier.worker import Worker
-from tessera.observability import configure_logging, render
-
-JSON = "application/json"
-
-
-@get("/healthz", include_in_schema=False)
-async def healthz() -> Response[bytes]:
-    return Response(b'{"status":"ok"}', media_type=JSON)
+from tessera.observability import configure_logging
+from tessera.requests import AccessLog
+from tessera.web import exception_handlers, operations_routes
 
 
-@get("/readyz", include_in_schema=False)
-async def readyz(request: Request[Any, Any, Any]) -> Response[bytes]:
+async def readiness(request: Request[Any, Any, Any]) -> Mapping[str, object]:
+    """Ready when its consumer is bound and NATS connected."""
     worker: Worker = request.app.state.worker
-    checks = {"consumer": worker.ready, "nats": worker.connected}
-    ready = all(checks.values())
-    body = msgspec.json.encode({"status": "ready" if ready else "not_ready", "checks": checks})
-    return Response(body, status_code=200 if ready else 503, media_type=JSON)
+    return {"consumer": worker.ready, "nats": worker.connected}
 
 
-@get("/metrics", include_in_schema=False, sync_to_thread=False)
-def metrics_endpoint(request: Request[Any, Any, Any]) -> Response[bytes]:
-    body, content_type = render(request.app.state.metrics.registry)
-    return Response(body, media_type=content_type)
-
-
-def create_app(settings: Settings | None = None) -> Litestar:
+def create_app(settings: Settings | None = None) -> AccessLog:
     settings = settings or from_env()
     configure_logging("notifier")
     # httpx logs every request's URL at INFO: a webhook URL may carry a credential.
@@ -64,6 +49,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 await task
             await worker.stop()
 
-    return Litestar(
-        route_handlers=[healthz, readyz, metrics_endpoint], lifespan=[lifespan], debug=False
+    app = Litestar(
+        # Logging is tessera.observability's JSON lines: Litestar would install its own format.
+        logging_config=None,
+        route_handlers=operations_routes(readiness),
+        lifespan=[lifespan],
+        exception_handlers=exception_handlers(),
+        debug=False,
     )
+    return AccessLog(app, "notifier")

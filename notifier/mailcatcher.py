@@ -40,8 +40,8 @@ from granian.constants import Interfaces
 from litestar import Litestar, Request, Response, delete, get
 
 from tessera import limits
+from tessera.media import JSON
 
-JSON = "application/json"
 ENV_SMTP_HOST: Final = "TESSERA_MAILCATCHER_SMTP_HOST"
 ENV_SMTP_PORT: Final = "TESSERA_MAILCATCHER_SMTP_PORT"
 ENV_EML_DIR: Final = "TESSERA_MAILCATCHER_EML_DIR"

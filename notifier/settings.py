@@ -3,13 +3,12 @@ is listed in `ENV_FIELDS` and documented in docs/notifications.md."""
 
 from __future__ import annotations
 
-import os
-import re
 from typing import Annotated, Final
 
 import msgspec
 
 from tessera import contracts, limits
+from tessera.web import load_settings
 
 Url = Annotated[str, msgspec.Meta(min_length=1, max_length=2_048)]
 # Empty: no SMS channel.
@@ -26,7 +25,6 @@ ConsumerName = Annotated[str, msgspec.Meta(pattern=r"\A[A-Za-z0-9_-]{1,32}\Z")]
 Seconds = Annotated[float, msgspec.Meta(gt=0, le=limits.notify_backoff_s_max)]
 
 # Which field a msgspec error is about: `$.field` for a bad value, or a missing required one.
-_FIELD_IN_ERROR: Final = re.compile(r"\$\.(\w+)|missing required field `(\w+)`")
 # The slack AckWait keeps above one attempt's sends (both channels run at once): Redis and the
 # dead-letter publish also take their turn before the ack.
 _ACK_WAIT_MARGIN_S: Final = 5.0
@@ -112,16 +110,7 @@ ENV_FIELDS: Final = {
 def from_env(environ: dict[str, str] | None = None) -> Settings:
     """Settings from the environment; a missing or invalid value names its variable (never
     its value: some are secrets)."""
-    env = os.environ if environ is None else environ
-    raw = {field: env[var] for field, var in ENV_FIELDS.items() if var in env}
-    try:
-        return msgspec.convert(raw, Settings, strict=False)
-    except msgspec.ValidationError as error:
-        message = str(error)
-        named = _FIELD_IN_ERROR.search(message)
-        field = (named[1] or named[2]) if named else ""
-        variable = ENV_FIELDS.get(field, "TESSERA_NOTIFY_*")
-        raise ValueError(f"{variable}: {message}") from None
+    return load_settings(Settings, ENV_FIELDS, environ)
 
 
 def to_env(settings: Settings) -> dict[str, str]:

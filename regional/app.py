@@ -6,13 +6,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
 import msgspec
 from litestar import Litestar, Request, Response, get
-from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.params import FromPath
 from litestar.response import Stream
@@ -27,32 +26,18 @@ from regional.settings import Settings, from_env
 from regional.sse import Broadcaster
 from regional.state import EventView
 from tessera import auth, limits
-from tessera.observability import configure_logging, render
+from tessera.identity import Verifier
+from tessera.observability import configure_logging
 from tessera.openapi import LAST_EVENT_ID, Answer, documented, seat_stream_answer
-
-JSON = "application/json"
-
-
-class ReaderError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+from tessera.requests import AccessLog
+from tessera.web import JSON, ApiError, ClosingStream, exception_handlers, operations_routes
 
 
-def error_body(code: str, message: str) -> bytes:
-    return msgspec.json.encode({"error": {"code": code, "message": message}})
+class ReaderError(ApiError):
+    """A refusal of the read node's, on the kernel's one error base (tessera/web.py)."""
 
-
-def handle_reader_error(_: Request[Any, Any, Any], error: ReaderError) -> Response[bytes]:
-    return Response(
-        error_body(error.code, error.message), status_code=error.status, media_type=JSON
-    )
-
-
-def handle_http_exception(_: Request[Any, Any, Any], error: HTTPException) -> Response[bytes]:
-    status = 422 if error.status_code == 400 else error.status_code
-    code = {404: "not_found", 405: "method_not_allowed"}.get(status, "invalid_request")
-    return Response(error_body(code, str(error.detail)), status_code=status, media_type=JSON)
+    def __init__(self, status: int, code: str, message: str, **details: Any) -> None:
+        super().__init__(message, status=status, code=code, **details)
 
 
 def view_of(request: Request[Any, Any, Any], event_id: str) -> EventView:
@@ -79,8 +64,9 @@ async def seatmap_stream(request: Request[Any, Any, Any], event_id: FromPath[str
     if broadcaster.client_count >= limits.sse_clients_max:
         raise ReaderError(503, "unavailable", "too many stream clients; retry")
     client = broadcaster.add(view, request.headers.get("last-event-id"))
-    return Stream(
+    return ClosingStream(
         broadcaster.stream(client),
+        on_close=lambda: broadcaster.remove(client),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
@@ -93,50 +79,36 @@ async def seatmap_stream(request: Request[Any, Any, Any], event_id: FromPath[str
 )
 async def friends(request: Request[Any, Any, Any], event_id: FromPath[str]) -> Response[bytes]:
     view = view_of(request, event_id)
-    settings: Settings = request.app.state.settings
+    verifier: Verifier = request.app.state.verifier
     try:
-        token = auth.bearer_token(request.headers.get("authorization"))
-        user_id = auth.verify_token(token, settings.jwt_secret).user_id
+        user_id = verifier.user_id(request.headers.get("authorization"))
     except auth.AuthError as error:
-        raise ReaderError(401, "unauthorized", str(error)) from None
+        raise ReaderError(401, "unauthorized", str(error), reason=error.code) from None
     index: FriendsIndex = request.app.state.friends
     body = {"event_id": event_id, "friends": index.friends_at(view.event_id, user_id)}
     return Response(msgspec.json.encode(body), media_type=JSON)
 
 
-@get("/healthz", include_in_schema=False)
-async def healthz() -> Response[bytes]:
-    return Response(b'{"status":"ok"}', media_type=JSON)
-
-
-@get("/readyz", include_in_schema=False)
-async def readyz(request: Request[Any, Any, Any]) -> Response[bytes]:
+async def readiness(request: Request[Any, Any, Any]) -> Mapping[str, object]:
     """Ready only when caught up with the region's stream."""
     feed: Feed = request.app.state.feed
-    ready = feed.caught_up and feed.nc.is_connected
-    body = msgspec.json.encode(
-        {
-            "status": "ready" if ready else "not_ready",
-            "events": len(feed.events),
-            "seq": feed.seats_seq,
-        }
-    )
-    return Response(body, status_code=200 if ready else 503, media_type=JSON)
-
-
-@get("/metrics", include_in_schema=False, sync_to_thread=False)
-def metrics_endpoint(request: Request[Any, Any, Any]) -> Response[bytes]:
-    body, content_type = render(request.app.state.metrics.registry)
-    return Response(body, media_type=content_type)
+    return {
+        "caught_up": feed.caught_up,
+        "nats": feed.nc.is_connected,
+        "events": len(feed.events),
+        "seq": feed.seats_seq,
+    }
 
 
 def create_app(settings: Settings | None = None) -> Any:
     settings = settings or from_env()
     configure_logging("regional")
     metrics = RegionalMetrics()
-    friends_index = FriendsIndex()
+    friends_index = FriendsIndex(metrics.registry)
     broadcaster = Broadcaster(metrics)
     feed = Feed(settings, friends_index, broadcaster, metrics)
+
+    verifier = Verifier(settings.identity)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -145,29 +117,32 @@ def create_app(settings: Settings | None = None) -> Any:
         app.state.friends = friends_index
         app.state.broadcaster = broadcaster
         app.state.metrics = metrics
+        app.state.verifier = verifier
+        await verifier.refresh()  # the identity provider's keys before the first request
         await feed.start()
-        ticker = asyncio.create_task(broadcaster.run())
+        tasks = [asyncio.create_task(broadcaster.run()), asyncio.create_task(verifier.keep_fresh())]
         try:
             yield
         finally:
-            ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticker
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await feed.stop()
 
     app = Litestar(
+        # Logging is tessera.observability's JSON lines: Litestar would install its own format.
+        logging_config=None,
         route_handlers=[
             *FAST_PATH_DOCS,
             seatmap_stream,
             friends,
-            healthz,
-            readyz,
-            metrics_endpoint,
+            *operations_routes(readiness),
         ],
         lifespan=[lifespan],
-        exception_handlers={ReaderError: handle_reader_error, HTTPException: handle_http_exception},
+        exception_handlers=exception_handlers(),
         openapi_config=OpenAPIConfig(
             title="Tessera regional read node", version="0.1.0", path="/schema"
         ),
     )
-    return fast_seatmaps(app, feed, metrics)
+    return AccessLog(fast_seatmaps(app, feed, metrics), "regional")

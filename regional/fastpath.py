@@ -11,13 +11,12 @@ import uuid
 from typing import Any, Final
 from urllib.parse import parse_qs
 
-import msgspec
-
 from regional.feed import Feed
 from regional.metrics import RegionalMetrics
 from regional.state import Payload
 from tessera.httpcache import choose_encoding, etag_matches
 from tessera.observability import Metrics
+from tessera.web import JSON_BYTES, error_body
 
 EVENT_PATH: Final = re.compile(r"^/v1/events/([^/]+)/seatmap$")
 SECTION_PATH: Final = re.compile(r"^/v1/events/([^/]+)/sections/([^/]+)/seatmap$")
@@ -32,8 +31,7 @@ async def send(send_fn: Any, status: int, headers: list[tuple[bytes, bytes]], bo
 
 
 async def error(send_fn: Any, status: int, code: str, message: str) -> None:
-    body = msgspec.json.encode({"error": {"code": code, "message": message}})
-    await send(send_fn, status, [(b"content-type", b"application/json")], body)
+    await send(send_fn, status, [(b"content-type", JSON_BYTES)], error_body(code, message))
 
 
 def fast_seatmaps(app: ASGIApp, feed: Feed, metrics: RegionalMetrics | Metrics) -> ASGIApp:
@@ -54,6 +52,7 @@ def fast_seatmaps(app: ASGIApp, feed: Feed, metrics: RegionalMetrics | Metrics) 
             if event_match
             else ("/v1/events/{event_id}/sections/{section_id}/seatmap")
         )
+        scope["path_template"] = route  # for the access log (tessera/requests.py)
         metrics.observe_request(
             route=route,
             method=scope["method"],

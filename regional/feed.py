@@ -1,4 +1,4 @@
-"""The regional change-feed consumer (ARCHITECTURE.md §4).
+"""The regional change-feed consumer (docs/architecture.md §7.1).
 
 Bootstrap: every event's layout, every section's snapshot and every fan's record from the
 region's KV stream (read by last message per subject: nats-py's `key_value()` refuses a mirrored
@@ -92,7 +92,7 @@ class Feed:
 
     async def watch_mirror(self) -> None:
         """Report the mirror's health. A region cut off from the hub keeps serving its last
-        state (ARCHITECTURE.md §4), so this is a metric for operators, not a readiness check;
+        state (docs/architecture.md §7.1), so this is a metric for operators, not a readiness check;
         after a hub restart nats-server's own timers take 10-40 s to resume a mirror."""
         while True:
             with contextlib.suppress(Exception):

@@ -9,7 +9,7 @@ import asyncio
 import base64
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
 import msgspec
@@ -18,6 +18,7 @@ import tessera_core as tc
 from regional.metrics import RegionalMetrics
 from regional.state import Change, EventView, merge
 from tessera import limits
+from tessera.web import SEATMAP
 
 
 @dataclass(eq=False)
@@ -52,13 +53,20 @@ def delta_frame(view: EventView, sections: dict[int, Change]) -> bytes:
 
 def snapshot_frame(view: EventView) -> bytes:
     """The whole event: the binary event map with its version vector, base64 (decode it with
-    edge/static/seatmap.mjs), plus the versions in clear."""
+    edge/static/seatmap.mjs), plus the versions in clear. Made once per version vector (kept on
+    the view, dropped by its next change), whoever asks."""
+    if view.snapshot is None:
+        view.snapshot = encode_snapshot(view)
+    return view.snapshot
+
+
+def encode_snapshot(view: EventView) -> bytes:
     seatmap = tc.encode_event(view.maps, include_versions=True)
     data = {
         "versions": view.versions(),
         "sections": view.section_ids,
         "seatmap": base64.b64encode(seatmap).decode(),
-        "format": "application/vnd.tessera.seatmap",
+        "format": SEATMAP,
     }
     return frame("snapshot", view.version_id(), data)
 
@@ -101,10 +109,9 @@ class Broadcaster:
         self.metrics = metrics
         self.clients: dict[uuid.UUID, set[Client]] = {}
         self.pending: dict[uuid.UUID, tuple[EventView, dict[int, Change | None]]] = {}
-
-    @property
-    def client_count(self) -> int:
-        return sum(len(clients) for clients in self.clients.values())
+        # Kept exactly by add/remove (remove is called on every way a stream ends, and counts a
+        # client once however often it is called), rather than summed over events per connect.
+        self.client_count = 0
 
     def publish(self, view: EventView, sections: dict[int, Change | None]) -> None:
         """Called by the feed after each applied batch; sent at the next tick."""
@@ -152,18 +159,21 @@ class Broadcaster:
         if first:
             client.queue.put_nowait(first)
         self.clients.setdefault(view.event_id, set()).add(client)
+        self.client_count += 1
         self.metrics.sse_clients.set(self.client_count)
         return client
 
     def remove(self, client: Client) -> None:
         clients = self.clients.get(client.event_id)
-        if clients is not None:
-            clients.discard(client)
-            if not clients:
-                del self.clients[client.event_id]
+        if clients is None or client not in clients:
+            return
+        clients.discard(client)
+        if not clients:
+            del self.clients[client.event_id]
+        self.client_count -= 1
         self.metrics.sse_clients.set(self.client_count)
 
-    async def stream(self, client: Client) -> AsyncIterator[bytes]:
+    async def stream(self, client: Client) -> AsyncGenerator[bytes, None]:
         try:
             yield b"retry: 1000\n\n"
             while not client.dropped:

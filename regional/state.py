@@ -17,9 +17,10 @@ import zstandard
 import tessera_core as tc
 from tessera import contracts, limits
 from tessera.venue import Venue, new_event_seats
+from tessera.web import JSON, SEATMAP
 
-SEATMAP_TYPE: Final = "application/vnd.tessera.seatmap"
-JSON_TYPE: Final = "application/json"
+SEATMAP_TYPE: Final = SEATMAP
+JSON_TYPE: Final = JSON
 
 _zstd: Final = zstandard.ZstdCompressor(level=limits.seatmap_zstd_level)
 
@@ -82,6 +83,9 @@ class EventView:
             deque(maxlen=limits.sse_history_versions_max) for _ in self.maps
         ]
         self.payloads: dict[tuple[str, int], Payload] = {}
+        # The SSE `snapshot` frame of the current versions (regional/sse.py), built by the first
+        # client that needs it: a crowd connecting at once costs one encode, not one each.
+        self.snapshot: bytes | None = None
 
     @property
     def event_id(self) -> uuid.UUID:
@@ -125,6 +129,7 @@ class EventView:
         return change
 
     def invalidate(self, position: int) -> None:
+        self.snapshot = None
         self.payloads.pop(("event", -1), None)
         self.payloads.pop(("event-json", -1), None)
         self.payloads.pop(("section", position), None)

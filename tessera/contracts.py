@@ -1,4 +1,4 @@
-"""Wire contracts between tiers on NATS (ARCHITECTURE.md §3-4). Section deltas travel as the
+"""Wire contracts between tiers on NATS (docs/architecture.md §3-4). Section deltas travel as the
 binary seat-map delta (docs/seatmap-format.md) with these headers; order events as JSON."""
 
 from __future__ import annotations
@@ -18,6 +18,10 @@ HEADER_EVENT: Final = "Tessera-Event"
 HEADER_SECTION: Final = "Tessera-Section"
 HEADER_VERSION: Final = "Tessera-Version"
 HEADER_COMMITTED_MS: Final = "Tessera-Committed-Ms"
+# Following a request (tessera/requests.py): the batch that committed a message, and for an
+# order's messages the checkout request's id.
+HEADER_BATCH: Final = "Tessera-Batch-Id"
+HEADER_REQUEST: Final = "Tessera-Request-Id"
 SEATMAP_KV_BUCKET: Final = "seatmap"
 
 

@@ -1,4 +1,4 @@
-"""JetStream streams and KV buckets, defined as data in `nats/jetstream/*.json`.
+"""JetStream streams and KV buckets, defined as data in `tessera/resources/nats/jetstream/*.json`.
 
 A definition file holds one JSON object whose `kind` says what it defines:
 
@@ -6,18 +6,20 @@ A definition file holds one JSON object whose `kind` says what it defines:
 - `BUCKET.kv.json`, `{"kind": "kv", ...}`: a key-value bucket (`KvDefinition`);
 - `NAME.mirror.json`, `{"kind": "mirror", ...}`: a stream mirroring a stream of another JetStream
   domain through its API prefix `$JS.<domain>.API` (`MirrorDefinition`). The regional domains'
-  mirrors of the hub's `SEATS` and `KV_seatmap` live in `nats/jetstream/regional/`
+  mirrors of the hub's `SEATS` and `KV_seatmap` live in `regional/` beside them
   (`REGIONAL_DIRECTORY`, `load_regional_definitions`).
 
-`nats/README.md` documents every field. `load_definitions` reads and checks them (unknown fields,
-bounds from `tessera.limits`, file name matching the name inside); `ensure_jetstream` creates
-what is missing and updates what differs, so running it on every start is safe.
+They are package data, found with `importlib.resources` (`DEFAULT_DIRECTORY`), documented field
+by field in `tessera/resources/nats/README.md`. `load_definitions` reads and checks them (unknown
+fields, bounds from `tessera.limits`, file name matching the name inside); `ensure_jetstream`
+creates what is missing and updates what differs, so running it on every start is safe.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.resources
 import time
 from collections.abc import Iterable, Iterator
 from enum import Enum
@@ -55,9 +57,12 @@ __all__ = [
     "wait_for_mirrors",
 ]
 
-# The project root's nats/jetstream (this file is <root>/tessera/jetstream.py). A wheel does not
-# ship nats/: installed elsewhere, pass `directory` explicitly.
-DEFAULT_DIRECTORY: Final = Path(__file__).resolve().parent.parent / "nats" / "jetstream"
+# The definitions are package data (tessera/resources/nats/jetstream, in the wheel), so an
+# installed tessera finds them from any directory. pip unpacks the wheel, which is never imported
+# from a zip (it carries a compiled extension): the resource is a folder on disk, hence a Path.
+DEFAULT_DIRECTORY: Final = Path(
+    str(importlib.resources.files("tessera") / "resources" / "nats" / "jetstream")
+)
 # What every regional JetStream domain holds: mirrors of the hub's streams (`load_definitions`
 # reads one folder, not its subfolders, so the hub never picks these up).
 REGIONAL_DIRECTORY: Final = DEFAULT_DIRECTORY / "regional"
@@ -211,17 +216,12 @@ _decoder: Final[msgspec.json.Decoder[Definition]] = msgspec.json.Decoder(Definit
 def load_definitions(
     directory: Path | None = None, *, replicas: int | None = None
 ) -> list[Definition]:
-    """Every `*.json` definition in `directory` (default: the project's `nats/jetstream/`),
+    """Every `*.json` definition in `directory` (default: the package's `DEFAULT_DIRECTORY`),
     sorted by file name; `replicas`, when given, replaces every definition's replica count (3 on
     a clustered hub: the writer's TESSERA_JETSTREAM_REPLICAS, set by the deployment)."""
     folder = DEFAULT_DIRECTORY if directory is None else directory
     if not folder.is_dir():
-        hint = (
-            " (the nats/ folder lives in the source tree and is not part of an installed wheel; "
-            "pass the directory explicitly)"
-            if directory is None
-            else ""
-        )
+        hint = " (package data of tessera: reinstall it)" if directory is None else ""
         raise DefinitionError(f"JetStream definitions folder {folder} not found{hint}")
     files = sorted(folder.glob("*.json"))
     if not files:
@@ -252,7 +252,7 @@ def _with_replicas(definitions: list[Definition], replicas: int | None) -> list[
 def load_regional_definitions(
     directory: Path | None = None, *, hub_domain: str | None = None, replicas: int | None = None
 ) -> list[Definition]:
-    """The definitions of a regional domain (default: `nats/jetstream/regional/`).
+    """The definitions of a regional domain (default: `REGIONAL_DIRECTORY`).
 
     `hub_domain`, when given, replaces every mirror's `source_domain` (the files name `hub`; a
     deployment whose writer domain is called otherwise passes its name here); `replicas`

@@ -58,7 +58,7 @@ idempotency_key_ttl_s: Final = 24 * 3_600
 idempotency_in_flight_s_max: Final = 30
 
 # --- global writer: group commit ---
-# Requests arriving within this window go into one transaction (ARCHITECTURE.md §3: 1-5 ms).
+# Requests arriving within this window go into one transaction (docs/architecture.md §3: 1-5 ms).
 batch_window_ms: Final = 2
 # Requests per transaction: bounds statement size and the latency of the batch's last request.
 batch_requests_max: Final = 256
@@ -103,6 +103,18 @@ lease_ttl_s: Final = 30
 lease_renew_s: Final = 10
 # Redis calls on the request path give up quickly: Redis is a mirror, never the decider.
 redis_timeout_s: Final = 0.25
+# Pruning (global_writer/pruning.py): what only grows (expired idempotency keys, published outbox
+# rows) is deleted this often, in statements of at most this many rows (each a short transaction
+# of its own, so no lock is held long and no batch waits behind a big delete), with a pause
+# between them, and at most this many statements per table per round: a backlog drains over
+# several rounds instead of loading the database at once.
+prune_interval_s: Final = 60.0
+prune_batch_rows_max: Final = 1_000
+prune_batch_pause_s: Final = 0.05
+prune_batches_per_round_max: Final = 100
+# Published outbox rows are kept this long after publishing (what went out when, for an
+# operator); the stream deduplicates by message id, so nothing reads them back.
+outbox_published_retention_s: Final = 3_600
 
 # --- auth: fan JWTs and the admin key (tessera/auth.py) ---
 # RFC 7518 §3.2: an HS256 key must be at least as long as the hash output (256 bits).
@@ -117,6 +129,18 @@ jwt_default_ttl_s: Final = 3600
 jwt_ttl_s_max: Final = 86_400
 # Minting and verifying hosts' clocks may disagree by this much before `iat` looks future.
 jwt_clock_skew_s: Final = 30
+# The most clock leeway an operator may configure for an identity provider's tokens.
+jwt_leeway_s_max: Final = 300
+# The identity provider's keys (JWKS, tessera/identity.py): refreshed this often, at most this
+# often when a token names an unknown key (a rotation), each fetch bounded.
+jwks_refresh_s: Final = 300.0
+jwks_refresh_s_min: Final = 10.0
+jwks_fetch_s_max: Final = 5
+# The local identity provider (tessera_ops/identity_provider.py) publishes the current key and
+# this many before it, so tokens signed just before a rotation still verify.
+idp_keys_max: Final = 4
+# Its token request is one small JSON object (a user id and a ttl): anything larger is refused.
+idp_token_request_bytes_max: Final = 1_024
 # NumericDate claims past 2242 are garbage; also keeps iat + ttl far inside int64 and JSON.
 jwt_timestamp_s_max: Final = 2**33
 
@@ -155,9 +179,9 @@ payment_webhook_tolerance_s: Final = 300
 payment_webhook_body_bytes_max: Final = 1024 * 1024
 
 # --- checkout (global_writer/checkout.py) ---
-# After a checkout's batch failed, its authorization is voided unless the database shows the
-# batch committed it after all: checked after this pause (a commit under way when the connection
-# failed has landed by then), this many times while the database cannot be reached.
+# After a checkout's batch failed, its attempt is fenced and its authorization voided unless the
+# database shows the batch committed it after all; while the database cannot be reached, tried
+# again after this pause, this many times (then `tessera payments reconcile` finds it).
 checkout_void_check_interval_s: Final = 5.0
 checkout_void_checks_max: Final = 12
 
@@ -174,7 +198,24 @@ settle_provider_call_s_max: Final = 10.0
 settle_backoff_s_min: Final = 1.0
 settle_backoff_s_max: Final = 300.0
 
+# --- reconciliation (global_writer/reconcile.py, `tessera payments reconcile`) ---
+# Authorizations at the provider younger than this are left alone by default: a checkout may be
+# between its authorization and its batch (authorize <= 8.5 s, the queue <= 1 s, the reply
+# timeout 10 s). Fencing makes any age safe; the grace only spares checkouts still running.
+reconcile_older_than_s: Final = 300.0
+# The least grace a caller may ask for, and the most (Stripe cancels after 7 days anyway).
+reconcile_older_than_s_min: Final = 60.0
+reconcile_older_than_s_max: Final = 7 * 86_400.0
+# The command waits this long for the writer's answer (a long Stripe scan reads many pages).
+reconcile_request_timeout_s: Final = 900.0
+
 # --- observability: structured logs (tessera/observability.py) ---
+# A client's X-Request-Id longer than this (or with other characters) is replaced by our own.
+request_id_chars_max: Final = 128
+# Access-log lines are written in bursts (tessera/requests.py): at most this many waiting, and
+# at most this long (a write per request would cost a busy edge a syscall per cache hit).
+access_log_lines_buffered_max: Final = 256
+access_log_flush_s: Final = 0.2
 # A string field longer than this is cut, so one bad value cannot flood the log pipeline.
 log_field_chars_max: Final = 4096
 # Nesting deeper than this in a log field is summarised; also stops self-referencing structures.
@@ -207,8 +248,10 @@ valkey_memory_bytes: Final = 512 * 1024 * 1024
 nats_file_store_bytes: Final = 1024 * 1024 * 1024
 # Local JetStream memory store: nothing of ours uses memory storage; a small cap catches mistakes.
 nats_memory_store_bytes: Final = 256 * 1024 * 1024
+# The NATS account and user names of tessera/resources/nats/server/permissions.json: short ids.
+nats_identifier_chars_max: Final = 64
 
-# --- JetStream definitions (nats/jetstream/*.json, tessera/jetstream.py) ---
+# --- JetStream definitions (tessera/resources/nats/jetstream/*.json, tessera/jetstream.py) ---
 # A definition file is a few hundred bytes; anything far bigger is not a definition.
 jetstream_definition_file_bytes_max: Final = 64 * 1024
 # Stream and bucket names are short ids (SEATS, seatmap); NATS's own limit is looser.
@@ -274,7 +317,7 @@ seatmap_zstd_level: Final = 9
 seatmap_gzip_level: Final = 9
 # Per section, recent changes kept so an SSE client can resume with Last-Event-ID.
 sse_history_versions_max: Final = 1_024
-# Deltas are coalesced and sent to SSE clients this often (ARCHITECTURE.md §4: ~100 ms).
+# Deltas are coalesced and sent to SSE clients this often (docs/architecture.md §4: ~100 ms).
 sse_tick_s: Final = 0.1
 # Messages queued per SSE client; a client that falls this far behind is dropped.
 sse_client_queue_events_max: Final = 64
@@ -293,6 +336,11 @@ feed_consumer_inactive_s: Final = 30.0
 writer_snapshot_timeout_s: Final = 2.0
 # How often a regional node reads its mirror's health (lag, time since the hub last answered).
 mirror_check_s: Final = 5.0
+# The friends index forgets orders older than the region's SEATS mirror keeps them (max_age_s of
+# tessera/resources/nats/jetstream/regional/SEATS.mirror.json), so a node that has run for months
+# holds what a node started today would read from the feed; at most this many per order added.
+friends_order_retention_s: Final = 7 * 86_400
+friends_prune_orders_max: Final = 64
 
 # --- edge (edge/, docs/edge.md) ---
 
@@ -370,6 +418,16 @@ edge_room_config_cache_s: Final = 0.5
 edge_room_redis_timeout_s: Final = 1.0
 # Events whose waiting-room settings one edge process caches (bounded: event ids come from URLs).
 edge_room_configs_cached_max: Final = 10_000
+# Unknown ids (docs/api.md, "Unknown ids"): a 404 from an origin is remembered per path in a
+# negative cache of its own (never the micro-cache, which a flood of random ids would flush) for
+# this long, at most this many paths (the least recently stored go first). Short, because an event
+# created meanwhile stays a 404 here until its entry expires.
+edge_negative_ttl_s: Final = 5.0
+edge_negative_entries_max: Final = 100_000
+# Streams one client may hold open through one edge process: per fan (a valid token), and per
+# address block (the address for IPv4, its /64 for IPv6: edge/ratelimit.address_budget_key).
+edge_sse_streams_per_fan_max: Final = 4
+edge_sse_streams_per_address_max: Final = 32
 
 # --- the local stack (tessera up / down) ---
 
@@ -379,6 +437,17 @@ stack_supervise_s: Final = 0.5
 stack_stop_timeout_s: Final = 60.0
 # `tessera up --regions`: one NATS domain, read node and edge each.
 stack_regions_max: Final = 5
+# A child that dies is started again after a delay that doubles, from the first bound up to the
+# second, with each restart of it within stack_restart_window_s: a one-off crash is repaired at
+# once, a crash loop is not hammered (and its log is not flooded).
+stack_restart_backoff_s_min: Final = 0.5
+stack_restart_backoff_s_max: Final = 30.0
+# The crash-loop brake: this many restarts of one child within the window and `tessera up` gives
+# up on it (after 2.5 minutes of backoff): a child that cannot stay up needs a person, not retries.
+stack_restarts_max: Final = 10
+stack_restart_window_s: Final = 300.0
+# `tessera status` probes every service at once; one probe gives up after this long.
+stack_status_probe_timeout_s: Final = 2.0
 
 # --- notifications (notifier/, docs/notifications.md) ---
 # RFC 5321 §4.5.3.1.3: a path is at most 256 octets with its angle brackets, so an address 254.
@@ -465,7 +534,7 @@ onsale_bot_reads_max: Final = 60
 onsale_lag_probes_max: Final = 200
 onsale_lag_probe_interval_s: Final = 0.01
 onsale_lag_probe_s_max: Final = 5.0
-# The writer releases an expired hold within ~1 s (ARCHITECTURE.md §3); past its deadline plus
+# The writer releases an expired hold within ~1 s (docs/architecture.md §3); past its deadline plus
 # this, an abandoned hold must read `expired`.
 onsale_expiry_slack_s: Final = 3.0
 # After the sale, how long the simulator waits at most for abandoned holds' deadlines (the
@@ -482,3 +551,19 @@ onsale_status_line_s: Final = 5.0
 # hold on the event (a 500; found by tests/fuzz).
 onsale_at_year_min: Final = 1970
 onsale_at_year_max: Final = 9998
+
+# --- global writer: forwarding to an event's lease holder (global_writer/forwarding.py) ---
+# How long a writer trusts what it read of an event's lease before reading it again: a stale entry
+# costs one 503 (the old owner refuses a forwarded request), never a wrong write.
+writer_owner_cache_s: Final = 1.0
+writer_owner_cache_events_max: Final = 65_536
+# Keep-alive connections from one writer to one other writer, and the wait for a free one before
+# the request is refused 503 (the owner is the bottleneck then, not this hop).
+writer_forward_connections_max: Final = 256
+writer_forward_queue_wait_s_max: Final = 1.0
+# A forwarded request's answer: above the owner's own queue bound (actor_reply_timeout_s) plus a
+# payment, so a slow answer is the owner's, not cut here; connecting to a dead owner fails fast.
+writer_forward_timeout_s: Final = 15.0
+writer_forward_connect_timeout_s: Final = 1.0
+# Other writers a writer keeps connections to (one pool each); past it the oldest pool is closed.
+writer_forward_pools_max: Final = 64

@@ -1,4 +1,4 @@
-"""Metrics and structured logs, shared by every service (ARCHITECTURE.md §6).
+"""Metrics and structured logs, shared by every service (docs/architecture.md §6).
 
 Metrics: each app builds its own `Metrics` on its own `CollectorRegistry`, never prometheus_client's
 global one, so several apps (and tests) can live in one process; `/metrics` answers with
@@ -27,6 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from prometheus_client.exposition import generate_latest
 
 from tessera import limits
+from tessera.requests import current_request_id
 
 # --- metrics ---
 
@@ -246,6 +247,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": _clip(record.getMessage()),
         }
+        request_id = current_request_id()
+        if request_id:
+            entry["request_id"] = request_id
         for key, value in vars(record).items():
             if key in _RECORD_ATTRS:
                 continue

@@ -21,9 +21,8 @@ import msgspec
 from litestar.openapi.spec import Operation
 
 from tessera import limits
+from tessera.media import JSON, SEATMAP
 
-JSON: Final = "application/json"
-SEATMAP: Final = "application/vnd.tessera.seatmap"
 EVENT_STREAM: Final = "text/event-stream"
 
 # `{"error": {"code", "message", ...details}}`: every tier's refusals (docs/api.md, Errors).

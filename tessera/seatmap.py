@@ -18,6 +18,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from tessera.media import SEATMAP
+
 __all__ = [
     "MEDIA_TYPE",
     "EventMap",
@@ -30,7 +32,7 @@ __all__ = [
     "version_tag",
 ]
 
-MEDIA_TYPE: Final = "application/vnd.tessera.seatmap"
+MEDIA_TYPE: Final = SEATMAP
 
 MAGIC: Final = b"TS"
 FORMAT_VERSION: Final = 1

@@ -1,5 +1,6 @@
-"""The audit: what must always hold (ARCHITECTURE.md §8), checked from outside the services. Used
-by the tests after every step, by the benchmarks, by `tessera onsale` and by `tessera audit`.
+"""The audit: what must always hold (docs/architecture.md §8), checked from outside the
+services. Used by the tests after every step, by the benchmarks, by `tessera onsale` and by
+`tessera audit`.
 
 In the writer's database, by queries (`audit`):
 
@@ -41,8 +42,8 @@ import psycopg
 
 import tessera_core as tc
 from tessera import limits
+from tessera.http1 import HttpError, Pool
 from tessera.venue import Venue, VenueError, load_venue
-from tessera_ops.onsale_http import HttpError, HttpPool
 from tessera_ops.stackfile import Stack, read_stack
 
 # Each query takes `%(event)s`: NULL for the whole database, else one event's id.
@@ -279,12 +280,15 @@ class _Unreachable(Exception):
     pass
 
 
+_IDENTITY: Final = [(b"accept-encoding", b"identity")]
+
+
 class _Fetcher:
-    """GETs of seat maps: the simulator's light client for `http://` (hundreds of sections per
-    round), httpx for anything else."""
+    """GETs of seat maps: the house's light client (tessera/http1.py) for `http://` (hundreds
+    of sections per round), httpx for anything else."""
 
     def __init__(self) -> None:
-        self._pools: dict[str, HttpPool] = {}
+        self._pools: dict[str, Pool] = {}
         self._client: httpx.AsyncClient | None = None
 
     async def get(self, base_url: str, path: str) -> tuple[int, bytes]:
@@ -293,12 +297,13 @@ class _Fetcher:
             if base_url.startswith("http://"):
                 pool = self._pools.get(base_url)
                 if pool is None:
-                    pool = self._pools[base_url] = HttpPool(
+                    pool = self._pools[base_url] = Pool(
                         base_url,
-                        size=limits.audit_connections_max,
+                        connections_max=limits.audit_connections_max,
                         timeout_s=limits.audit_request_timeout_s,
+                        resend_stale=True,  # GETs: safe to send again
                     )
-                answer = await pool.request("GET", path, headers)
+                answer = await pool.request(b"GET", path.encode(), _IDENTITY)
                 return answer.status, answer.body
             if self._client is None:
                 self._client = httpx.AsyncClient(timeout=limits.audit_request_timeout_s)
@@ -309,7 +314,7 @@ class _Fetcher:
 
     async def aclose(self) -> None:
         for pool in self._pools.values():
-            await pool.aclose()
+            await pool.close()
         if self._client is not None:
             await self._client.aclose()
 

@@ -3,8 +3,9 @@
     tessera venue generate --kind stadium|theatre [--seats N] [--seed S] [--out PATH]
     tessera venue validate PATH
     tessera token --user ID [--ttl-s N]      (secret from $TESSERA_JWT_SECRET or the running stack)
-    tessera up | down | friends add USER FRIEND | notifier   (tessera_ops/cli_stack.py)
+    tessera up | status [--json] | down | friends add USER FRIEND | notifier   (cli_stack.py)
     tessera audit [--event ID] [--database-url URL] …      (tessera_ops/audit.py)
+    tessera payments reconcile [--apply] [--older-than-s S] (cli_payments.py)
     tessera onsale [--fans N] [--json] …                   (tessera_ops/onsale.py)
     tessera jetstream apply [--regional --hub-domain D] [--replicas N]   (cli_jetstream.py)
 
@@ -14,6 +15,7 @@ Exit codes: 0 success, 1 I/O error, 2 usage error, invalid venue, or a missing o
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import os
 import sys
 from collections.abc import Sequence
@@ -23,7 +25,15 @@ from typing import Final
 from tessera import limits
 from tessera.auth import JWT_SECRET_ENV, check_secret, mint_token
 from tessera.venue import Venue, VenueError, dump_venue, load_venue_file
-from tessera_ops import audit, cli_jetstream, cli_stack, onsale, stackfile, venue_gen
+from tessera_ops import (
+    audit,
+    cli_jetstream,
+    cli_payments,
+    cli_stack,
+    onsale,
+    stackfile,
+    venue_gen,
+)
 
 EXIT_OK: Final = 0
 EXIT_IO: Final = 1
@@ -122,8 +132,17 @@ def _whole_number(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
 
 
+def _version() -> str:
+    """The installed distribution's version: pyproject.toml is its only source."""
+    try:
+        return importlib.metadata.version("tessera")
+    except importlib.metadata.PackageNotFoundError:  # a source tree on sys.path, never installed
+        return "unknown (not installed)"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tessera", description="Tessera operator tooling.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     venue = commands.add_parser("venue", help="generate and validate venue files")
     venue_commands = venue.add_subparsers(dest="venue_command", required=True, metavar="COMMAND")
@@ -163,6 +182,7 @@ def _parser() -> argparse.ArgumentParser:
     token.set_defaults(handler=_token)
 
     audit.register(commands)
+    cli_payments.register(commands)
     onsale.register(commands)
     cli_stack.register(commands)
     cli_jetstream.register(commands)

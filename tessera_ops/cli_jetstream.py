@@ -1,5 +1,6 @@
 """`tessera jetstream apply`: create or update the JetStream streams, buckets and mirrors defined
-in `nats/jetstream/` on a NATS server (idempotent; safe on every start).
+in the package data `tessera/resources/nats/jetstream/` on a NATS server (idempotent; safe on
+every start).
 
     tessera jetstream apply [--regional --hub-domain D] [--replicas N] [--definitions DIR]
                             [--nats-url URL] [--wait-s S]
@@ -39,13 +40,14 @@ from tessera.jetstream import (
 __all__ = ["register"]
 
 NATS_URL_ENV: Final = "TESSERA_NATS_URL"
-# A new mirror reaches its source in ≈0.2 s; a lost first request costs 30 s (nats/README.md).
+# A new mirror reaches its source in ≈0.2 s; a lost first request costs 30 s
+# (tessera/resources/nats/README.md).
 DEFAULT_WAIT_S: Final = 60.0
 
 
 def register(commands: Any) -> None:
     """Add `jetstream apply` to the CLI's subcommands (`argparse` subparsers)."""
-    jetstream = commands.add_parser("jetstream", help="apply nats/jetstream definitions")
+    jetstream = commands.add_parser("jetstream", help="apply the JetStream definitions")
     actions = jetstream.add_subparsers(dest="jetstream_command", required=True, metavar="COMMAND")
     apply = actions.add_parser("apply", help="create or update streams, buckets and mirrors")
     apply.add_argument(
@@ -54,7 +56,7 @@ def register(commands: Any) -> None:
         help=f"nats:// URL with credentials (default: ${NATS_URL_ENV})",
     )
     apply.add_argument(
-        "--regional", action="store_true", help="a region's mirrors (nats/jetstream/regional/)"
+        "--regional", action="store_true", help="a region's mirrors (the definitions' regional/)"
     )
     apply.add_argument("--hub-domain", help="the hub's JetStream domain (with --regional)")
     apply.add_argument(
@@ -62,7 +64,11 @@ def register(commands: Any) -> None:
         type=int,
         help=f"replicas of every stream, 1..{limits.jetstream_replicas_max} (default: the files')",
     )
-    apply.add_argument("--definitions", type=Path, help="definitions folder (default: nats/)")
+    apply.add_argument(
+        "--definitions",
+        type=Path,
+        help="definitions folder (default: the package's, tessera/resources/nats/jetstream)",
+    )
     apply.add_argument(
         "--wait-s",
         type=float,

@@ -1,5 +1,5 @@
 """`tessera onsale`'s numbers: what the fans measured, the report (a msgspec struct, `--json`),
-and how both look in a terminal (rich).
+its verdict (`problems`), and how the run and the report look in a terminal (rich).
 
 Percentiles are nearest-rank over every sample (`percentile`). The change-feed lag comes from the
 regional nodes' own histogram `tessera_feed_apply_lag_seconds` (commit → applied): the simulator
@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Final
 
 import msgspec
@@ -29,7 +30,7 @@ STEPS: Final = (
     "seatmap",
     "hold",
     "release",
-    "checkout",
+    "order",
 )
 
 
@@ -304,3 +305,62 @@ def render_report(report: OnsaleReport, console: Console) -> None:
     )
     for problem in report.problems:
         console.print(f"[red]problem:[/] {problem}", highlight=False)
+
+
+def problems(report: OnsaleReport) -> list[str]:
+    """Everything that makes the run fail, one line each (empty: the run passed)."""
+    found = []
+    if report.audit.oversells:
+        found.append(f"{report.audit.oversells} seats sold twice (audit)")
+    if not report.audit.ok:
+        found += [f"audit: {line}" for line in report.audit.problems] or ["audit failed"]
+    if report.seats_in_two_orders:
+        found.append(f"{report.seats_in_two_orders} seats confirmed in two orders")
+    if report.errors:
+        samples = ", ".join(f"{kind} x{n}" for kind, n in list(report.error_kinds.items())[:3])
+        found.append(f"{report.errors} requests failed (5xx or no answer), e.g. {samples}")
+    if report.bot_breaches:
+        found.append(f"{report.bot_breaches} bot writes got past the waiting room")
+    if report.hold_expiry.not_expired:
+        found.append(f"{report.hold_expiry.not_expired} abandoned holds outlived their deadline")
+    return found
+
+
+# --- the live view ---
+
+
+@dataclass
+class Progress:
+    """What the live display shows (plain numbers, safe to read from rich's refresh thread)."""
+
+    phase: str = "starting"
+    elapsed_s: float = 0.0
+    joined: int = 0
+    admitted: int = 0
+    waiting: int | None = None
+    sold: int = 0
+    held: int = 0
+    available: int | None = None
+    requests_per_s: float = 0.0
+    errors: int = 0
+    rejected: int = 0
+    bot_breaches: int = 0
+
+
+def progress_table(progress: Progress) -> Table:
+    table = Table(box=box.ROUNDED, title="tessera onsale", title_justify="left")
+    columns = ("phase", "time", "queue", "admitted", "sold", "left", "held", "req/s", "errors")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "phase" else "right")
+    table.add_row(
+        progress.phase,
+        f"{progress.elapsed_s:.0f} s",
+        "-" if progress.waiting is None else f"{progress.waiting:,}",
+        f"{progress.admitted:,}/{progress.joined:,}",
+        f"{progress.sold:,}",
+        "-" if progress.available is None else f"{progress.available:,}",
+        f"{progress.held:,}",
+        f"{progress.requests_per_s:,.0f}",
+        f"[red]{progress.errors}[/]" if progress.errors else "0",
+    )
+    return table

@@ -1,15 +1,20 @@
-"""Tessera's own services as processes (tests, `tessera up`): start, wait until ready, stop."""
+"""Tessera's own services as processes (tests, `tessera up`): start, wait until ready, stop;
+and `probe`, the readiness check `tessera status` makes of services and servers alike."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -28,14 +33,27 @@ class ServiceProcess:
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def start(self) -> None:
-        log = self.log_path.open("ab")
-        # Its own session, so `kill` reaches Granian's worker too: SIGKILL on the parent alone
-        # left the forked worker running (found as orphans after timed-out test starts).
-        self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        log.close()
+        """Run it and wait until `/readyz` answers (`ServerStartError` otherwise)."""
+        self.spawn()
         wait_ready(self)
+
+    def spawn(self) -> None:
+        """Run it, without waiting (its log is appended to: a restart keeps the earlier runs)."""
+        with self.log_path.open("ab") as log:
+            # Its own session, so `kill` reaches Granian's worker too: SIGKILL on the parent alone
+            # left the forked worker running (found as orphans after timed-out test starts).
+            self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                self.command,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    @property
+    def pid(self) -> int:
+        """The process id of the current (or last) run; 0 before the first."""
+        return self.process.pid if self.process is not None else 0
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -47,7 +65,8 @@ class ServiceProcess:
             self.kill()
 
     def kill(self) -> None:
-        """SIGKILL the whole process group (Granian's parent and its workers)."""
+        """SIGKILL the whole process group (Granian's parent and its workers), then reap it.
+        Also right after the parent died, while it is unreaped: its worker may outlive it."""
         if self.process is None:
             return
         with contextlib.suppress(ProcessLookupError):
@@ -108,3 +127,52 @@ def start_edge(workdir: Path, env: dict[str, str], port: int | None = None) -> S
     """An edge (`python -m edge`): `TESSERA_ORIGIN_URLS` (the region's read nodes),
     `TESSERA_WRITER_URL`, `TESSERA_REDIS_URL` and its secrets (edge/settings.py)."""
     return start_service("edge", workdir, env, port)
+
+
+# The PostgreSQL startup message (protocol 3.0) as the embedded server's superuser, and the
+# Terminate message that ends the session without an "unexpected EOF" in the server's log.
+_PG_STARTUP: Final = b"user\0postgres\0database\0postgres\0\0"
+_PG_HELLO: Final = struct.pack("!ii", 8 + len(_PG_STARTUP), 196_608) + _PG_STARTUP
+_PG_BYE: Final = b"X" + struct.pack("!i", 4)
+
+
+def probe(url: str, timeout_s: float = limits.server_probe_timeout_s) -> bool:
+    """Whether what `url` names is ready to serve: `GET <url>/readyz` answers 200 (http), Valkey
+    answers PING (redis), PostgreSQL accepts a session rather than answering "starting up" or
+    "shutting down" (postgresql), NATS greets with INFO (nats). Credentials in `url` are ignored.
+    """
+    parts = urlsplit(url)
+    if parts.scheme in ("http", "https"):
+        try:
+            response = httpx.get(f"{url.rstrip('/')}/readyz", timeout=timeout_s)
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200
+    greeting = {
+        "redis": (b"PING\r\n", b"+PONG"),
+        "postgresql": (_PG_HELLO, b"R"),  # an authentication request (trust: AuthenticationOk)
+        "nats": (b"", b"INFO "),
+    }.get(parts.scheme)
+    if greeting is None or parts.hostname is None or parts.port is None:
+        raise ValueError(f"no readiness probe for {url!r}")
+    hello, expected = greeting
+    try:
+        with socket.create_connection((parts.hostname, parts.port), timeout=timeout_s) as sock:
+            if hello:
+                sock.sendall(hello)
+            answer = _read_at_least(sock, len(expected))
+            if parts.scheme == "postgresql" and answer.startswith(b"R"):
+                sock.sendall(_PG_BYE)
+    except OSError:
+        return False
+    return answer.startswith(expected)
+
+
+def _read_at_least(sock: socket.socket, size: int) -> bytes:
+    received = b""
+    while len(received) < size:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        received += chunk
+    return received

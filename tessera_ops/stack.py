@@ -1,16 +1,20 @@
-"""`tessera up` / `tessera down`: the whole system on one machine (ARCHITECTURE.md §7).
+"""`tessera up` / `tessera down`: the whole system on one machine (docs/architecture.md §7.4).
 
 `up` starts, in order, and stops in reverse: PostgreSQL (embedded), a Redis server (Valkey), one
 NATS server with JetStream per region (the first, the writer's home, is the hub; every other region
 is its own domain, leaf-connected to it, holding mirrors of the hub's streams), the global writer
 (which migrates its database), the demo event, then per region a read node and an edge; the
 notifier and a mail catcher when they are installed. Every service is a process of its own with
-its log under `<data-dir>/logs/`; `<data-dir>/stack.json` (tessera_ops/stackfile.py) says
+its log under `<data-dir>/services/`; `<data-dir>/stack.json` (tessera_ops/stackfile.py) says
 where everything is. `TESSERA_DATABASE_URL`, `TESSERA_REDIS_URL`, `TESSERA_NATS_URL` point the
 stack at external servers instead (one NATS for every region then).
 
-The supervisor (`up` itself) checks its children twice a second: one that exits is reported on
-stderr with the end of its log, and `up` ends with status 1 when it is stopped. Ctrl-C (SIGINT),
+The supervisor (`up` itself, in the foreground) checks its children twice a second. One that dies
+is reported on stderr in one line (what, its exit code or signal, its log) and started again,
+same port, same data, after a backoff that doubles with each restart of it within a window
+(`limits.stack_restart_*`); one that keeps dying is given up on (`limits.stack_restarts_max`),
+and `up` then ends with status 1 when it is stopped. Every change is recorded in `stack.json`
+(`services`: pid, start time, restarts, state), which `tessera status` reads. Ctrl-C (SIGINT),
 SIGTERM or `tessera down` stop everything cleanly.
 """
 
@@ -25,12 +29,16 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Final, Literal
+from urllib.parse import urlsplit
 
 import httpx
+import msgspec
 from nats.aio.client import Client as NatsClient
 
 from tessera import limits
@@ -43,10 +51,11 @@ from tessera.jetstream import (
     load_regional_definitions,
     wait_for_mirrors,
 )
-from tessera_ops import processes, servers, stackfile
+from tessera_ops import processes, servers, stackfile, venue_gen
 
 REGION_NAMES: Final = ("us-east", "eu-west", "ap-southeast", "sa-east", "af-south")
-DEMO_VENUE: Final = Path(__file__).resolve().parents[1] / "examples" / "venues" / "stadium-70k.json"
+# Found through the package, not the repository, so an installed `tessera up` runs from anywhere.
+DEMO_VENUE: Final = venue_gen.shipped_venue("stadium-70k.json")
 DEMO_USER: Final = "alice"
 # Short holds so an onsale rehearsal shows abandoned holds expiring within its minute.
 DEMO_HOLD_TTL_S: Final = 20
@@ -55,52 +64,302 @@ DEMO_PER_USER_LIMIT: Final = 8
 DEMO_MAIL_DOMAIN: Final = "fans.tessera.localhost"
 
 
-class Stoppable(Protocol):
-    def stop(self) -> None: ...
+@dataclass
+class RestartPolicy:
+    """When to start a dead child again: a delay doubling from `backoff_s_min` to `backoff_s_max`
+    with each attempt made within the last `window_s`, and none at all (give up) once
+    `restarts_max` attempts fall within it. Times are `time.monotonic()` seconds."""
+
+    backoff_s_min: float = limits.stack_restart_backoff_s_min
+    backoff_s_max: float = limits.stack_restart_backoff_s_max
+    restarts_max: int = limits.stack_restarts_max
+    window_s: float = limits.stack_restart_window_s
+    attempts: deque[float] = field(default_factory=deque)
+
+    def delay_s(self, now: float) -> float | None:
+        """Seconds to wait before the next attempt; None: give up (a crash loop)."""
+        while self.attempts and now - self.attempts[0] >= self.window_s:
+            self.attempts.popleft()
+        if len(self.attempts) >= self.restarts_max:
+            return None
+        return min(self.backoff_s_max, self.backoff_s_min * 2.0 ** len(self.attempts))
+
+    def attempted(self, now: float) -> None:
+        self.attempts.append(now)
 
 
 @dataclass
 class Child:
+    """A process `up` started: how to handle it, and its live state (recorded in stack.json)."""
+
     name: str
-    handle: Stoppable
-    pid: int
+    kind: Literal["server", "service"]
+    # Where it answers, without credentials (what `tessera status` shows and probes).
+    url: str
     log: Path
-    alive: Callable[[], bool]
+    current_pid: Callable[[], int]
+    stop: Callable[[], None]
+    # SIGKILL its process group and reap it: after its leader died, what the leader left behind.
+    kill: Callable[[], None]
+    # Start it again (same port, same data) and wait until it is ready; ServerStartError if not.
+    restart: Callable[[], None]
+    region: str | None = None
+    started_at_s: float = field(default_factory=time.time)
+    restarts: int = 0
+    state: stackfile.ServiceStateName = "running"
+    # While restarting: when (time.monotonic()) the next attempt is due.
+    due_s: float = 0.0
+    policy: RestartPolicy = field(default_factory=RestartPolicy)
+
+    @property
+    def pid(self) -> int:
+        return self.current_pid()
+
+    def record(self) -> stackfile.ServiceState:
+        running = self.state == "running"
+        return stackfile.ServiceState(
+            name=self.name,
+            kind=self.kind,
+            region=self.region,
+            url=self.url,
+            log=str(self.log),
+            pid=self.pid if running else None,
+            started_at_s=self.started_at_s if running else None,
+            restarts=self.restarts,
+            state=self.state,
+        )
+
+
+def exit_status(pid: int) -> str | None:
+    """How the child process `pid` ended ("exit code 1", "killed by SIGKILL"); None while it
+    runs. It is looked at without being reaped (WNOWAIT): until `Child.kill` reaps it its pid
+    stays reserved, so its process group is killed as a whole without the risk of reaching a
+    stranger that was given the same number."""
+    try:
+        info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return "ended (exit status already collected)"
+    if info is None:
+        return None
+    if info.si_code == os.CLD_EXITED:
+        return f"exit code {info.si_status}"
+    try:
+        name = signal.Signals(info.si_status).name
+    except ValueError:
+        name = f"signal {info.si_status}"
+    return f"killed by {name}" + (" (core dumped)" if info.si_code == os.CLD_DUMPED else "")
+
+
+class Stopped(Exception):
+    """SIGINT or SIGTERM arrived."""
+
+
+@dataclass
+class SignalGate:
+    """Turns SIGINT and SIGTERM into `Stopped`, except inside `deferred()`, whose end raises it.
+
+    Starting a process is one such block: `Stopped` raised between its spawn and its being
+    recorded would leave it running after `up` stops. (Blocking the signals with
+    pthread_sigmask instead would be inherited by the children started meanwhile, which would
+    then ignore `stop()`.)"""
+
+    deferring: bool = False
+    pending: str | None = None
+
+    def handle(self, signum: int, _frame: object) -> None:
+        name = signal.Signals(signum).name
+        if self.deferring:
+            self.pending = name
+            return
+        raise Stopped(name)
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        outer = self.deferring
+        self.deferring = True
+        try:
+            yield
+        finally:
+            self.deferring = outer
+            if not outer and self.pending is not None:
+                name, self.pending = self.pending, None
+                # Raised even over an exception under way: the user's stop wins.
+                raise Stopped(name)
+
+
+signals = SignalGate()
+
+
+def report(text: str) -> None:
+    """A supervision event on the console: one line, timestamped (`up` may run for days)."""
+    print(f"tessera up: [{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+def shown(path: Path) -> str:
+    """`path` as a user would type it from here (relative under the current directory)."""
+    with contextlib.suppress(ValueError, OSError):
+        return str(path.resolve().relative_to(Path.cwd()))
+    return str(path)
+
+
+def last_log_line(path: Path, chars: int = 200) -> str:
+    with contextlib.suppress(OSError), path.open("rb") as file:
+        file.seek(max(0, file.seek(0, os.SEEK_END) - limits.server_log_tail_bytes))
+        lines = [line.strip() for line in file.read().decode(errors="replace").splitlines()]
+        return next((line[:chars] for line in reversed(lines) if line), "")
+    return ""
+
+
+def without_credentials(url: str) -> str:
+    """scheme://host:port of a server URL (NATS URLs carry a user's password)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}:{parts.port}"
 
 
 @dataclass
 class Supervisor:
+    """`up`'s children: started in order, stopped in reverse, restarted when they die."""
+
     data_dir: Path
     children: list[Child] = field(default_factory=list)
-    crashed: list[str] = field(default_factory=list)
 
     def add_server(self, name: str, server: servers.RunningServer) -> None:
+        def restart() -> None:
+            # The whole of it: RunningServer.restart() records the new process only once it is
+            # ready, so an interruption would orphan it. Servers start in a second or two.
+            with signals.deferred():
+                if isinstance(server, servers.NatsDomainServer):
+                    # Not waiting for the hub: a region must come back while the hub is down too
+                    # (its leaf connection is retried by the server itself).
+                    server.restart(wait_for_hub=False)
+                else:
+                    server.restart()
+
         self.children.append(
-            Child(name, server, server.pid, server.log_path, lambda: server.running)
+            Child(
+                name=name,
+                kind="server",
+                url=without_credentials(server.url),
+                log=server.log_path,
+                current_pid=lambda: server.pid,
+                stop=server.stop,
+                kill=server.kill,
+                restart=restart,
+            )
         )
 
-    def add_service(self, name: str, service: processes.ServiceProcess) -> None:
-        process = service.process
-        assert process is not None
+    def add_service(
+        self, name: str, service: processes.ServiceProcess, region: str | None = None
+    ) -> None:
+        def restart() -> None:
+            with signals.deferred():
+                service.spawn()
+            # Interruptible: `service.process` is the new process already, which stop() reaches.
+            processes.wait_ready(service)
+
         self.children.append(
-            Child(name, service, process.pid, service.log_path, lambda: process.poll() is None)
+            Child(
+                name=name,
+                kind="service",
+                url=service.url,
+                log=service.log_path,
+                current_pid=lambda: service.pid,
+                stop=service.stop,
+                kill=service.kill,
+                restart=restart,
+                region=region,
+            )
         )
 
-    def check(self) -> None:
+    def set_region(self, name: str, region: str) -> None:
         for child in self.children:
-            if child.name not in self.crashed and not child.alive():
-                self.crashed.append(child.name)
-                tail = log_tail(child.log)
-                print(
-                    f"tessera up: {child.name} (pid {child.pid}) exited; {child.log}:\n{tail}",
-                    file=sys.stderr,
-                    flush=True,
-                )
+            if child.name == name:
+                child.region = region
+
+    def check(self) -> bool:
+        """Notice children that died and restart those that are due; whether anything changed
+        (then stack.json is rewritten)."""
+        changed = False
+        for child in self.children:
+            if child.state == "running":
+                ended = exit_status(child.pid)
+                if ended is not None:
+                    self.died(child, ended)
+                    changed = True
+            elif child.state == "restarting" and time.monotonic() >= child.due_s:
+                self.restart(child)
+                changed = True
+        return changed
+
+    def died(self, child: Child, ended: str) -> None:
+        pid = child.pid
+        # At once, not at the restart: Granian's worker outlives a killed parent, keeps serving
+        # half a service and holds the port the restart needs.
+        child.kill()
+        last = last_log_line(child.log) if ended.startswith("exit") else ""
+        said = f" (last line: {last})" if last else ""
+        delay = child.policy.delay_s(time.monotonic())
+        then = f"restarting in {delay:g} s" if delay is not None else self.giving_up(child)
+        report(f"{child.name} (pid {pid}) died, {ended}; log {shown(child.log)}{said}; {then}")
+        self.schedule(child, delay)
+
+    def restart(self, child: Child) -> None:
+        child.policy.attempted(time.monotonic())
+        try:
+            child.restart()
+        except (servers.ServerStartError, OSError) as error:
+            child.kill()  # what the failed start left, if anything
+            delay = child.policy.delay_s(time.monotonic())
+            then = f"next attempt in {delay:g} s" if delay is not None else self.giving_up(child)
+            cause = (str(error).strip().splitlines() or [repr(error)])[0].rstrip(":")
+            last = last_log_line(child.log)
+            said = f" (last line: {last})" if last else ""
+            report(f"{child.name} did not come back: {cause}; log {shown(child.log)}{said}; {then}")
+            self.schedule(child, delay)
+            return
+        child.restarts += 1
+        child.state = "running"
+        child.started_at_s = time.time()
+        report(
+            f"{child.name} is back: pid {child.pid}, ready at {child.url} "
+            f"(restart {child.restarts})"
+        )
+
+    def giving_up(self, child: Child) -> str:
+        return (
+            f"giving up on it after {len(child.policy.attempts)} restarts within "
+            f"{child.policy.window_s:g} s (`tessera down`, fix, `tessera up`)"
+        )
+
+    def schedule(self, child: Child, delay: float | None) -> None:
+        if delay is None:
+            child.state = "failed"
+        else:
+            child.state = "restarting"
+            child.due_s = time.monotonic() + delay
+
+    def healthy(self) -> bool:
+        """Every child runs (those that died came back)."""
+        return all(child.state == "running" for child in self.children)
+
+    def describe(self, stack: stackfile.Stack) -> stackfile.Stack:
+        """`stack` with the children's live state (and the pids `tessera down` checks)."""
+        states = [child.record() for child in self.children]
+        return msgspec.structs.replace(
+            stack,
+            services=states,
+            pids={state.name: state.pid for state in states if state.pid is not None},
+            logs={state.name: state.log for state in states},
+        )
+
+    def save(self, stack: stackfile.Stack) -> None:
+        with signals.deferred():  # a half-done rename would leave its temporary file behind
+            stackfile.write_stack(self.describe(stack))
 
     def stop_all(self) -> None:
         for child in reversed(self.children):
             with contextlib.suppress(Exception):
-                child.handle.stop()
+                child.stop()
         self.children.clear()
 
 
@@ -114,12 +373,6 @@ class UpOptions:
 
 def external(variable: str) -> str | None:
     return os.environ.get(variable) or None
-
-
-def log_tail(path: Path, lines: int = 20) -> str:
-    with contextlib.suppress(OSError):
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    return ""
 
 
 @dataclass
@@ -250,7 +503,7 @@ def start_region(
     regional = processes.start_regional(
         workdir / f"regional-{name}", {**base, "TESSERA_NATS_URL": nats_url, "TESSERA_REGION": name}
     )
-    sup.add_service(f"regional-{name}", regional)
+    sup.add_service(f"regional-{name}", regional, region=name)
     edge = processes.start_edge(
         workdir / f"edge-{name}",
         {
@@ -260,16 +513,8 @@ def start_region(
             "TESSERA_DEV_TOKENS": "true",
         },
     )
-    sup.add_service(f"edge-{name}", edge)
+    sup.add_service(f"edge-{name}", edge, region=name)
     return regional, edge
-
-
-class Stopped(Exception):
-    """SIGINT or SIGTERM arrived."""
-
-
-def _raise_stopped(signum: int, _frame: object) -> None:
-    raise Stopped(signal.Signals(signum).name)
 
 
 def boot(sup: Supervisor, options: UpOptions, keys: Secrets) -> stackfile.Stack:
@@ -286,6 +531,8 @@ def boot(sup: Supervisor, options: UpOptions, keys: Secrets) -> stackfile.Stack:
     database_url, redis_url = start_storage(sup, workdir)
     say(f"starting NATS for {', '.join(names)} …")
     nats = start_nats(sup, workdir, names)
+    for name in names:
+        sup.set_region(f"nats-{name}", name)
     say("starting the global writer (migrations run on start) …")
     base = {
         "TESSERA_DATABASE_URL": database_url,
@@ -298,7 +545,7 @@ def boot(sup: Supervisor, options: UpOptions, keys: Secrets) -> stackfile.Stack:
         workdir / "writer",
         {**base, "TESSERA_NATS_URL": nats.writer_url, "TESSERA_REGION": names[0]},
     )
-    sup.add_service("writer", writer)
+    sup.add_service("writer", writer, region=names[0])
     say("starting the notifier and a local mail catcher …")
     mail, notifier_url = start_notifications(sup, workdir, nats.notifier_url, redis_url)
     say(f"creating the demo event at {options.venue.name} …")
@@ -396,38 +643,50 @@ def prepare_data_dir(data_dir: Path) -> None:
 
 
 def pid_alive(pid: int) -> bool:
+    """Whether process `pid` runs. A zombie does not: `tessera up` started by a script (or a
+    test) stays one until that parent reaps it, and `down` waited out its whole timeout for it."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
+    with contextlib.suppress(OSError, IndexError):
+        # "pid (command) state …": the command may itself contain ") ".
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
     return True
 
 
 def up(options: UpOptions) -> int:
-    """Start the stack and supervise it until stopped; 1 if a service crashed meanwhile."""
+    """Start the stack and supervise it until stopped: 1 if it could not start, or if something
+    it started is down at the end (a crash loop it gave up on); crashes it repaired do not count.
+    """
     try:
         prepare_data_dir(options.data_dir)
     except servers.ServerStartError as error:
         print(f"tessera up: {error}", file=sys.stderr)
         return 1
-    previous = {sig: signal.signal(sig, _raise_stopped) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, signals.handle) for sig in (signal.SIGINT, signal.SIGTERM)}
     sup = Supervisor(options.data_dir)
     path = options.data_dir / stackfile.STACK_FILE
+    started = healthy = False
     try:
         stack = boot(sup, options, Secrets())
-        stackfile.write_stack(stack)
+        sup.save(stack)
+        started = True
         print(banner(stack, path), flush=True)
         while True:
-            sup.check()
+            if sup.check():
+                sup.save(stack)
             time.sleep(limits.stack_supervise_s)
     except Stopped:
         print("\ntessera up: stopping …", flush=True)
     except (servers.ServerStartError, JetStreamSetupError, OSError, httpx.HTTPError) as error:
-        print(f"tessera up: could not start: {error}", file=sys.stderr)
-        sup.crashed.append("start")
+        doing = "supervising" if started else "could not start"
+        print(f"tessera up: {doing}: {error}", file=sys.stderr)
+        started = False
     finally:
+        healthy = started and sup.healthy()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not orphan children
@@ -435,7 +694,38 @@ def up(options: UpOptions) -> int:
         signal.signal(signal.SIGINT, previous[signal.SIGINT])
         path.unlink(missing_ok=True)
     print("tessera up: stopped.", flush=True)
-    return 1 if sup.crashed else 0
+    return 0 if healthy else 1
+
+
+def status(data_dir: Path) -> tuple[stackfile.Stack, list[stackfile.ServiceStatus]]:
+    """What `up` recorded of every service, each probed now (all at once: a hung one costs the
+    probe timeout, not the sum); `FileNotFoundError` when no stack runs from `data_dir`."""
+    stack = stackfile.read_stack(data_dir)
+
+    def ready(service: stackfile.ServiceState) -> bool:
+        return (
+            service.state == "running"
+            and service.pid is not None
+            and pid_alive(service.pid)
+            and processes.probe(service.url, limits.stack_status_probe_timeout_s)
+        )
+
+    with ThreadPoolExecutor(max_workers=max(1, len(stack.services))) as pool:
+        answers = list(pool.map(ready, stack.services))
+    now = time.time()
+    return stack, [
+        stackfile.ServiceStatus(
+            name=service.name,
+            region=service.region,
+            pid=service.pid,
+            uptime_s=None if service.started_at_s is None else round(now - service.started_at_s, 1),
+            restarts=service.restarts,
+            state=service.state,
+            ready=answer,
+            url=service.url,
+        )
+        for service, answer in zip(stack.services, answers, strict=True)
+    ]
 
 
 def down(data_dir: Path) -> int:

@@ -1,20 +1,28 @@
 """`<data-dir>/stack.json`: what `tessera up` started, for scripts (`tessera onsale`, `tessera
-audit`, `tessera down`, the tests). Written once everything is ready; removed by a clean stop.
+audit`, `tessera down`, `tessera status`, the tests). Written once everything is ready, rewritten
+(atomically: a temporary file renamed over it) whenever a supervised process dies or comes back,
+removed by a clean stop.
 
 Every URL by service and region, the admin key, the demo event, and — this is a local,
 development stack — the secrets its services were started with, so dev tools can mint tokens.
+`services` is the live part: each process's pid, start time, restarts and state.
+
+`ServiceStatus` is what `tessera status --json` prints, a list of them (docs/operations.md).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Final
+from typing import Annotated, Final, Literal
 
 import msgspec
 
 STACK_FILE: Final = "stack.json"
 Url = Annotated[str, msgspec.Meta(min_length=1, max_length=2_048)]
+# running: its process runs (ready or not); restarting: it died and waits for, or is in, a
+# restart; failed: it kept dying and `tessera up` gave up on it (restarts_max within the window).
+ServiceStateName = Literal["running", "restarting", "failed"]
 
 
 class Region(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -33,6 +41,41 @@ class Mail(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True
     smtp_port: int
     # Where the caught mail can be read (a web page or an API of the local mail catcher).
     inbox_url: Url | None = None
+
+
+class ServiceState(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """One process `tessera up` started and supervises, as it is now."""
+
+    name: str
+    # "server" (PostgreSQL, Redis, NATS: probed by their protocol) or "service" (our own tiers
+    # and the mail catcher: probed by GET /readyz).
+    kind: Literal["server", "service"]
+    region: str | None = None
+    # Where it answers, without credentials: http://… for services, postgresql://, redis://,
+    # nats://host:port for servers.
+    url: Url
+    log: str
+    # None while it is down.
+    pid: int | None = None
+    # Unix time the running process was started (None while it is down).
+    started_at_s: float | None = None
+    # Successful restarts since `tessera up` started it.
+    restarts: int = 0
+    state: ServiceStateName = "running"
+
+
+class ServiceStatus(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """One line of `tessera status`: the recorded state and a readiness probe made just now."""
+
+    name: str
+    region: str | None
+    pid: int | None
+    uptime_s: float | None
+    restarts: int
+    state: ServiceStateName
+    # Its /readyz answered 200 (services), or its server answered the protocol's probe.
+    ready: bool
+    url: str
 
 
 class Stack(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -54,6 +97,8 @@ class Stack(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=Tru
     metrics: dict[str, Url] = msgspec.field(default_factory=dict)
     mail: Mail | None = None
     notifier_url: Url | None = None
+    # Every supervised process, in start order (kept current by `tessera up`).
+    services: list[ServiceState] = msgspec.field(default_factory=list)
 
     def region(self, name: str | None = None) -> Region:
         """The named region, or the home region."""
@@ -71,10 +116,16 @@ def default_data_dir() -> Path:
 
 
 def write_stack(stack: Stack) -> Path:
+    """Write `<data_dir>/stack.json` so that a reader sees the old or the new file, never half
+    of one: a temporary file beside it, renamed over it."""
     path = Path(stack.data_dir) / STACK_FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(msgspec.json.format(msgspec.json.encode(stack)))
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(msgspec.json.format(msgspec.json.encode(stack)))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 

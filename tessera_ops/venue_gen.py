@@ -13,6 +13,8 @@ import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
 from typing import Final, Literal
 
 from tessera import limits
@@ -26,10 +28,25 @@ __all__ = [
     "generate_theatre",
     "row_id",
     "seat_bounds",
+    "shipped_venue",
 ]
 
 Kind = Literal["stadium", "theatre"]
 KINDS: Final[tuple[Kind, ...]] = ("stadium", "theatre")
+
+
+def shipped_venue(name: str) -> Path:
+    """The venue file `name` shipped inside this package (tessera_ops/venues/: the default output
+    of `generate` for each kind), found through the import system so that an installed `tessera`
+    works from any directory, not only from a source checkout."""
+    resource = resources.files("tessera_ops") / "venues" / name
+    # pip unpacks wheels and the editable install points at the source tree, so the resource is a
+    # plain file and its path stays valid for the whole process (as_file() would hand out a
+    # temporary copy meant for zipped packages, which this one never is).
+    if not isinstance(resource, Path):
+        raise FileNotFoundError(f"venue {name!r} is not a file on disk: {resource}")
+    return resource
+
 
 ROW_SEATS_MIN: Final = 18
 ROW_SEATS_MAX: Final = 40

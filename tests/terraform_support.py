@@ -1,15 +1,23 @@
 """Reading terraform/ without a Terraform binary: python-hcl2 parses every file, and these helpers
 normalise what it returns (block labels and strings keep their quotes in python-hcl2 8) and pick
-out the pieces the structural tests look at."""
+out the pieces the structural tests look at. With a `terraform` binary on PATH, `terraform_configs`
+also applies the NATS server_config module for real (no provider, no network)."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
 import re
+import subprocess
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any, Final
 
 import hcl2
+
+from tessera_ops.servers import NatsServerSettings
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 TERRAFORM: Final = ROOT / "terraform"
@@ -166,3 +174,82 @@ def templatefile_keys(expression: str) -> set[str]:
             current += " "
     keys.update(_OBJECT_KEY.findall(current))
     return keys
+
+
+# --- running the real binary on server_config (when there is one on PATH) ---
+
+SERVER_CONFIG_MODULE: Final = MODULES / "nats_regions" / "server_config"
+
+# A root configuration applying server_config once per server of `var.servers` (no provider, no
+# resource: it only computes), so `terraform apply` needs no credentials and no network.
+_ROOT_MODULE: Final = """
+variable "servers" {
+  type = map(object({
+    server_name            = string
+    client_listen          = string
+    monitor_listen         = string
+    store_dir              = string
+    domain                 = string
+    hub                    = bool
+    max_file_store_bytes   = number
+    max_memory_store_bytes = number
+    leaf_listen            = optional(string)
+    cluster                = optional(object({ name = string, listen = string, routes = list(string) }))
+    tls                    = optional(object({ cert_file = string, key_file = string, ca_file = string }))
+  }))
+}
+
+module "server_config" {
+  source   = "SOURCE"
+  for_each = var.servers
+
+  ARGUMENTS
+}
+
+output "configs" {
+  value = { for name, server in module.server_config : name => server.config }
+}
+"""
+
+
+def _terraform(binary: str, workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "TF_DATA_DIR": str(workdir / ".terraform"),
+        "TF_IN_AUTOMATION": "1",
+        "TF_CLI_CONFIG_FILE": os.devnull,  # no plugin cache, no credentials of the user's
+        "CHECKPOINT_DISABLE": "1",  # no version check over the network
+    }
+    return subprocess.run(
+        [binary, f"-chdir={workdir}", *args, "-no-color"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def terraform_configs(
+    binary: str, settings: Mapping[str, Mapping[str, Any]], workdir: Path
+) -> dict[str, str]:
+    """What server_config outputs for each of `settings` (NatsServerSettings as a dict: the
+    module's variables), applied by Terraform itself."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    # A local module source is a relative path (./ or ../), used in place: path.module is the
+    # repository's folder, so the module reads the package data as it does in production.
+    source = os.path.relpath(SERVER_CONFIG_MODULE, workdir)
+    arguments = "\n  ".join(
+        f"{f.name} = each.value.{f.name}" for f in dataclasses.fields(NatsServerSettings)
+    )
+    root = _ROOT_MODULE.replace("SOURCE", source).replace("ARGUMENTS", arguments)
+    (workdir / "main.tf").write_text(root)
+    (workdir / "servers.tfvars.json").write_text(json.dumps({"servers": settings}, default=str))
+    apply = ("apply", "-input=false", "-auto-approve", "-var-file=servers.tfvars.json")
+    for args in (("init", "-input=false"), apply):
+        done = _terraform(binary, workdir, *args)
+        assert done.returncode == 0, done.stdout + done.stderr
+    done = _terraform(binary, workdir, "output", "-json")
+    assert done.returncode == 0, done.stderr
+    configs: dict[str, str] = json.loads(done.stdout)["configs"]["value"]
+    return configs

@@ -1,6 +1,7 @@
 """The house rules as tests, so the one test command enforces them: rustfmt, clippy with warnings
-denied (with and without the Python binding), ruff lint and format, mypy --strict, and the
-extension's stubs checked against the compiled module by mypy.stubtest."""
+denied (with and without the Python binding), ruff lint and format, mypy --strict, the
+extension's stubs checked against the compiled module by mypy.stubtest, and the import layers
+(import-linter's contracts in pyproject.toml)."""
 
 from __future__ import annotations
 
@@ -61,3 +62,8 @@ def test_mypy_strict() -> None:
 def test_stubs_match_the_extension() -> None:
     allowlist = ROOT / "tests" / "stubtest-allowlist.txt"
     run(sys.executable, "-m", "mypy.stubtest", "tessera_core", "--allowlist", allowlist)
+
+
+def test_import_layers() -> None:
+    """Kernel < tiers < tooling, and no tier imports another (pyproject.toml)."""
+    run(BIN / "lint-imports")

@@ -26,7 +26,7 @@ ROOM = {
         {"id": "C", "name": "Circle", "rows": [{"id": "A", "seats": 10, "rank": 3}]},
     ],
 }
-THEATRE = Path(__file__).resolve().parent.parent / "examples" / "venues" / "theatre-500.json"
+THEATRE = Path(__file__).resolve().parent.parent / "tessera_ops" / "venues" / "theatre-500.json"
 
 
 def settings(database_url: str, redis_url: str, nats_url: str, **overrides: Any) -> Settings:

@@ -23,8 +23,8 @@ from edge.errors import EdgeError
 from edge.settings import Settings
 from edge.waiting_room import WaitingRoom
 from tessera import auth, limits
+from tessera.web import JSON, challenge
 
-JSON: Final = "application/json"
 BODY_BYTES_MAX: Final = limits.fan_request_body_bytes_max
 _ENCODER: Final = msgspec.json.Encoder()
 _MESSAGE_CHARS_MAX: Final = 200
@@ -54,7 +54,9 @@ def check_admin(request: Request[Any, Any, Any]) -> None:
     try:
         auth.check_admin_key(request.headers.get("x-admin-key"), settings_of(request).admin_key)
     except auth.AuthError as error:
-        raise EdgeError(401, "unauthorized", str(error)) from None
+        raise EdgeError(
+            401, "unauthorized", str(error), {"WWW-Authenticate": challenge(error.code)}
+        ) from None
 
 
 async def read_body(request: Request[Any, Any, Any]) -> bytes:

@@ -24,7 +24,7 @@ from edge.controllers import (
     read_body,
     room_of,
 )
-from edge.fans import admit_rate, fan_of
+from edge.fans import admit_rate, fan_of, optional_fan
 from edge.pow import SOLUTION_PATTERN
 from edge.settings import RouteClass
 from edge.waiting_room import ChallengeView, QueueStatus
@@ -52,7 +52,8 @@ STATUS_ANSWER: Final = Answer.json("The fan's place in the queue", QueueStatus)
 async def queue_challenge(
     request: Request[Any, Any, Any], event_id: FromPath[str]
 ) -> Response[bytes]:
-    await admit_rate(request, RouteClass.queue, None)
+    # Without a token, the class's anonymous budgets (edge/settings.py), never the joins'.
+    await admit_rate(request, RouteClass.queue, optional_fan(request))
     return json_response(await room_of(request).challenge(parse_event_id(event_id)))
 
 
@@ -73,7 +74,10 @@ async def join_queue(request: Request[Any, Any, Any], event_id: FromPath[str]) -
     status, created = await room_of(request).join(
         event, user_id, challenge=join.challenge, solution=join.solution
     )
-    return json_response(status, 201 if created else 200)
+    answer = json_response(status, 201 if created else 200)
+    if created:
+        answer.headers["Location"] = f"/v1/queue/{status.ticket}"
+    return answer
 
 
 @get(
@@ -82,7 +86,7 @@ async def join_queue(request: Request[Any, Any, Any], event_id: FromPath[str]) -
     operation_class=documented({200: STATUS_ANSWER}),
 )
 async def queue_status(request: Request[Any, Any, Any], ticket: FromPath[str]) -> Response[bytes]:
-    await admit_rate(request, RouteClass.reads, None)
+    await admit_rate(request, RouteClass.reads, optional_fan(request))
     return json_response(await room_of(request).status(ticket))
 
 

@@ -7,16 +7,22 @@ from typing import Any
 
 from litestar import Request, Response, get
 from litestar.params import FromPath
-from litestar.response import Stream
 
 from edge.controllers.writes import parse_uuid
 from edge.errors import JSON, EdgeError
-from edge.fans import admit_rate, fan_of
+from edge.fans import admit_rate, fan_of, optional_fan
+from edge.negative import NegativeCache
 from edge.origins import OriginPool, OriginUnavailable
-from edge.passthrough import StreamProxy, error_response, forwarded_headers, wire
+from edge.passthrough import (
+    StreamProxy,
+    error_response,
+    forwarded_headers,
+    wire,
+)
+from edge.ratelimit import address_budget_key
 from edge.settings import RouteClass
-from tessera import limits
 from tessera.openapi import ANY_OBJECT, LAST_EVENT_ID, Answer, documented, seat_stream_answer
+from tessera.web import ClosingStream
 
 
 @get(
@@ -29,19 +35,30 @@ from tessera.openapi import ANY_OBJECT, LAST_EVENT_ID, Answer, documented, seat_
 )
 async def seatmap_stream(
     request: Request[Any, Any, Any], event_id: FromPath[str]
-) -> Stream | Response[bytes]:
+) -> ClosingStream | Response[bytes]:
     event = parse_uuid(event_id, "event")
-    ip = await admit_rate(request, RouteClass.reads, None)
+    user_id = optional_fan(request)
+    ip = await admit_rate(request, RouteClass.reads, user_id)
+    negative: NegativeCache = request.app.state.parts.negative
+    if negative.known_missing(f"/v1/events/{event}/seatmap"):  # edge/negative.py
+        raise EdgeError(404, "not_found", "no such event")
     streams: StreamProxy = request.app.state.streams
-    if streams.clients >= limits.edge_sse_clients_max:
-        raise EdgeError(503, "unavailable", "too many stream clients; retry", {"Retry-After": "5"})
+    lease = streams.admit(address_budget_key(ip), user_id)
     headers = forwarded_headers(request.headers, ip)
     headers["accept"] = "text/event-stream"
-    stream = await streams.open(f"/v1/events/{event}/seatmap/stream", wire(headers))
-    if stream.status != 200:
-        return await error_response(stream)
-    return Stream(
-        streams.relay(stream),
+    try:
+        lease.stream = await streams.open(f"/v1/events/{event}/seatmap/stream", wire(headers))
+    finally:
+        if lease.stream is None:  # no read node answered (or the fan left meanwhile)
+            lease.release()
+    if lease.stream.status != 200:
+        lease.release()
+        if lease.stream.status == 404:
+            negative.remember(f"/v1/events/{event}/seatmap")
+        return await error_response(lease.stream)
+    return ClosingStream(
+        streams.relay(lease.stream),
+        on_close=lease.release,
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

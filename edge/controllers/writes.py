@@ -21,11 +21,11 @@ from edge.passthrough import WriterProxy, forwarded_headers, wire
 from edge.settings import RouteClass
 from edge.waiting_room import ADMISSION_HEADER, WaitingRoom
 from tessera import auth
+from tessera.media import JSON
 from tessera.openapi import (
     ADMISSION_TOKEN,
     ANY_OBJECT,
     IDEMPOTENCY_KEY,
-    JSON,
     Answer,
     documented,
 )

@@ -5,9 +5,10 @@ from typing import Any
 from litestar import Controller, Request, Response, post
 
 from global_writer import errors
-from global_writer.controllers.common import JSON, body_of, writer_of
+from global_writer.controllers.common import body_of, writer_of
 from global_writer.schemas import CreateEvent, EventCreated, decode, encoder
 from tessera import auth, limits
+from tessera.media import JSON
 from tessera.openapi import Answer, documented
 
 
@@ -31,4 +32,9 @@ class AdminController(Controller):
             raise errors.Unauthorized(str(error), reason=error.code) from None
         body = decode(CreateEvent, await body_of(request, limits.request_body_bytes_max))
         event_id = await writer.flows.create_event(body)
-        return Response(encoder.encode(EventCreated(event_id)), status_code=201, media_type=JSON)
+        return Response(
+            encoder.encode(EventCreated(event_id)),
+            status_code=201,
+            media_type=JSON,
+            headers={"Location": f"/v1/events/{event_id}"},
+        )

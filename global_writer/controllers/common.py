@@ -11,9 +11,7 @@ from global_writer import errors, idempotency
 from global_writer.ops import Idem, Reply
 from global_writer.service import Writer
 from tessera import auth, limits
-
-JSON = "application/json"
-SEATMAP = "application/vnd.tessera.seatmap"
+from tessera.web import JSON
 
 
 def writer_of(request: Request[Any, Any, Any]) -> Writer:

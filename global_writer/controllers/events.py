@@ -5,7 +5,8 @@ from typing import Any
 from litestar import Controller, Request, Response, get
 from litestar.params import FromPath
 
-from global_writer.controllers.common import JSON, SEATMAP, parse_id, writer_of
+from global_writer.controllers.common import parse_id, writer_of
+from tessera.media import JSON, SEATMAP
 from tessera.openapi import BINARY_SCHEMA, Answer, EventDocument, documented
 
 

@@ -7,7 +7,6 @@ from litestar import Controller, Request, Response, delete, get, post
 from litestar.params import FromPath
 
 from global_writer.controllers.common import (
-    JSON,
     body_of,
     idem_of,
     parse_id,
@@ -16,6 +15,7 @@ from global_writer.controllers.common import (
     writer_of,
 )
 from global_writer.schemas import CreateHold, HoldView, decode, encoder
+from tessera.media import JSON
 from tessera.openapi import IDEMPOTENCY_KEY, Answer, documented
 
 HOLD_ANSWER = Answer.json("The hold", HoldView)

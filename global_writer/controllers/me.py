@@ -7,9 +7,10 @@ from litestar import Controller, Request, Response, delete, get, put
 from litestar.params import FromPath
 
 from global_writer import errors, social
-from global_writer.controllers.common import JSON, body_of, user_of, writer_of
+from global_writer.controllers.common import body_of, user_of, writer_of
 from global_writer.schemas import Contact, Profile, decode, encoder
 from tessera.contracts import UserRecord
+from tessera.media import JSON
 from tessera.openapi import Answer, documented
 
 

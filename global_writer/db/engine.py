@@ -4,7 +4,7 @@
 (`postgresql+asyncpg://`, `cockroachdb+asyncpg://` via sqlalchemy-cockroachdb); an explicit
 `+asyncpg` or `+psycopg` driver is kept. Every transaction runs at SERIALIZABLE, CockroachDB's
 default and the level PostgreSQL is held to locally, so serialization failures (and the retry
-path in `global_writer.db.retry`) happen the same way everywhere (ARCHITECTURE.md §3).
+path in `global_writer.db.retry`) happen the same way everywhere (docs/architecture.md §7.2).
 libpq-style TLS parameters in the URL (`sslmode`, `sslrootcert`, `sslcert`, `sslkey`, as in
 CockroachDB connection strings) are turned into asyncpg's `ssl` argument.
 """

@@ -5,8 +5,8 @@ live database with a synchronous psycopg connection (`postgresql://` → `postgr
 `cockroachdb://` → `cockroachdb+psycopg://`). `render_sql(dialect)` renders the same migrations as
 a SQL script without a database (Alembic's offline mode, `alembic upgrade --sql`).
 
-CockroachDB multi-region DDL (ARCHITECTURE.md §3) is emitted only for the `cockroachdb` dialect and
-only when regions are configured:
+CockroachDB multi-region DDL (docs/architecture.md §7.2) is emitted only for the `cockroachdb`
+dialect and only when regions are configured:
 
     ALTER DATABASE <db> SET PRIMARY REGION "<primary>"
     ALTER DATABASE <db> ADD REGION IF NOT EXISTS "<other>"          -- each other region

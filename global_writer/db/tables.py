@@ -6,6 +6,8 @@ The no-oversell invariant is `seat_claims`' primary key: one row per seat that i
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
@@ -20,6 +22,12 @@ metadata = sa.MetaData(
 )
 
 NOW = sa.text("now()")
+
+
+def interval_s(seconds: float) -> sa.ColumnElement[Any]:
+    """`seconds` as an SQL interval, bound as a parameter (never formatted into the text)."""
+    return sa.bindparam(None, float(seconds), type_=sa.Float) * sa.text("interval '1 second'")
+
 
 events = sa.Table(
     "events",
@@ -36,6 +44,8 @@ events = sa.Table(
     sa.CheckConstraint("status IN ('scheduled', 'onsale', 'closed')", name="status"),
     sa.CheckConstraint("hold_ttl_s BETWEEN 1 AND 3600", name="hold_ttl"),
     sa.CheckConstraint("per_user_limit BETWEEN 1 AND 1000", name="per_user_limit"),
+    # What `fan_seats` refers to, so that its copy of the limit is the event's (migration 0004).
+    sa.Index("ix_events_event_id_per_user_limit", "event_id", "per_user_limit", unique=True),
 )
 
 # One row per venue section of an event. `version` counts committed change batches (the change
@@ -107,7 +117,8 @@ holds = sa.Table(
     sa.Column("extended", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),
     sa.CheckConstraint("status IN ('active', 'released', 'expired', 'purchased')", name="status"),
-    # The startup sweep and the reaper look for active holds by deadline.
+    # Opening an event loads its active holds (by status); the audit and operators look for
+    # overdue ones by deadline.
     sa.Index(
         "ix_holds_active_expires_at", "expires_at", postgresql_where=sa.text("status = 'active'")
     ),
@@ -129,6 +140,24 @@ seat_claims = sa.Table(
     sa.CheckConstraint("seat_index >= 0", name="seat_index"),
     sa.Index("ix_seat_claims_hold_id", "hold_id"),
     sa.Index("ix_seat_claims_event_id_user_id", "event_id", "user_id"),
+)
+
+# The per-fan limit, held by the database (docs/adr/0005, migration 0004): how many seats each fan
+# holds or has bought of an event (the count of their `seat_claims`, held and sold alike), kept by
+# the same batch statements that write the claims (global_writer/batch_sql.py). The CHECK holds the
+# count to the event's limit, copied here because a CHECK reads only its own row; the foreign key
+# on (event_id, seat_limit) makes the copy the event's own, whoever writes the row.
+fan_seats = sa.Table(
+    "fan_seats",
+    metadata,
+    sa.Column("event_id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("user_id", sa.Text, primary_key=True),
+    sa.Column("seats", sa.Integer, nullable=False),
+    sa.Column("seat_limit", sa.Integer, nullable=False),
+    sa.CheckConstraint("seats >= 0 AND seats <= seat_limit", name="seats"),
+    sa.ForeignKeyConstraint(
+        ["event_id", "seat_limit"], ["events.event_id", "events.per_user_limit"]
+    ),
 )
 
 orders = sa.Table(
@@ -210,6 +239,9 @@ idempotency_keys = sa.Table(
     sa.Column("key", sa.Text, primary_key=True),
     sa.Column("request_hash", sa.LargeBinary, nullable=False),
     sa.Column("status", sa.Text, nullable=False),
+    # The request that claimed the key (migration 0004): a retry that takes a key over fences
+    # the attempt it replaced, whose batch then neither sells nor stores its answer.
+    sa.Column("attempt", pg.UUID(as_uuid=True), nullable=True),
     sa.Column("response_status", sa.Integer, nullable=True),
     sa.Column("response_body", sa.LargeBinary, nullable=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
@@ -235,9 +267,9 @@ outbox = sa.Table(
 )
 
 # Tables whose rows belong to one region in a CockroachDB multi-region cluster (REGIONAL BY ROW),
-# and the ones read everywhere and written rarely (GLOBAL). ARCHITECTURE.md §3.
+# and the ones read everywhere and written rarely (GLOBAL). docs/architecture.md §7.2.
 # `sections` is regional, not GLOBAL, although it describes the event: every committed batch bumps
-# its `version` (and lease renewals write it), and a write to a GLOBAL table waits out the
+# its `version`, and a write to a GLOBAL table waits out the
 # cluster's clock offset before it commits, which would add that wait to every batch.
 REGIONAL_BY_ROW = (
     "holds",
@@ -248,5 +280,6 @@ REGIONAL_BY_ROW = (
     "outbox",
     "sections",
     "event_leases",
+    "fan_seats",
 )
 GLOBAL_TABLES = ("events", "users", "friendships")

@@ -109,7 +109,7 @@ async def test_a_crowd_sells_the_room_out_without_an_oversell(stack_file: Path) 
     assert report.bot_rejections.get("403 admission_required", 0) > 0
     assert report.bot_rejections.get("429 rate_limited", 0) > 0
     # What was measured.
-    for step in ("queue_join", "queue_wait", "seatmap", "hold", "checkout"):
+    for step in ("queue_join", "queue_wait", "seatmap", "hold", "order"):
         latency = report.latency[step]
         assert latency.count > 0, step
         assert latency.p50_ms is not None and latency.p99_ms is not None

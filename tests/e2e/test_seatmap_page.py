@@ -31,7 +31,7 @@ from tessera_ops.processes import ServiceProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
-STADIUM = ROOT / "examples" / "venues" / "stadium-70k.json"
+STADIUM = ROOT / "tessera_ops" / "venues" / "stadium-70k.json"
 SCREENSHOT = ROOT / "tests" / "artifacts" / "seatmap-page.png"
 # A purchase by someone else must show on the page within this (from the writer's 201).
 LIVE_WITHIN_S = 1.0

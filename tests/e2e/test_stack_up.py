@@ -1,5 +1,6 @@
 """`tessera up` as a user runs it: a subprocess that starts everything on free ports, is ready
-within a minute, sells through an edge with the sale visible in both regions, and `tessera down`
+within a minute, sells through an edge with the sale visible in both regions, notices a writer
+killed under it, says so and brings it back (`tessera status` shows it), and `tessera down`
 leaves no process behind."""
 
 from __future__ import annotations
@@ -13,13 +14,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import msgspec
 import pytest
 
 from tessera.auth import mint_token
 from tessera_ops.stack import pid_alive
-from tessera_ops.stackfile import Stack, read_stack
+from tessera_ops.stackfile import ServiceStatus, Stack, read_stack
 
 READY_WITHIN_S = 60.0
+# The writer's restart: the first backoff (0.5 s), migrations, connections: about 2 s here.
+RESTARTED_WITHIN_S = 60.0
 TESSERA = [sys.executable, "-m", "tessera_ops.cli"]
 
 
@@ -60,7 +64,7 @@ def running(tmp_path: Path) -> Iterator[tuple[Stack, subprocess.Popen[bytes], Pa
 
 
 def theatre() -> Path:
-    return Path(__file__).resolve().parents[2] / "examples" / "venues" / "theatre-500.json"
+    return Path(__file__).resolve().parents[2] / "tessera_ops" / "venues" / "theatre-500.json"
 
 
 def test_up_sells_through_an_edge_in_both_regions_and_down_leaves_nothing(
@@ -89,12 +93,13 @@ def test_up_sells_through_an_edge_in_both_regions_and_down_leaves_nothing(
     section = hold["seats"][0].split(":")[0]
     for region in stack.regions:
         wait_taken(region.regional_url, stack.event_id, section, hold["seats"])
+    killed_writer_comes_back(stack, data_dir)
     second = subprocess.run(
         [*TESSERA, "up", "--data-dir", str(data_dir)], check=False, capture_output=True, timeout=60
     )
     assert second.returncode == 1  # one stack per data directory
     assert b"already running" in second.stderr
-    pids = dict(stack.pids)
+    pids = dict(read_stack(data_dir).pids)  # the restarted writer's pid among them
     down = subprocess.run(
         [*TESSERA, "down", "--data-dir", str(data_dir)],
         check=False,
@@ -102,9 +107,87 @@ def test_up_sells_through_an_edge_in_both_regions_and_down_leaves_nothing(
         timeout=120,
     )
     assert down.returncode == 0, down.stderr
-    assert process.wait(timeout=30) == 0
+    assert process.wait(timeout=30) == 0  # the crash was repaired: not a failure of the run
     assert not (data_dir / "stack.json").exists()
     assert [name for name, pid in pids.items() if pid_alive(pid)] == []
+    assert tessera("status", "--data-dir", str(data_dir)).returncode == 2  # no stack
+
+
+def killed_writer_comes_back(stack: Stack, data_dir: Path) -> None:
+    """SIGKILL the writer: the console says so in one line, it is restarted with a new pid and
+    ready, `tessera status` shows one restart, and holds through an edge work again."""
+    console = data_dir.parent / "up.log"
+    old = stack.pids["writer"]
+    os.kill(old, signal.SIGKILL)
+    died = wait_for_console(console, f"writer (pid {old}) died, killed by SIGKILL; log ")
+    assert "global_writer.log; restarting in 0.5 s" in died
+    back = wait_for_console(console, "writer is back: pid ")
+    assert f"ready at {stack.writer_url} (restart 1)" in back
+    statuses = wait_all_ready(data_dir)
+    writer = next(status for status in statuses if status.name == "writer")
+    assert (writer.restarts, writer.ready, writer.state) == (1, True, "running")
+    assert writer.pid is not None and writer.pid != old and pid_alive(writer.pid)
+    assert f"pid {writer.pid}," in back
+    assert not pid_alive(old)
+    assert httpx.get(f"{stack.writer_url}/readyz", timeout=10).status_code == 200
+    assert {status.name for status in statuses} == {
+        "postgres",
+        "redis",
+        "nats-us-east",
+        "nats-eu-west",
+        "writer",
+        "mailcatcher",
+        "notifier",
+        *(f"{tier}-{region.name}" for tier in ("regional", "edge") for region in stack.regions),
+    }
+    assert all(status.restarts == 0 for status in statuses if status.name != "writer")
+    table = tessera("status", "--data-dir", str(data_dir))
+    assert table.returncode == 0, table.stderr
+    assert f"{len(statuses)} of {len(statuses)} ready" in table.stdout
+    # Through the edge whose connections went to the killed writer: one request, no retry.
+    held = hold_through(stack.regions[1].edge_url, stack, "bob", "after-restart")
+    assert held.status_code == 201, held.text
+
+
+def wait_for_console(console: Path, text: str) -> str:
+    """The line of `tessera up`'s output that contains `text` (waiting for it)."""
+    deadline = time.monotonic() + RESTARTED_WITHIN_S
+    while True:
+        lines = [line for line in console.read_text().splitlines() if text in line]
+        if lines:
+            return lines[0]
+        assert time.monotonic() < deadline, f"no {text!r} in:\n{console.read_text()}"
+        time.sleep(0.1)
+
+
+def wait_all_ready(data_dir: Path) -> list[ServiceStatus]:
+    """`tessera status --json` once it exits 0 (everything ready)."""
+    deadline = time.monotonic() + RESTARTED_WITHIN_S
+    while True:
+        result = tessera("status", "--json", "--data-dir", str(data_dir))
+        if result.returncode == 0:
+            return msgspec.json.decode(result.stdout, type=list[ServiceStatus])
+        assert result.returncode == 1, result.stderr
+        assert time.monotonic() < deadline, result.stdout
+        time.sleep(0.5)
+
+
+def tessera(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*TESSERA, *args], check=False, capture_output=True, text=True, timeout=60
+    )
+
+
+def hold_through(edge: str, stack: Stack, user: str, key: str) -> httpx.Response:
+    return httpx.post(
+        f"{edge}/v1/events/{stack.event_id}/holds",
+        json={"best_available": {"quantity": 2}},
+        headers={
+            "Authorization": f"Bearer {mint_token(user, stack.jwt_secret)}",
+            "Idempotency-Key": key,
+        },
+        timeout=30,
+    )
 
 
 def wait_taken(regional_url: str, event_id: str, section: str, seats: list[str]) -> None:

@@ -10,7 +10,7 @@ release or nothing (the hold is left to expire). Every state-changing request ca
 when there are several. The ledger records every acknowledgement: a hold's 201 (id, seats,
 `expires_at`), an order's 201 (id, hold, seats), a release's 204.
 
-`check_ledger` then holds the database to the ledger (ARCHITECTURE.md §8.1-2): every acknowledged
+`check_ledger` then holds the database to the ledger (docs/architecture.md §8.1-2): every acknowledged
 order is there, confirmed, with exactly its seats sold to it; every acknowledged hold is there with
 its seats and a status its later acknowledgements allow; an active hold owns the claims of all its
 seats (nobody else can have them); an expired hold did not end before its `expires_at`, and one
@@ -54,7 +54,7 @@ BACKOFF_S_MAX: Final = 0.5
 # past this the fan gives it up (nothing was acknowledged, so nothing is owed).
 IN_FLIGHT_RETRY_S: Final = 2.0
 RETRY_STATUSES: Final = frozenset({502, 503, 504})
-# The writer releases an expired hold within ~1 s (ARCHITECTURE.md §3); the check allows this.
+# The writer releases an expired hold within ~1 s (docs/architecture.md §3); the check allows this.
 EXPIRY_SLACK_S: Final = 3.0
 # The settler captures or voids a payment within a pass of its commit (it is woken by it), and
 # again every second while the provider is down: a case's payments all settle within this.

@@ -63,7 +63,7 @@ from faults.onsale_load import (
 from global_writer.settings import Settings
 from tessera_ops.audit import audit
 from tessera_ops.processes import ServiceProcess, start_writer
-from tessera_ops.servers import ServerStartError
+from tessera_ops.servers import ServerStartError, free_port
 
 pytestmark = pytest.mark.anyio
 
@@ -447,6 +447,66 @@ def expire_lease(database_url: str, event_id: str) -> None:
             "UPDATE event_leases SET expires_at = now() - interval '1 second' WHERE event_id = %s",
             (event_id,),
         )
+
+
+async def test_three_writers_and_the_event_owner_sigkilled(
+    stack: FaultStack, tmp_path: Path
+) -> None:
+    """Three writers behind one address (the fans rotate over them, as over a load balancer's
+    targets): A and B started for the case, and the module's writer restarted as C, each
+    advertising its URL in its leases. The event is A's: whatever writer a fan's write reaches,
+    it is forwarded to A, so no fan gets a 503 before the fault. A is SIGKILLed mid-sale and its
+    lease made to lapse in the database (rather than waiting out its 30 s; the failover after a
+    real lapse is tests/integration/test_writer_forwarding.py's); the next request at B or C
+    takes the event under the next epoch, the fans retry with the same keys, writes go on, and
+    everything acknowledged survives."""
+    stack.writer.stop()
+    started: list[ServiceProcess] = []
+    try:
+        for name in ("c", "a", "b"):
+            port = stack.writer.port if name == "c" else free_port()
+            settings = msgspec.structs.replace(
+                stack.writer_settings,
+                writer_id=name,
+                writer_advertise_url=f"http://127.0.0.1:{port}",
+            )
+            started.append(start_writer(tmp_path / name, writer_env(settings), port))
+        c, a, b = started
+        event_id = await stack.create_event(a.url)
+        async with OnsaleLoad([a.url, b.url, c.url], event_id) as load:
+            await load.run_for(PHASE_S)
+            assert load.ledger.outcomes["retry 503"] == 0, load.ledger.summary()
+            before = len(load.ledger.holds)
+            a.kill()
+            load.base_urls.remove(a.url)  # the load balancer's health check drops it
+            await asyncio.to_thread(lapse_lease, stack.database_url, event_id)
+            healed = time.monotonic()
+            await load.run_for(PHASE_S)
+            ledger = await load.stop()
+        assert len(ledger.holds) > before, "writes went on after the owner died"
+        assert lease_owner(stack.database_url, event_id).split()[0] in ("b", "c")
+        await verify(stack, Run(event_id, ledger, healed))
+    finally:
+        for writer in started:
+            writer.stop()
+        stack.writer.start()
+
+
+def lapse_lease(database_url: str, event_id: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE event_leases SET expires_at = now() - interval '1 second' WHERE event_id = %s",
+            (event_id,),
+        )
+
+
+def lease_owner(database_url: str, event_id: str) -> str:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            "SELECT owner FROM event_leases WHERE event_id = %s", (event_id,)
+        ).fetchone()
+    assert row is not None
+    return str(row[0])
 
 
 # --- the database and Redis ---

@@ -56,6 +56,7 @@ SEAT_READS: Final[tuple[Operation, ...]] = (
 OPERATIONS: Final[dict[str, tuple[Operation, ...]]] = {
     "writer": (
         ("POST", "/v1/admin/events"),
+        ("POST", "/v1/admin/payments/reconcile"),
         ("GET", "/v1/events/{event_id}"),
         ("GET", "/v1/events/{event_id}/sections/{section_id}/snapshot"),
         *FAN_WRITES,

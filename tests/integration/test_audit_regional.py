@@ -1,7 +1,7 @@
 """The audit across the tiers (`audit_event`, `tessera audit --event`), against real processes: a
 writer and a regional read node on the test's own NATS server. A region cut off from the change
 feed (its NATS killed) keeps serving its last map: the audit must fail and say which section,
-versions and seats differ, then pass once the feed is back (ARCHITECTURE.md §8.3). A writer whose
+versions and seats differ, then pass once the feed is back (docs/architecture.md §8.5). A writer whose
 map no longer matches the database fails it too."""
 
 from __future__ import annotations

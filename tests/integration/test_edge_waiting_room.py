@@ -16,19 +16,20 @@ from typing import Any
 
 import pytest
 from litestar import Litestar
-from litestar.exceptions import HTTPException
 from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 
 from edge import pow as proof_of_work
 from edge.clientip import parse_networks
 from edge.controllers import admin, queue
-from edge.errors import EdgeError, handle_edge_error, handle_http_exception
+from edge.errors import EdgeError
 from edge.metrics import EdgeMetrics
 from edge.ratelimit import RateLimiter
 from edge.settings import Budget, Rate, RateLimits, RouteClass, Settings
 from edge.waiting_room import ADMISSION_HEADER, RoomUpdate, WaitingRoom
 from tessera import auth, limits
+from tessera.identity import Verifier
+from tessera.web import exception_handlers
 
 pytestmark = pytest.mark.anyio
 
@@ -600,6 +601,7 @@ def make_app(redis_url: str, clock: Clock, rate_limits: RateLimits | None = None
         state.room = WaitingRoom(redis, settings, metrics, clock=clock)
         state.limiter = RateLimiter(redis, rate_limits or unlimited, metrics)
         state.trusted = parse_networks(settings.trusted_proxies)
+        state.verifier = Verifier(settings.identity)
         try:
             yield
         finally:
@@ -608,7 +610,7 @@ def make_app(redis_url: str, clock: Clock, rate_limits: RateLimits | None = None
     return Litestar(
         route_handlers=[*queue.ROUTE_HANDLERS, *admin.ROUTE_HANDLERS],
         lifespan=[lifespan],
-        exception_handlers={EdgeError: handle_edge_error, HTTPException: handle_http_exception},
+        exception_handlers=exception_handlers(),
     )
 
 

@@ -41,8 +41,8 @@ def _by_name() -> tuple[StreamDefinition, KvDefinition]:
     return streams[2], buckets[0]
 
 
-def test_default_directory_is_the_repository_folder() -> None:
-    assert ROOT / "nats" / "jetstream" == DEFAULT_DIRECTORY
+def test_default_directory_is_the_packaged_folder() -> None:
+    assert ROOT / "tessera" / "resources" / "nats" / "jetstream" == DEFAULT_DIRECTORY
     assert load_definitions(DEFAULT_DIRECTORY) == load_definitions()
 
 

@@ -376,12 +376,16 @@ def test_every_cockroachdb_statement_is_valid_sql(database_url: str, engine: sa.
     indexes = sum(len(table.indexes) for table in tables.metadata.tables.values())
     shared = [s for s in statements if not is_cockroach_only(s)]
     # Later revisions' column and constraint changes (0002: users' contact details; 0003: the
-    # lease columns leave `sections`, the payment saga's columns and constraints arrive).
+    # lease columns leave `sections`, the payment saga's columns and constraints arrive; 0005:
+    # the idempotency keys' attempts).
     alters = [s for s in shared if s.startswith("ALTER TABLE")]
-    assert len(alters) == 4 + 9
-    # 0003 moves the sections' leases into `event_leases`.
-    moves = [s for s in shared if s.startswith("INSERT INTO event_leases")]
-    assert len(moves) == 1
+    assert len(alters) == 4 + 9 + 1
+    # 0003 moves the sections' leases into `event_leases`; 0004 backfills `fan_seats` from the
+    # live holds and confirmed orders.
+    moves = [
+        s for s in shared if s.startswith(("INSERT INTO event_leases", "INSERT INTO fan_seats"))
+    ]
+    assert len(moves) == 2
     # alembic_version, every table, every index, the alterations, the data moved, one version
     # stamp per revision.
     revisions = len(list(ScriptDirectory.from_config(migrate.make_config()).walk_revisions()))

@@ -1,13 +1,15 @@
-"""Multi-region NATS (ARCHITECTURE.md §4): a hub JetStream domain and a regional domain joined by a
+"""Multi-region NATS (docs/architecture.md §7.1): a hub JetStream domain and a regional domain joined by a
 leaf-node connection, the region mirroring the hub's `SEATS` stream and `seatmap` bucket.
 
-The servers run the production template `nats/server/region.conf.tftpl` (users and permissions
-included); the mirrors come from `nats/jetstream/regional/`. Measured on loopback by `test_latency_hub_to_region`.
+The servers run the production configuration (`tessera_ops.servers.nats_server_config`, from the
+package data tessera/resources/nats/server: users and permissions included); the mirrors come from
+`tessera/resources/nats/jetstream/regional/`. Measured on loopback by `test_latency_hub_to_region`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import re
@@ -45,10 +47,13 @@ from tessera.jetstream import (
     load_regional_definitions,
     wait_for_mirrors,
 )
-from tessera_ops import natsconf
+from tessera_ops import servers
 from tessera_ops.servers import (
-    NATS_SERVER_CONFIG_DIRECTORY,
+    NatsCluster,
     NatsDomainServer,
+    NatsServerSettings,
+    nats_server_config,
+    render_nats_config,
     start_nats_region,
 )
 
@@ -176,60 +181,56 @@ def test_mirror_required_fields_and_file_name(tmp_path: Path) -> None:
     assert local.api_prefix is None
 
 
-# --- the server configuration template ---
+# --- the server configuration ---
 
 _ENV_REFERENCE = re.compile(r"\$(TESSERA_[A-Z0-9_]+)")
-_TEMPLATE = NATS_SERVER_CONFIG_DIRECTORY / "region.conf.tftpl"
+# The package's documentation of the folder (tessera/resources/nats/README.md).
+_README = servers.NATS_SERVER_CONFIG_DIRECTORY.parent / "README.md"
 
 
-def _header_and_body(text: str) -> tuple[str, list[str]]:
-    lines = text.splitlines()
-    header = "\n".join(line for line in lines if line.lstrip().startswith("#"))
-    return header, [line.strip() for line in lines if not line.lstrip().startswith("#")]
-
-
-def _render(*, hub: bool, tmp_path: Path) -> str:
-    variables = natsconf.server_variables(
+def _settings(*, hub: bool, tmp_path: Path) -> NatsServerSettings:
+    return NatsServerSettings(
         server_name="n-0",
         client_listen="127.0.0.1:4222",
         monitor_listen="127.0.0.1:8222",
-        store_dir=tmp_path / "js",
+        store_dir=str(tmp_path / "js"),
         domain="hub" if hub else "eu",
         hub=hub,
         max_file_store_bytes=1 << 30,
         max_memory_store_bytes=1 << 28,
-        leaf_listen="127.0.0.1:7422" if hub else "",
-        cluster=natsconf.Cluster(
+        leaf_listen="127.0.0.1:7422" if hub else None,
+        cluster=NatsCluster(
             name="c", listen="127.0.0.1:6222", routes=("nats-route://127.0.0.1:6222",)
         ),
     )
-    return natsconf.render_server_config(variables)
 
 
-def test_template_variables_and_secrets_are_documented() -> None:
-    text = _TEMPLATE.read_text()
-    header, body = _header_and_body(text)
-    variables = natsconf.template_variables(text)
-    assert {"domain", "hub", "permissions", "tls", "cluster"} <= variables
-    for name in variables:
-        assert re.search(rf"#\s+{name}\s", header), f"{name} is not documented"
-    secrets = {name for line in body for name in _ENV_REFERENCE.findall(line)}
-    assert secrets == {
-        natsconf.ENV_WRITER_PASSWORD,
-        natsconf.ENV_NOTIFIER_PASSWORD,
-        natsconf.ENV_READER_PASSWORD,
-        natsconf.ENV_ADMIN_PASSWORD,
-        natsconf.ENV_LEAF_PASSWORD,
-        natsconf.ENV_HUB_LEAF_URLS,
+def test_settings_and_secrets_are_documented() -> None:
+    readme = _README.read_text()
+    for field in dataclasses.fields(NatsServerSettings):
+        assert f"`{field.name}`" in readme, f"{field.name} is not documented"
+    shape = servers.load_nats_shape()
+    references = msgspec.to_builtins(shape.environment)
+    assert {r[1:] for r in references.values()} == {
+        "TESSERA_NATS_WRITER_PASSWORD",
+        "TESSERA_NATS_NOTIFIER_PASSWORD",
+        "TESSERA_NATS_READER_PASSWORD",
+        "TESSERA_NATS_ADMIN_PASSWORD",
+        "TESSERA_NATS_LEAF_PASSWORD",
+        "TESSERA_NATS_HUB_LEAF_URLS",
     }
-    for name in secrets:
-        assert re.search(rf"#\s+{name}\s", header), f"{name} is not documented"
+    for reference in references.values():
+        assert f"`{reference}`" in readme, f"{reference} is not documented"
+    # every fixed part of region.json says why
+    document = json.loads(servers.NATS_SERVER_SHAPE_FILE.read_text())
+    assert set(document["notes"]) == set(document) - {"description", "notes"}
 
 
 @pytest.mark.parametrize("hub", [True, False], ids=["hub", "region"])
 def test_rendered_configuration_is_valid_and_needs_its_secrets(tmp_path: Path, hub: bool) -> None:
+    """nats-server reads the JSON document, and takes the secrets from its environment only."""
     path = tmp_path / "nats.conf"
-    path.write_text(_render(hub=hub, tmp_path=tmp_path))
+    path.write_text(render_nats_config(nats_server_config(_settings(hub=hub, tmp_path=tmp_path))))
     binary = Path(sys.executable).parent / "nats-server"
     env = {k: v for k, v in os.environ.items() if not k.startswith("TESSERA_NATS_")}
     missing = subprocess.run(
@@ -237,12 +238,12 @@ def test_rendered_configuration_is_valid_and_needs_its_secrets(tmp_path: Path, h
     )
     assert missing.returncode != 0
     assert "can not be found" in missing.stderr + missing.stdout
-    users = natsconf.HUB_USERS if hub else natsconf.REGION_USERS
-    secrets = natsconf.password_environment({user: f"{user}-pw" for user in users})
-    if not hub:
-        secrets[natsconf.ENV_HUB_LEAF_URLS] = json.dumps(
-            ["nats-leaf://leaf:pw@127.0.0.1:7422", "nats-leaf://b:7422"]
-        )
+    users = servers.nats_users(hub=hub)
+    secrets = servers.nats_server_environment(
+        {user: f"{user}-pw" for user in users},
+        hub_leaf_urls=[] if hub else ["nats-leaf://leaf:pw@127.0.0.1:7422", "nats-leaf://b:7422"],
+    )
+    assert set(secrets) == set(_ENV_REFERENCE.findall(path.read_text()))
     valid = subprocess.run(
         [str(binary), "-t", "-c", str(path)],
         env={**env, **secrets},
@@ -254,14 +255,17 @@ def test_rendered_configuration_is_valid_and_needs_its_secrets(tmp_path: Path, h
 
 
 def test_every_domain_fsyncs_every_write_and_regions_stay_read_only(tmp_path: Path) -> None:
-    _, hub = _header_and_body(_render(hub=True, tmp_path=tmp_path))
-    _, region = _header_and_body(_render(hub=False, tmp_path=tmp_path))
-    assert "sync_interval: always" in hub  # ARCHITECTURE.md §3
-    assert "sync_interval: always" in region
-    assert 'deny_exports: ["seats.>", "orders.>", "$KV.>", ]' in region
-    assert "ignore_discovered_servers: true" in region
-    assert 'user: "writer"' in hub
-    assert 'user: "writer"' not in region  # nobody in a region may publish the feed
+    hub = nats_server_config(_settings(hub=True, tmp_path=tmp_path))
+    region = nats_server_config(_settings(hub=False, tmp_path=tmp_path))
+    assert hub["jetstream"]["sync_interval"] == "always"  # docs/architecture.md §7.1
+    assert region["jetstream"]["sync_interval"] == "always"
+    (remote,) = region["leafnodes"]["remotes"]
+    assert remote["deny_exports"] == ["seats.>", "orders.>", "$KV.>"]
+    assert remote["ignore_discovered_servers"] is True
+    users = {c["jetstream"]["domain"]: c["accounts"]["TESSERA"]["users"] for c in (hub, region)}
+    assert "writer" in [u["user"] for u in users["hub"]]
+    # nobody in a region may publish the feed
+    assert "writer" not in [u["user"] for u in users["eu"]]
 
 
 # --- against a real hub and region ---

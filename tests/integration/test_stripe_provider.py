@@ -212,7 +212,8 @@ def test_build_provider_makes_a_working_stripe_provider(server: LocalStripe) -> 
         redis_url="redis://unused",
         nats_url="nats://unused",
         admin_key="a" * 32,
-        jwt_secret="j" * 32,
+        # Production refuses the HS256 development secret: fans' tokens come from a JWKS.
+        jwks_url="https://id.example.com/.well-known/jwks.json",
         payment_provider="stripe",
         stripe_api_key=API_KEY,
         stripe_api_base=server.url,

@@ -1,13 +1,16 @@
 """The NATS topology Terraform deploys, run for real: two regions' servers started from the
-configuration template the nats_regions module renders (nats/server/region.conf.tftpl), with
-mutual TLS on the leaf connection and the production users and permissions. A message the writer
-publishes in the hub reaches the other region's mirror across the leaf connection and is read
-there the way a read node reads it, as `reader`, who may not publish the feed."""
+configuration the nats_regions module writes for every node (tessera/resources/nats/server:
+region.json and permissions.json with the node's own values; byte for byte what Terraform's
+server_config module writes for the same values), with mutual TLS on the leaf connection and the
+production users and permissions. A message the writer publishes in the hub reaches the other
+region's mirror across the leaf connection and is read there the way a read node reads it, as
+`reader`, who may not publish the feed."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import re
 import shutil
@@ -16,17 +19,27 @@ import subprocess
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from terraform_support import terraform_configs
 
 from tessera.jetstream import ensure_jetstream, load_definitions
-from tessera_ops import natsconf
 from tessera_ops.cli import main as cli
-from tessera_ops.servers import NatsDomainServer, start_nats_hub, start_nats_region
+from tessera_ops.servers import (
+    NatsCluster,
+    NatsDomainServer,
+    NatsServerSettings,
+    NatsTls,
+    nats_server_config,
+    render_nats_config,
+    start_nats_hub,
+    start_nats_region,
+)
 
 # The production domains are the region names (terraform/modules/nats_regions).
 HUB_DOMAIN = "us-east-1"
@@ -41,7 +54,7 @@ def _openssl(*args: str, cwd: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def certificates(tmp_path_factory: pytest.TempPathFactory) -> natsconf.TlsFiles:
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> NatsTls:
     """A CA and one certificate for 127.0.0.1 with server and client use, as the module issues
     per node (tls_locally_signed_cert)."""
     folder = tmp_path_factory.mktemp("tls")
@@ -68,7 +81,7 @@ def certificates(tmp_path_factory: pytest.TempPathFactory) -> natsconf.TlsFiles:
         "-CAcreateserial", "-out", "server.pem", "-days", "1", "-extfile", "ext.cnf",
         cwd=folder,
     )  # fmt: skip
-    return natsconf.TlsFiles(
+    return NatsTls(
         cert_file=folder / "server.pem",
         key_file=folder / "server-key.pem",
         ca_file=folder / "ca.pem",
@@ -77,7 +90,7 @@ def certificates(tmp_path_factory: pytest.TempPathFactory) -> natsconf.TlsFiles:
 
 @pytest.fixture
 def regions(
-    tmp_path: Path, certificates: natsconf.TlsFiles
+    tmp_path: Path, certificates: NatsTls
 ) -> Iterator[tuple[NatsDomainServer, NatsDomainServer]]:
     hub = start_nats_hub(tmp_path / "hub", domain=HUB_DOMAIN, tls=certificates)
     try:
@@ -206,30 +219,61 @@ async def _refusals(hub: NatsDomainServer, region: NatsDomainServer) -> None:
         assert (await nc.jetstream().stream_info("SEATS")).state.messages == 0
 
 
-# --- the local rendering is the production rendering, modulo addresses, paths, TLS, cluster ---
-
-_ADDRESS = re.compile(r'"(?:\d{1,3}(?:\.\d{1,3}){3}|0\.0\.0\.0):\d+"')
-_TLS_BLOCK = re.compile(r"^\s*tls \{\n.*?^\s*\}\n", re.M | re.S)
-_CLUSTER_BLOCK = re.compile(r"^cluster \{\n.*?^\}\n", re.M | re.S)
+# --- what the servers run is what Terraform writes ---
 
 
-def _normalised(text: str) -> str:
-    text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
-    text = _CLUSTER_BLOCK.sub("", _TLS_BLOCK.sub("", text + "\n"))
-    text = _ADDRESS.sub('"<address>"', text)
-    text = re.sub(r'^(\s*(?:server_name|store_dir):) ".*"$', r'\1 "<value>"', text, flags=re.M)
-    text = re.sub(r"^(\s*max_(?:file|memory)_store:) \d+$", r"\1 <bytes>", text, flags=re.M)
-    return re.sub(r"\n\s*\n+", "\n", text)
+def test_the_servers_run_what_terraform_writes(
+    regions: tuple[NatsDomainServer, NatsDomainServer], tmp_path: Path
+) -> None:
+    """Each server's configuration file is what production's module writes for its values (its
+    `settings`: local addresses and paths, TLS, no cluster)."""
+    binary = shutil.which("terraform")
+    if binary is None:
+        pytest.skip("no terraform binary on PATH: Terraform's rendering is not compared")
+    hub, region = regions
+    running = {"hub": hub, "region": region}
+    values = {name: dataclasses.asdict(s.settings) for name, s in running.items()}
+    written = terraform_configs(binary, values, tmp_path / "terraform")
+    for name, server in running.items():
+        assert server.settings.tls is not None and server.settings.cluster is None
+        assert server.config_path.read_text() == written[name], name
+
+
+# --- the local configuration is the production one, modulo addresses, paths, TLS, cluster ---
+
+
+def _document(text: str) -> dict[str, Any]:
+    """A configuration file read back (its bare environment references quoted again)."""
+    document: dict[str, Any] = json.loads(re.sub(r"(\$TESSERA_NATS_[A-Z_]+)", r'"\1"', text))
+    return document
+
+
+def _normalised(document: dict[str, Any]) -> dict[str, Any]:
+    """Without what differs by design: addresses, names, paths, store limits, TLS, cluster."""
+    document = {k: v for k, v in document.items() if k != "cluster"}
+    for key in ("server_name", "listen", "http"):
+        document[key] = "<value>"
+    document["jetstream"] = document["jetstream"] | dict.fromkeys(
+        ("store_dir", "max_file_store", "max_memory_store"), "<value>"
+    )
+    leafnodes = {k: v for k, v in document["leafnodes"].items() if k != "tls"}
+    if "listen" in leafnodes:
+        leafnodes["listen"] = "<address>"
+    if "remotes" in leafnodes:
+        leafnodes["remotes"] = [
+            {k: v for k, v in r.items() if k != "tls"} for r in leafnodes["remotes"]
+        ]
+    return document | {"leafnodes": leafnodes}
 
 
 @pytest.mark.parametrize("role", ["hub", "region"])
-def test_the_local_launcher_renders_what_terraform_renders(
+def test_the_local_launcher_configures_what_production_configures(
     regions: tuple[NatsDomainServer, NatsDomainServer], role: str
 ) -> None:
     hub, region = regions
     server = hub if role == "hub" else region
-    production = natsconf.render_server_config(
-        natsconf.server_variables(
+    production = nats_server_config(
+        NatsServerSettings(
             server_name=f"{server.domain}-nats-0",
             client_listen="0.0.0.0:4222",
             monitor_listen="0.0.0.0:8222",
@@ -238,19 +282,20 @@ def test_the_local_launcher_renders_what_terraform_renders(
             hub=role == "hub",
             max_file_store_bytes=193273528320,
             max_memory_store_bytes=1073741824,
-            leaf_listen="0.0.0.0:7422" if role == "hub" else "",
-            cluster=natsconf.Cluster(
+            leaf_listen="0.0.0.0:7422" if role == "hub" else None,
+            cluster=NatsCluster(
                 name=f"tessera-prod-{server.domain}",
                 listen="0.0.0.0:6222",
                 routes=tuple(f"nats-route://nats-{i}.{server.domain}.x:6222" for i in range(3)),
             ),
-            tls=natsconf.TlsFiles(
+            tls=NatsTls(
                 cert_file=Path("/etc/nats/tls/server.pem"),
                 key_file=Path("/etc/nats/tls/server-key.pem"),
                 ca_file=Path("/etc/nats/tls/ca.pem"),
             ),
         )
     )
-    local = server.config_path.read_text()
-    assert "cluster {" in production and "cluster {" not in local
+    local = _document(server.config_path.read_text())
+    assert "cluster" in production and "cluster" not in local
+    assert local == _document(render_nats_config(nats_server_config(server.settings)))
     assert _normalised(local) == _normalised(production)

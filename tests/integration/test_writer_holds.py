@@ -268,26 +268,23 @@ async def test_metrics_and_health(writer_api: Any) -> None:
     assert (await writer_api.client.get("/readyz")).status_code == 200
 
 
-async def test_redis_mirrors_holds_and_per_fan_counts(writer_api: Any, redis_url: str) -> None:
+async def test_redis_mirrors_live_holds(writer_api: Any, redis_url: str) -> None:
     event = await writer_api.create_event()
     first = (await writer_api.hold(event, "ola", {"best_available": {"quantity": 3}}, "a")).json()
-    await writer_api.hold(event, "ola", {"best_available": {"quantity": 2}}, "b")
     redis = aioredis.from_url(redis_url)
+    key = f"tessera:hold:{first['hold_id']}"
     try:
-        key = f"tessera:held:{event}:ola"
         for _ in range(50):
-            if await redis.get(key) == b"5":
+            if await redis.exists(key):
                 break
             await asyncio.sleep(0.02)
-        assert await redis.get(key) == b"5"
-        assert await redis.pttl(f"tessera:hold:{first['hold_id']}") > 0
+        assert await redis.pttl(key) > 0
         await writer_api.release("ola", first["hold_id"])
         for _ in range(50):
-            if await redis.get(key) == b"2":
+            if not await redis.exists(key):
                 break
             await asyncio.sleep(0.02)
-        assert await redis.get(key) == b"2"
-        assert await redis.exists(f"tessera:hold:{first['hold_id']}") == 0
+        assert await redis.exists(key) == 0
     finally:
         await redis.aclose()
 

@@ -125,6 +125,10 @@ module "writer" {
     TESSERA_DB_REGIONS         = join(",", module.database.database_regions)
     TESSERA_DB_CA_PATH         = module.database.sslrootcert_path
     TESSERA_PAYMENT_PROVIDER   = var.payment_provider
+    # Each writer task writes its own address into the leases it holds, and the others forward
+    # its events' writes there (docs/operations.md, "Several writers"); {host} is the task's IP,
+    # 8000 the service module's port.
+    TESSERA_WRITER_ADVERTISE_URL = "http://{host}:8000"
   })
   secret_arns = {
     TESSERA_DATABASE_URL = module.database.writer_url_secret_arn
@@ -183,7 +187,8 @@ module "regional" {
   scheduled_minimums = [
     for w in local.onsale_windows : { name = w.name, from = w.from, until = w.until, min = w.regional }
   ]
-  # Outside the hub, the region's mirrors (nats/jetstream/regional/) are applied first, as admin.
+  # Outside the hub, the region's mirrors (tessera/resources/nats/jetstream/regional/, package
+  # data of the image's tessera) are applied first, as admin.
   init_command = each.key == local.hub_region ? [] : [
     "python", "-m", "tessera_ops.cli", "jetstream", "apply", "--regional",
     "--hub-domain", module.nats.hub_domain, "--replicas", tostring(module.nats.replicas),

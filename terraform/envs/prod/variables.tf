@@ -344,7 +344,7 @@ variable "notifier" {
     environment  = map(string)
     secret_names = map(string)
   })
-  description = "The notifier tier (order e-mails and SMS, ARCHITECTURE.md §6): off until it ships; its SMTP / webhook settings (environment) and their secrets (secret_names: env var -> secret name, e.g. TESSERA_NOTIFY_SMTP_PASSWORD)."
+  description = "The notifier tier (order e-mails and SMS, docs/architecture.md §6): off until it ships; its SMTP / webhook settings (environment) and their secrets (secret_names: env var -> secret name, e.g. TESSERA_NOTIFY_SMTP_PASSWORD)."
   default = {
     enabled      = false
     environment  = {}

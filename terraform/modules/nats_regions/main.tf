@@ -1,15 +1,16 @@
 # One JetStream cluster per region, each its own JetStream domain (named after its region); every
 # region but the hub (the writer's home region) leaf-connects to the hub and mirrors its streams.
 #
-# The single source of truth is the repository's nats/ folder, read here and nowhere copied:
-#   - nats/server/region.conf.tftpl: the server configuration, rendered per node below (the local
-#     launcher renders the same file with tessera_ops.natsconf);
-#   - nats/server/permissions.json: the account, users and permissions the template writes;
-#   - nats/jetstream/*.json and nats/jetstream/regional/*.json: the streams, bucket and mirrors.
-#     The services apply them at start-up (the writer the hub's, the regional task's init
-#     container `tessera jetstream apply --regional` its region's mirrors); this module reads
-#     them to name the streams the read nodes consume and to check the mirrors against their
-#     sources.
+# The single source of truth is the tessera package's data, tessera/resources/nats (shipped in
+# the wheel, read by the services and the local tooling), read here and nowhere copied:
+#   - server/region.json and server/permissions.json: what every node's configuration has besides
+#     its own values, and the account, users and permissions. ./server_config builds one node's
+#     configuration from them with jsonencode, as tessera_ops.servers.nats_server_config builds
+#     it with json.dumps for the local launcher and the tests;
+#   - jetstream/*.json and jetstream/regional/*.json: the streams, bucket and mirrors. The
+#     services apply them at start-up (the writer the hub's, the regional task's init container
+#     `tessera jetstream apply --regional` its region's mirrors); this module reads them to name
+#     the streams the read nodes consume and to check the mirrors against their sources.
 #
 # Secrets (passwords, the leaf URLs carrying the leaf password, TLS keys) never enter the
 # rendered configuration: each node reads them from Secrets Manager into nats-server's
@@ -20,9 +21,8 @@ data "aws_caller_identity" "current" {}
 data "aws_partition" "current" {}
 
 locals {
-  nats_dir        = "${path.module}/../../../nats"
-  server_template = "${local.nats_dir}/server/region.conf.tftpl"
-  permissions     = jsondecode(file("${local.nats_dir}/server/permissions.json"))
+  nats_dir    = "${path.module}/../../../tessera/resources/nats"
+  permissions = jsondecode(file("${local.nats_dir}/server/permissions.json"))
 
   # The definitions tessera.jetstream loads: load_definitions() (the top folder) on the hub,
   # load_regional_definitions() (regional/) everywhere else.
@@ -80,30 +80,8 @@ locals {
     }
   ]...)
 
-  # Every node's configuration: the template, with the variables tessera_ops.natsconf's
-  # server_variables() builds (the unit tests check that both pass the same names).
-  server_configs = {
-    for key, node in local.nodes : key => templatefile(local.server_template, {
-      server_name            = "${node.region}-nats-${node.index}"
-      client_listen          = "0.0.0.0:${local.ports.client}"
-      monitor_listen         = "0.0.0.0:${local.ports.monitor}"
-      store_dir              = local.store_dir
-      max_file_store_bytes   = local.max_file_store_bytes
-      max_memory_store_bytes = var.max_memory_store_bytes
-      domain                 = node.region
-      hub                    = node.hub
-      leaf_listen            = node.hub ? "0.0.0.0:${local.ports.leaf}" : ""
-      cluster                = var.nodes_per_region > 1
-      cluster_name           = "${var.name_prefix}-${node.region}"
-      cluster_listen         = "0.0.0.0:${local.ports.cluster}"
-      cluster_routes         = [for i in range(var.nodes_per_region) : "nats-route://nats-${i}.${node.region}.${local.zone}:${local.ports.cluster}"]
-      tls                    = true
-      tls_cert_file          = "${local.tls_dir}/server.pem"
-      tls_key_file           = "${local.tls_dir}/server-key.pem"
-      tls_ca_file            = "${local.tls_dir}/ca.pem"
-      permissions            = local.permissions
-    })
-  }
+  # Every node's configuration file, built by ./server_config (below) from the node's values.
+  server_configs = { for key, node in module.server_config : key => node.config }
 
   # Passwords: reader and admin in every region, writer, notifier and leaf in the hub only.
   users = merge(
@@ -137,6 +115,33 @@ locals {
   common_tags = merge(var.tags, { "tessera:component" = "nats" })
 }
 
+# One configuration per node: region.json and permissions.json with the node's own values (the
+# variables of tessera_ops.servers.NatsServerSettings, under the same names).
+module "server_config" {
+  source   = "./server_config"
+  for_each = local.nodes
+
+  server_name            = "${each.value.region}-nats-${each.value.index}"
+  client_listen          = "0.0.0.0:${local.ports.client}"
+  monitor_listen         = "0.0.0.0:${local.ports.monitor}"
+  store_dir              = local.store_dir
+  domain                 = each.value.region
+  hub                    = each.value.hub
+  max_file_store_bytes   = local.max_file_store_bytes
+  max_memory_store_bytes = var.max_memory_store_bytes
+  leaf_listen            = each.value.hub ? "0.0.0.0:${local.ports.leaf}" : null
+  cluster = var.nodes_per_region > 1 ? {
+    name   = "${var.name_prefix}-${each.value.region}"
+    listen = "0.0.0.0:${local.ports.cluster}"
+    routes = [for i in range(var.nodes_per_region) : "nats-route://nats-${i}.${each.value.region}.${local.zone}:${local.ports.cluster}"]
+  } : null
+  tls = {
+    cert_file = "${local.tls_dir}/server.pem"
+    key_file  = "${local.tls_dir}/server-key.pem"
+    ca_file   = "${local.tls_dir}/ca.pem"
+  }
+}
+
 # The definitions are data: refuse a deployment whose mirrors could not follow their sources.
 resource "terraform_data" "definitions" {
   input = {
@@ -151,7 +156,7 @@ resource "terraform_data" "definitions" {
     }
     precondition {
       condition     = alltrue([for m in local.mirrors : contains(keys(local.hub_streams), m.source)])
-      error_message = "Every mirror in nats/jetstream/regional/ must mirror a stream defined in nats/jetstream/."
+      error_message = "Every mirror in tessera/resources/nats/jetstream/regional/ must mirror a stream defined in tessera/resources/nats/jetstream/."
     }
     precondition {
       condition     = alltrue([for m in local.mirrors : m.max_msg_bytes >= local.hub_streams[m.source]])
@@ -159,7 +164,7 @@ resource "terraform_data" "definitions" {
     }
     precondition {
       condition     = local.feed_stream != null && local.snapshot_stream != null
-      error_message = "nats/jetstream/ must define the change feed stream (subjects seats.>) and the seatmap bucket."
+      error_message = "tessera/resources/nats/jetstream/ must define the change feed stream (subjects seats.>) and the seatmap bucket."
     }
   }
 }
@@ -338,9 +343,9 @@ resource "aws_ssm_parameter" "config" {
 
   region      = each.value.region
   name        = "/${var.name_prefix}/nats/${each.value.region}/node-${each.value.index}/nats.conf"
-  description = "nats-server configuration of ${each.value.hostname}, rendered from nats/server/region.conf.tftpl."
+  description = "nats-server configuration of ${each.value.hostname}, built from tessera/resources/nats/server."
   type        = "SecureString"
-  tier        = "Advanced" # the rendered file exceeds the 4 KB of a standard parameter
+  tier        = "Advanced" # 8 KB: a hub's file (~2.4 KB) grows with users, subjects and routes
   key_id      = aws_kms_key.nats[each.value.region].arn
   value       = local.server_configs[each.key]
   tags        = local.common_tags

@@ -14,7 +14,7 @@ output "replicas" {
 }
 
 output "streams" {
-  description = "Per region, the streams its read nodes consume (TESSERA_SEATS_STREAM, TESSERA_KV_STREAM), from the nats/jetstream definitions: the hub's own in the hub, the mirrors elsewhere."
+  description = "Per region, the streams its read nodes consume (TESSERA_SEATS_STREAM, TESSERA_KV_STREAM), from the tessera/resources/nats/jetstream definitions: the hub's own in the hub, the mirrors elsewhere."
   value       = local.streams
 }
 
@@ -53,7 +53,7 @@ output "ca_certificate_pem" {
 }
 
 output "jetstream_definition_files" {
-  description = "The nats/jetstream definition files this deployment reads: the hub's and the regions' (the services apply the same files)."
+  description = "The tessera/resources/nats/jetstream definition files this deployment reads: the hub's and the regions' (the services apply the same files)."
   value = {
     hub      = sort(keys(local.hub_definitions))
     regional = sort(keys(local.regional_definitions))

@@ -11,7 +11,7 @@
 #     of the writer's Redis, promoted if the writer's home region moves (docs/operations.md);
 #   * a writable "local" group for that region's edges (rate budgets, waiting rooms: edges write
 #     on every admitted request, and a global datastore secondary refuses writes).
-# Nothing that decides a sale lives only in Redis (ARCHITECTURE.md §3): losing it never oversells.
+# Nothing that decides a sale lives only in Redis (docs/architecture.md §7.3): losing it never oversells.
 
 data "aws_caller_identity" "current" {}
 

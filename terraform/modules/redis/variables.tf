@@ -74,7 +74,7 @@ variable "engine_version" {
 
 variable "snapshot_retention_days" {
   type        = number
-  description = "Daily snapshots kept. Nothing that decides a sale lives only in Valkey (ARCHITECTURE.md §3), so this is for convenience, not durability."
+  description = "Daily snapshots kept. Nothing that decides a sale lives only in Valkey (docs/architecture.md §7.3), so this is for convenience, not durability."
   default     = 1
 
   validation {

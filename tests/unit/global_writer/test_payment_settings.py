@@ -22,15 +22,28 @@ BASE_ENV = {
     "TESSERA_JWT_SECRET": "j" * 32,
 }
 STRIPE_ENV = {"TESSERA_PAYMENT_PROVIDER": "stripe", "TESSERA_STRIPE_API_KEY": "sk_test_123"}
+# Production refuses the HS256 development secret (tests/unit/tessera/test_identity.py), so the
+# production cases verify fans' tokens with an identity provider's keys instead.
+JWKS_URL = "https://id.example.com/.well-known/jwks.json"
+
+
+def env(production: str = "false", **extra: str) -> dict[str, str]:
+    if production.lower() in {"true", "1"}:
+        base = {k: v for k, v in BASE_ENV.items() if k != "TESSERA_JWT_SECRET"}
+        return {**base, "TESSERA_JWKS_URL": JWKS_URL, "TESSERA_PRODUCTION": production, **extra}
+    return {**BASE_ENV, "TESSERA_PRODUCTION": production, **extra}
 
 
 def settings(**overrides: Any) -> Settings:
+    identity: dict[str, Any] = (
+        {"jwks_url": JWKS_URL} if overrides.get("production") else {"jwt_secret": "j" * 32}
+    )
     return Settings(
         database_url="postgresql://db",
         redis_url="redis://cache",
         nats_url="nats://hub",
         admin_key="a" * 32,
-        jwt_secret="j" * 32,
+        **identity,
         **overrides,
     )
 
@@ -48,14 +61,14 @@ def test_the_default_is_the_sandbox_outside_production() -> None:
 @pytest.mark.parametrize("production", ["true", "TRUE", "1"])
 def test_the_sandbox_is_refused_in_production(provider: dict[str, str], production: str) -> None:
     with pytest.raises(ValueError, match=r"^TESSERA_PAYMENT_PROVIDER: .*TESSERA_PRODUCTION"):
-        from_env({**BASE_ENV, **provider, "TESSERA_PRODUCTION": production})
+        from_env(env(production, **provider))
 
 
 def test_the_production_rule_holds_however_settings_are_made() -> None:
     with pytest.raises(ValueError, match="TESSERA_PAYMENT_PROVIDER"):
         settings(production=True)
     with pytest.raises(ValueError, match="TESSERA_PAYMENT_PROVIDER"):
-        msgspec.structs.replace(settings(), production=True)
+        msgspec.structs.replace(settings(), jwt_secret="", jwks_url=JWKS_URL, production=True)
 
 
 def test_build_provider_refuses_the_sandbox_in_production_even_past_validation() -> None:
@@ -68,22 +81,21 @@ def test_build_provider_refuses_the_sandbox_in_production_even_past_validation()
 @pytest.mark.parametrize("key", [{}, {"TESSERA_STRIPE_API_KEY": ""}])
 @pytest.mark.parametrize("production", ["false", "true"])
 def test_stripe_without_an_api_key_is_refused(key: dict[str, str], production: str) -> None:
-    env = {**BASE_ENV, "TESSERA_PAYMENT_PROVIDER": "stripe", "TESSERA_PRODUCTION": production}
+    stripe = env(production, TESSERA_PAYMENT_PROVIDER="stripe")
     with pytest.raises(ValueError, match=r"^TESSERA_STRIPE_API_KEY: required"):
-        from_env({**env, **key})
+        from_env({**stripe, **key})
     with pytest.raises(ValueError, match="TESSERA_STRIPE_API_KEY"):
         settings(payment_provider="stripe")
 
 
 def test_stripe_with_a_key_is_accepted_in_production() -> None:
     configured = from_env(
-        {
-            **BASE_ENV,
+        env(
+            "true",
             **STRIPE_ENV,
-            "TESSERA_PRODUCTION": "true",
-            "TESSERA_STRIPE_API_BASE": "http://127.0.0.1:8420",
-            "TESSERA_STRIPE_WEBHOOK_SECRET": "whsec_abc",
-        }
+            TESSERA_STRIPE_API_BASE="http://127.0.0.1:8420",
+            TESSERA_STRIPE_WEBHOOK_SECRET="whsec_abc",
+        )
     )
     assert (configured.payment_provider, configured.production) == ("stripe", True)
     assert configured.stripe_api_base == "http://127.0.0.1:8420"

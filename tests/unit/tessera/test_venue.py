@@ -28,7 +28,7 @@ from tessera.venue import (
     new_event_seats,
 )
 
-EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "venues"
+EXAMPLES = Path(__file__).resolve().parents[3] / "tessera_ops" / "venues"
 STADIUM = EXAMPLES / "stadium-70k.json"
 THEATRE = EXAMPLES / "theatre-500.json"
 

@@ -1,24 +1,24 @@
 """The onsale simulator's pure parts: percentiles, histogram quantiles, the report's verdict, seat
-picking, options, and its HTTP client against a real local socket server; the audit's map diff
-and its command line's usage errors."""
+picking, options, the fans' accounting and resend rules (tessera_ops/crowd.py); the audit's map
+diff and its command line's usage errors."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import math
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
 import pytest
 
 import tessera_core as tc
+from tessera.http1 import Answer
 from tessera_ops import audit, onsale
 from tessera_ops.audit import SectionDiff, diff_maps, plain_database_url
-from tessera_ops.onsale import Layout, Options, _EventDoc, error_code, pick_seats, problems
-from tessera_ops.onsale_http import Answer, HttpError, HttpPool
+from tessera_ops.crowd import Record, SeenMap, Workload, error_code, resend
+from tessera_ops.onsale import Layout, Options, _EventDoc
 from tessera_ops.onsale_report import (
     AuditSummary,
     HoldExpiry,
@@ -28,6 +28,7 @@ from tessera_ops.onsale_report import (
     histogram_quantile,
     parse_histogram,
     percentile,
+    problems,
 )
 
 # --- numbers ---
@@ -150,7 +151,7 @@ def test_hand_picked_seats_are_free_and_side_by_side_when_a_row_allows(seed: int
     # Row S:A has 1..2 free (3..5 taken), row S:B all free, C all taken.
     maps = [seat_map(10, {2, 3, 4}), seat_map(2, {0, 1})]
     rng = random.Random(seed)
-    chosen = pick_seats(rng, venue, maps, 2)
+    chosen = venue.pick(rng, SeenMap(maps), 0, 2)
     assert len(chosen) == 2
     indices = sorted(venue.where[s][1] for s in chosen)
     assert all(venue.where[s][0] == 0 for s in chosen)
@@ -162,12 +163,15 @@ def test_hand_picked_seats_are_free_and_side_by_side_when_a_row_allows(seed: int
 def test_picking_settles_for_what_is_left_and_nothing_when_sold_out() -> None:
     venue = layout()
     rng = random.Random(1)
-    nearly = [seat_map(10, set(range(10)) - {7}), seat_map(2, {0, 1})]
-    assert pick_seats(rng, venue, nearly, 4) == ["S:B:3"]
-    scattered = [seat_map(10, set(range(10)) - {0, 9}), seat_map(2, {0, 1})]
-    assert sorted(pick_seats(rng, venue, scattered, 2)) == ["S:A:1", "S:B:5"]
-    sold_out = [seat_map(10, set(range(10))), seat_map(2, {0, 1})]
-    assert pick_seats(rng, venue, sold_out, 1) == []
+    nearly = SeenMap([seat_map(10, set(range(10)) - {7}), seat_map(2, {0, 1})])
+    assert venue.pick(rng, nearly, 0, 4) == ["S:B:3"]
+    assert nearly.available == 1
+    assert nearly.free == [1 << 7, 0]
+    scattered = SeenMap([seat_map(10, set(range(10)) - {0, 9}), seat_map(2, {0, 1})])
+    assert sorted(venue.pick(rng, scattered, 0, 2)) == ["S:A:1", "S:B:5"]
+    sold_out = SeenMap([seat_map(10, set(range(10))), seat_map(2, {0, 1})])
+    assert venue.pick(rng, sold_out, 0, 1) == []
+    assert venue.pick(rng, sold_out, 1, 1) == []
 
 
 # --- options, errors, the verdict ---
@@ -192,7 +196,7 @@ def test_bad_options_are_named(options: Options, message: str) -> None:
 
 def test_error_codes_and_reasons_are_read_from_error_bodies() -> None:
     def answer(body: bytes) -> Answer:
-        return Answer(409, {}, body)
+        return Answer(409, [], body)
 
     assert error_code(answer(b'{"error": {"code": "seats_unavailable", "seats": []}}')) == (
         "seats_unavailable"
@@ -350,101 +354,66 @@ def test_commands_without_a_stack_are_usage_errors(
         parse(onsale.register, "onsale", "--bots-share", "2")
 
 
-# --- the HTTP client, against a real socket server ---
-
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+# --- the fans: roles, resends, what is counted ---
 
 
-@pytest.fixture
-async def server() -> AsyncIterator[Callable[[Handler], Awaitable[str]]]:
-    servers: list[asyncio.Server] = []
-
-    async def start(handler: Handler) -> str:
-        started = await asyncio.start_server(handler, "127.0.0.1", 0)
-        servers.append(started)
-        port = started.sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
-
-    yield start
-    for started in servers:
-        started.close()
-        await started.wait_closed()
-
-
-async def read_request(reader: asyncio.StreamReader) -> bytes:
-    head = await reader.readuntil(b"\r\n\r\n")
-    for line in head.split(b"\r\n"):
-        if line.lower().startswith(b"content-length:"):
-            return head + await reader.readexactly(int(line.split(b":")[1]))
-    return head
+def test_roles_follow_the_shares_in_order() -> None:
+    workload = Workload(
+        quantities=(1,),
+        quantity_weights=(1.0,),
+        pick_share=0.5,
+        abandon_share=0.15,
+        decline_share=0.1,
+        release_share=0.05,
+    )
+    assert [workload.role(d) for d in (0.0, 0.149, 0.15, 0.249, 0.25, 0.299, 0.3, 0.99)] == [
+        "abandoner",
+        "abandoner",
+        "decliner",
+        "decliner",
+        "releaser",
+        "releaser",
+        "buyer",
+        "buyer",
+    ]
 
 
-@pytest.mark.anyio
-async def test_the_client_reads_lengths_chunks_and_reuses_connections(
-    server: Callable[[Handler], Awaitable[str]],
-) -> None:
-    connections = 0
-    seen: list[bytes] = []
-
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal connections
-        connections += 1
-        while True:
-            try:
-                request = await read_request(reader)
-            except asyncio.IncompleteReadError:
-                break
-            seen.append(request)
-            if request.startswith(b"GET /chunked"):
-                writer.write(
-                    b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nETag: "v1"\r\n\r\n'
-                    b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
-                )
-            elif request.startswith(b"GET /not-modified"):
-                writer.write(b'HTTP/1.1 304 Not Modified\r\nETag: "v1"\r\n\r\n')
-            else:
-                writer.write(b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok")
-            await writer.drain()
-        writer.close()
-
-    pool = HttpPool(await server(handler), size=1, timeout_s=5)
-    chunked = await pool.request("GET", "/chunked")
-    assert (chunked.status, chunked.body, chunked.header("etag")) == (200, b"hello world", '"v1"')
-    assert (await pool.request("GET", "/not-modified", {"If-None-Match": '"v1"'})).body == b""
-    posted = await pool.request("POST", "/holds", {"Idempotency-Key": "k"}, b'{"a":1}')
-    assert (posted.status, posted.body) == (201, b"ok")
-    assert posted.elapsed_s > 0
-    assert connections == 1  # one keep-alive connection for all three
-    assert b"Content-Length: 7" in seen[2] and seen[2].endswith(b'{"a":1}')
-    assert b'If-None-Match: "v1"' in seen[1]
-    await pool.aclose()
+def test_what_is_sent_again() -> None:
+    assert resend(None)
+    for status in (429, 502, 503, 504):
+        assert resend(Answer(status, [], b""))
+    in_flight = b'{"error": {"code": "idempotency_key_in_flight"}}'
+    assert resend(Answer(409, [], in_flight))
+    assert not resend(Answer(409, [], b'{"error": {"code": "seats_unavailable"}}'))
+    for status in (201, 402, 403, 500):
+        assert not resend(Answer(status, [], b""))
 
 
-@pytest.mark.anyio
-async def test_a_connection_the_server_closed_is_replaced_and_silence_times_out(
-    server: Callable[[Handler], Awaitable[str]],
-) -> None:
-    async def one_answer_then_close(
-        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx")
-        await writer.drain()
-        writer.close()  # as a server does with an idle keep-alive connection
-
-    pool = HttpPool(await server(one_answer_then_close), size=2, timeout_s=2)
-    for _ in range(3):  # each request after the first finds its idle connection closed
-        assert (await pool.request("GET", "/")).body == b"x"
-    await pool.aclose()
-
-    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        await reader.read()  # never answers; ends when the client gives up and hangs up
-        writer.close()
-
-    quiet = HttpPool(await server(silent), size=1, timeout_s=0.2)
-    with pytest.raises(HttpError, match="timed out"):
-        await quiet.request("GET", "/")
-    await quiet.aclose()
-    with pytest.raises(ValueError, match="http://"):
-        HttpPool("https://example.com", size=1, timeout_s=1)
+def test_the_record_counts_resends_refusals_and_failures() -> None:
+    record = Record()
+    refused = Answer(503, [], b'{"error": {"code": "overloaded"}}', elapsed_s=0.01)
+    record.exchange(refused, 0.02, slow_s=5.0)
+    record.answered("hold", refused, again=True)
+    bare = Answer(429, [(b"retry-after", b"1")], b"")
+    record.exchange(bare, 6.0, slow_s=5.0)
+    record.answered("hold", bare, again=False)
+    record.exchange(None, 0.5, slow_s=5.0)
+    record.answered("order", None, again=False)
+    record.answered("seatmap", None, again=False, read=True)
+    assert record.exchanges == 3
+    assert record.slow_exchanges == 1
+    assert record.refusal_latencies == [0.02, 6.0]
+    assert record.refusals_without_retry_after == 1  # the 503 had none
+    assert record.statuses == {
+        "hold 503 (sent again)": 1,
+        "hold 429": 1,
+        "order 0": 1,
+        "seatmap 0": 1,
+    }
+    assert record.rejections == {"503 overloaded": 1, "429 -": 1}
+    # A resent 503 and a failed read (looked at again later) are no failures; a write that
+    # got no answer at its last send is.
+    assert record.resent == 2
+    assert (record.errors, dict(record.error_kinds)) == (1, {"order no answer": 1})
+    assert record.answer_latencies["hold"] == [0.01, 0.0]
+    assert record.examples["hold 503"].startswith('{"error"')

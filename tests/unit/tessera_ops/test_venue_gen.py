@@ -15,7 +15,7 @@ from tessera_ops.cli import main
 from tessera_ops.venue_gen import Kind, generate, row_id
 
 REPO = Path(__file__).resolve().parents[3]
-EXAMPLES = REPO / "examples" / "venues"
+EXAMPLES = REPO / "tessera_ops" / "venues"
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 # The NATS module on its own: one region, the hub (as in staging), three nodes configured from
-# the repository's nats/ folder. Each further region in `regions` gets its own three nodes,
-# leaf-connected to the hub (terraform/envs/prod/main.tf).
+# the tessera package's data (tessera/resources/nats). Each further region in `regions` gets its
+# own three nodes, leaf-connected to the hub (terraform/envs/prod/main.tf).
 
 terraform {
   required_version = ">= 1.11"
