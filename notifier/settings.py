@@ -28,6 +28,7 @@ Seconds = Annotated[float, msgspec.Meta(gt=0, le=limits.notify_backoff_s_max)]
 # The slack AckWait keeps above one attempt's sends (both channels run at once): Redis and the
 # dead-letter publish also take their turn before the ack.
 _ACK_WAIT_MARGIN_S: Final = 5.0
+_LOOPBACK: Final = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -70,6 +71,13 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
             )
         if bool(self.smtp_username) != bool(self.smtp_password):
             raise ValueError("smtp_username and smtp_password go together")
+        if self.smtp_username and not self.smtp_starttls and self.smtp_host not in _LOOPBACK:
+            # smtplib sends AUTH over whatever the connection is: without STARTTLS the password
+            # crosses the network in the clear.
+            raise ValueError(
+                "smtp_username: a password is sent only over STARTTLS"
+                " (TESSERA_NOTIFY_SMTP_STARTTLS=true), or to a relay on this host"
+            )
 
     @property
     def attempt_timeout_s(self) -> float:

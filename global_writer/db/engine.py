@@ -179,4 +179,7 @@ def create_engine(
         pool_pre_ping=pre_ping,
         connect_args=connect_args,
         echo=echo,
+        # A failed statement's message would otherwise carry its bound values (fans' emails and
+        # phone numbers, payment ids) into every log and error report.
+        hide_parameters=True,
     )

@@ -540,3 +540,24 @@ def test_libpq_tls_parameters_become_asyncpg_ssl(database_url: str) -> None:
 
     plain = sa.make_url(database_url).update_query_dict({"sslmode": "disable"})
     assert run(plain.render_as_string(hide_password=False), scenario) == 1
+
+
+def test_failed_statements_never_show_their_bound_values(database_url: str) -> None:
+    """A fan's email bound to a failing statement must not reach the logs through the error text
+    (SQLAlchemy appends every bound value to it unless told not to). A value the server or the
+    driver cannot parse is still quoted by their own message: input is validated before it gets
+    that far (docs/operations.md)."""
+    email = "fan-private@example.com"
+
+    async def scenario(engine: AsyncEngine) -> str:
+        async with engine.connect() as conn:
+            try:
+                await conn.execute(sa.text("SELECT CAST(:email AS text), 1 / 0"), {"email": email})
+            except DBAPIError as error:
+                return str(error)
+        raise AssertionError("division by zero must fail")
+
+    message = run(database_url, scenario)
+    assert "division by zero" in message
+    assert "parameters hidden" in message
+    assert email not in message

@@ -70,11 +70,26 @@ def test_secrets_never_appear_in_errors() -> None:
         ({"TESSERA_NOTIFY_BACKOFF_S": "10", "TESSERA_NOTIFY_BACKOFF_CAP_S": "5"}, "backoff_cap_s"),
         ({"TESSERA_NOTIFY_SEND_TIMEOUT_S": "30", "TESSERA_NOTIFY_ACK_WAIT_S": "60"}, "ack_wait_s"),
         ({"TESSERA_NOTIFY_SMTP_USERNAME": "user"}, "smtp_password"),
+        (
+            {
+                "TESSERA_NOTIFY_SMTP_HOST": "smtp.example.com",
+                "TESSERA_NOTIFY_SMTP_USERNAME": "user",
+                "TESSERA_NOTIFY_SMTP_PASSWORD": "pw",
+            },
+            "STARTTLS",
+        ),
     ],
 )
 def test_inconsistent_settings(change: dict[str, str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         from_env({**BASE, **change})
+
+
+def test_a_password_crosses_the_network_only_under_starttls() -> None:
+    login = {"TESSERA_NOTIFY_SMTP_USERNAME": "user", "TESSERA_NOTIFY_SMTP_PASSWORD": "pw"}
+    remote = {**BASE, **login, "TESSERA_NOTIFY_SMTP_HOST": "smtp.example.com"}
+    assert from_env({**remote, "TESSERA_NOTIFY_SMTP_STARTTLS": "true"}).smtp_starttls
+    assert from_env({**BASE, **login, "TESSERA_NOTIFY_SMTP_HOST": "localhost"}).smtp_username
 
 
 def test_to_env_round_trips() -> None:
