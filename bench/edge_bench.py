@@ -110,7 +110,7 @@ from tessera.http1 import Connection, HttpError, request_bytes
 from tessera_ops.processes import ServiceProcess, start_edge
 
 SOLD_FRACTION: Final = 0.1
-EDGE_SECRET: Final = "bench-edge-secret-" + "e" * 32  # a throwaway local secret
+ADMISSION_SECRET: Final = "bench-edge-secret-" + "e" * 32  # a throwaway local secret
 # A reads budget one client address never exhausts here (the largest the settings accept).
 OPEN_READS: Final = {"ip": {"per_s": 1_000_000, "burst": 1_000_000}}
 # The edge's TTL when TESSERA_CACHE_TTL_S is unset: the node's max-age (regional/fastpath.py).
@@ -547,7 +547,7 @@ def edge_env(origin: str, writer: str, redis: str, store: str, ttl: float | None
         "TESSERA_REDIS_URL": redis,
         "TESSERA_JWT_SECRET": JWT_SECRET,
         "TESSERA_ADMIN_KEY": ADMIN_KEY,
-        "TESSERA_EDGE_SECRET": EDGE_SECRET,
+        "TESSERA_ADMISSION_SECRET": ADMISSION_SECRET,
         "TESSERA_RATE_LIMITS": json.dumps({"budgets": {"reads": {**OPEN_READS, "store": store}}}),
     }
     if ttl is not None:

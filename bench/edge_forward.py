@@ -72,7 +72,7 @@ WARMUP_S: Final = 2.0
 DELAY_MS: Final = 2.0
 # httpx last: at 2,000 in flight it does not finish, and its restart must not hit another run.
 CLIENTS: Final = ("lean", "aiohttp", "httpx")
-EDGE_SECRET: Final = "bench-edge-secret-" + "e" * 32  # a throwaway local secret
+ADMISSION_SECRET: Final = "bench-edge-secret-" + "e" * 32  # a throwaway local secret
 OPEN_BUDGET: Final = {"ip": {"per_s": 1_000_000, "burst": 1_000_000}, "store": "local"}
 EVENT_ID: Final = "3f1c0f4e-8a52-4c1e-9a8e-6d1f0b7c2a11"
 HOLD_BODY: Final = b'{"seats":["S:A:1","S:A:2"]}'
@@ -436,7 +436,7 @@ def edge_env(stub: str, redis: str) -> dict[str, str]:
         "TESSERA_REDIS_URL": redis,
         "TESSERA_JWT_SECRET": JWT_SECRET,
         "TESSERA_ADMIN_KEY": ADMIN_KEY,
-        "TESSERA_EDGE_SECRET": EDGE_SECRET,
+        "TESSERA_ADMISSION_SECRET": ADMISSION_SECRET,
         "TESSERA_RATE_LIMITS": json.dumps({"budgets": budgets}),
     }
 

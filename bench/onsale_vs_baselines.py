@@ -184,7 +184,7 @@ LIVE_MARGIN_S: Final = 2.0
 # After the newest hold's deadline: the reaper's tick and a batch, then the settled audit.
 SETTLE_MARGIN_S: Final = 2.0
 OVERLAP_TOLERANCE_S: Final = 0.05
-EDGE_SECRET: Final = "bench-edge-secret-" + "e" * 32  # a throwaway local secret
+ADMISSION_SECRET: Final = "bench-edge-secret-" + "e" * 32  # a throwaway local secret
 OPEN_BUDGET: Final = {"ip": {"per_s": 1_000_000, "burst": 1_000_000}, "store": "local"}
 READY_LIMIT_S: Final = 60.0
 # Targets (issue 12), for Tessera at FANS fans unless said otherwise.
@@ -466,7 +466,7 @@ def edge_env(node: str, writer: str, redis_url: str) -> dict[str, str]:
         "TESSERA_REDIS_URL": redis_url,
         "TESSERA_JWT_SECRET": JWT_SECRET,
         "TESSERA_ADMIN_KEY": ADMIN_KEY,
-        "TESSERA_EDGE_SECRET": EDGE_SECRET,
+        "TESSERA_ADMISSION_SECRET": ADMISSION_SECRET,
         "TESSERA_RATE_LIMITS": json.dumps({"budgets": budgets}),
     }
 

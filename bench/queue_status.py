@@ -45,7 +45,7 @@ async def bench(url: str, calls: int, tickets: int) -> None:
         redis_url=url,
         jwt_secret="j" * 32,
         admin_key="a" * 32,
-        edge_secret="e" * 32,
+        admission_secret="e" * 32,
     )
     room = WaitingRoom(redis, settings, EdgeMetrics())
     event = uuid.uuid4()

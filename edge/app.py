@@ -1,7 +1,8 @@
 """`create_app()`: the edge (docs/architecture.md §5, docs/edge.md). Cached GETs and the hot writes
 (holds, extend, release, orders) are answered by bare-ASGI fast paths (edge/fastpath.py,
 edge/fastwrites.py); queue, admin, the fan's own records, streams, health and metrics by
-Litestar."""
+Litestar. Outermost, edge/ports.py checks the CDN's origin secret and keeps /metrics and the
+admin API on the internal port, when those are configured."""
 
 from __future__ import annotations
 
@@ -27,8 +28,9 @@ from edge.metrics import EdgeMetrics
 from edge.negative import EventCheckedOrigin, NegativeCache
 from edge.origins import OriginPool
 from edge.passthrough import StreamProxy, WriterProxy
+from edge.ports import InternalListener, PortGuard
 from edge.ratelimit import RateLimiter
-from edge.settings import Settings, from_env
+from edge.settings import OriginSecrets, Settings, from_env
 from edge.waiting_room import WaitingRoom
 from tessera import limits
 from tessera.identity import Verifier
@@ -95,7 +97,7 @@ def build(settings: Settings) -> Parts:
         ),
         checked_events=checked_events,
         negative=NegativeCache(),
-        writer=WriterProxy(settings.writer_url, metrics),
+        writer=WriterProxy(settings.writer_url, metrics, settings.edge_writer_credential),
         streams=StreamProxy(origins, metrics),
         limiter=RateLimiter(redis, settings.rate_limits, metrics),
         room=WaitingRoom(redis, settings, metrics),
@@ -137,10 +139,16 @@ def create_app(settings: Settings | None = None) -> Any:
         state.trusted = parse_networks(settings.trusted_proxies)
         state.verifier = parts.verifier
         await parts.verifier.refresh()  # the identity provider's keys before the first request
+        internal = None
+        if settings.internal_port is not None:  # /metrics and admin: edge/ports.py
+            internal = InternalListener(served, settings.internal_host, settings.internal_port)
+            await internal.start()
         keys = asyncio.create_task(parts.verifier.keep_fresh())
         try:
             yield
         finally:
+            if internal is not None:
+                await internal.close()
             keys.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keys
@@ -184,4 +192,17 @@ def create_app(settings: Settings | None = None) -> Any:
         tokens=VerifiedTokens(parts.verifier),
     )
     app.state.fast = fast
-    return AccessLog(fast, "edge")
+    served: Any = AccessLog(fast, "edge")
+    accepted = (
+        settings.origin_secrets.accepted()
+        if isinstance(settings.origin_secrets, OriginSecrets)
+        else ()
+    )
+    if accepted or settings.internal_port is not None:
+        served = PortGuard(
+            served,
+            header=settings.origin_header,
+            accepted=accepted,
+            internal=settings.internal_port is not None,
+        )
+    return served

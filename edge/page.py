@@ -11,7 +11,9 @@ to the fan API of this same edge.
 - `POST /v1/dev/token` `{"user_id"}` → `{"token"}`: a fan JWT for any user id, so the page can
   sign in on a local stack. Only when the edge runs with `TESSERA_DEV_TOKENS=true`; otherwise the
   route answers 404 as if it did not exist. Production must leave it off: anyone could become
-  anyone.
+  anyone (the settings refuse it with `TESSERA_PRODUCTION=true`). The token comes from the local
+  identity provider's `POST /token` (`TESSERA_DEV_TOKEN_URL`, what `tessera up` sets), so the
+  edge holds no signing key; an edge with only the HS256 development secret signs it itself.
 
 The files are read once, at import: a handful of kilobytes served from memory.
 """
@@ -22,7 +24,7 @@ import hashlib
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 import msgspec
 from litestar import Request, Response, get, post
@@ -32,7 +34,7 @@ from edge.controllers import BODY_BYTES_MAX, decode, json_response, read_body, s
 from edge.errors import EdgeError
 from edge.fans import admit_rate
 from edge.settings import RouteClass
-from tessera import auth
+from tessera import auth, http1, limits
 from tessera.httpcache import etag_matches
 
 STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
@@ -141,7 +143,41 @@ class TokenRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     user_id: auth.UserId
 
 
+class TokenAnswer(msgspec.Struct, frozen=True):
+    """The identity provider's answer (extra fields tolerated: it is another program)."""
+
+    token: Annotated[str, msgspec.Meta(min_length=1, max_length=limits.bearer_token_chars_max)]
+
+
 _TOKEN_DECODER: Final = msgspec.json.Decoder(TokenRequest)
+_ANSWER_DECODER: Final = msgspec.json.Decoder(TokenAnswer)
+_ENCODER: Final = msgspec.json.Encoder()
+
+
+async def provider_token(url: str, user_id: str) -> str:
+    """A token from the identity provider at `url`; 502 when it cannot give one."""
+    unavailable = EdgeError(
+        502,
+        "identity_provider_unavailable",
+        "the identity provider gave no token; retry",
+        {"Retry-After": "1"},
+    )
+    try:
+        answer = await http1.fetch(
+            url,
+            [(b"content-type", b"application/json")],
+            method=b"POST",
+            body=_ENCODER.encode(TokenRequest(user_id)),
+            timeout_s=limits.jwks_fetch_s_max,
+        )
+    except http1.HttpError:
+        raise unavailable from None
+    if answer.status != 200:
+        raise unavailable
+    try:
+        return _ANSWER_DECODER.decode(answer.body).token
+    except msgspec.DecodeError:
+        raise unavailable from None
 
 
 @post(
@@ -156,7 +192,10 @@ async def dev_token(request: Request[Any, Any, Any]) -> Response[bytes]:
         raise EdgeError(404, "not_found", "no such route")
     await admit_rate(request, RouteClass.queue, None)
     body = decode(_TOKEN_DECODER, await read_body(request))
-    token = auth.mint_token(body.user_id, settings.jwt_secret)
+    if settings.dev_token_url:
+        token = await provider_token(settings.dev_token_url, body.user_id)
+    else:
+        token = auth.mint_token(body.user_id, settings.jwt_secret)
     return json_response({"token": token, "user_id": body.user_id})
 
 

@@ -19,7 +19,7 @@ from edge.metrics import EdgeMetrics
 from edge.origins import OriginPool
 from edge.streaming import Stream, open_stream
 from edge.upstream import Answer, Header, Shed, UpstreamError, UpstreamPool, UpstreamTimeout
-from tessera import limits
+from tessera import contracts, limits
 from tessera.requests import current_request_id
 
 # Request headers a tier needs from the fan; everything else stays at the edge.
@@ -83,7 +83,7 @@ class WriterProxy:
     `limits.edge_writer_connections_max`); refusals are EdgeErrors: 503 `overloaded` (shed
     before sending), 504 `writer_timeout`, 502 `writer_unavailable`."""
 
-    def __init__(self, writer_url: str, metrics: EdgeMetrics) -> None:
+    def __init__(self, writer_url: str, metrics: EdgeMetrics, credential: str = "") -> None:
         self.pool = UpstreamPool(
             writer_url,
             connections_max=limits.edge_writer_connections_max,
@@ -94,6 +94,13 @@ class WriterProxy:
             body_bytes_max=limits.edge_writer_answer_bytes_max,
         )
         self.metrics = metrics
+        # Sent with every request, so the writer knows it comes from an edge (it refuses fans'
+        # writes without it when it has one: global_writer/fastpath.py). Never a fan's copy: the
+        # fan's headers that go on are a fixed list (FORWARDED_REQUEST_HEADERS) without it.
+        first = credential.split(",", maxsplit=1)[0]
+        self.credential: Header | None = (
+            (contracts.HEADER_EDGE_CREDENTIAL.lower().encode(), first.encode()) if first else None
+        )
         # Counted in plain integers per write (a Prometheus update costs a lock and a lookup),
         # moved into the registry when it is scraped (`flush_metrics`).
         self.results = dict.fromkeys(RESULTS, 0)
@@ -114,6 +121,8 @@ class WriterProxy:
     async def send(
         self, method: bytes, path: bytes, headers: Sequence[Header], body: bytes = b""
     ) -> Answer:
+        if self.credential is not None:
+            headers = [*headers, self.credential]
         try:
             answer = await self.pool.request(method, path, headers, body)
         except Shed as shed:

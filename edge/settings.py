@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from tessera import limits
+from tessera import contracts, limits
 from tessera.identity import IDENTITY_ENV_FIELDS, IdentitySettings
 from tessera.web import load_settings
 
@@ -70,6 +70,34 @@ def _default_budgets() -> dict[RouteClass, Budget]:
     }
 
 
+# The origin secret's values: the rotation makes 64 hex characters (edge_cdn), 32-128 letters or
+# digits are accepted; an empty value is a slot not filled yet.
+OriginValue = Annotated[str, msgspec.Meta(pattern=r"^([A-Za-z0-9]{32,128})?$")]
+Credential = Annotated[
+    str, msgspec.Meta(max_length=1_600, pattern=contracts.EDGE_CREDENTIAL_PATTERN)
+]
+
+
+class OriginSecrets(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """`TESSERA_EDGE_ORIGIN_SECRETS`: JSON `{"previous", "current", "next"}`; the CDN sends
+    `current`, and all three are accepted so a rotation never refuses the CDN (edge_cdn)."""
+
+    previous: OriginValue = ""
+    current: OriginValue = ""
+    next: OriginValue = ""
+
+    def __post_init__(self) -> None:
+        if not self.accepted():
+            raise ValueError(
+                "TESSERA_EDGE_ORIGIN_SECRETS: previous, current and next are all empty; "
+                "leave the variable unset to check no origin secret"
+            )
+
+    def accepted(self) -> tuple[bytes, ...]:
+        """The values a request may carry, empty slots left out."""
+        return tuple(v.encode() for v in (self.previous, self.current, self.next) if v)
+
+
 class RateLimits(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     budgets: dict[RouteClass, Budget] = msgspec.field(default_factory=_default_budgets)
 
@@ -86,7 +114,22 @@ class Settings(IdentitySettings, forbid_unknown_fields=True, frozen=True, kw_onl
     redis_url: Url
     admin_key: Secret
     # Signs queue tickets, admission tokens and challenges: the same for every edge of a deployment.
-    edge_secret: Secret
+    admission_secret: Secret
+    # Sent to the writer with every request forwarded to it (`X-Edge-Credential`, the first of
+    # its comma-separated values); a writer that has one refuses fans' writes without it, so only
+    # edges write for fans. Empty: none sent.
+    edge_writer_credential: Credential = ""
+    # The CDN's origin secret: set, every public request must carry `origin_header` with one of
+    # its values (health checks excepted; edge/ports.py). Unset: not checked (local stacks); a
+    # JSON null is refused rather than read as "off".
+    origin_secrets: OriginSecrets | msgspec.UnsetType = msgspec.UNSET
+    origin_header: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z][A-Za-z0-9-]{0,63}$")] = (
+        "X-Origin-Secret"
+    )
+    # Set: /metrics and the admin API are served on this port only (edge/ports.py), bound to
+    # `internal_host`, and the public port answers them 404.
+    internal_port: Annotated[int, msgspec.Meta(ge=1, le=65_535)] | None = None
+    internal_host: Annotated[str, msgspec.Meta(min_length=1, max_length=255)] = "127.0.0.1"
     region: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")] = "local"
     # Peers whose X-Forwarded-For is believed (the load balancer, the CDN); loopback by default.
     trusted_proxies: Annotated[
@@ -106,16 +149,20 @@ class Settings(IdentitySettings, forbid_unknown_fields=True, frozen=True, kw_onl
     rate_limits: RateLimits = msgspec.field(default_factory=RateLimits)
     # POST /v1/dev/token mints a fan JWT for any user id: local stacks only (docs/web-page.md).
     dev_tokens: bool = False
+    # Where the dev tokens come from: the local identity provider's `POST /token` (http://),
+    # asked for each one; empty: signed here with the HS256 development secret.
+    dev_token_url: Annotated[str, msgspec.Meta(pattern=r"^(http://[^\s]{1,2040})?$")] = ""
 
     def __post_init__(self) -> None:
         for network in self.trusted_proxies:
             ipaddress.ip_network(network, strict=False)  # ValueError names the bad entry
         self.identity.check(production=self.production)
-        if self.dev_tokens and (self.production or not self.jwt_secret):
+        if self.dev_tokens and (self.production or not (self.jwt_secret or self.dev_token_url)):
             # It mints a token for any user id: a local stack's convenience, never a door.
             raise ValueError(
-                "TESSERA_DEV_TOKENS: only with the HS256 development secret (TESSERA_JWT_SECRET)"
-                " and never when TESSERA_PRODUCTION is true"
+                "TESSERA_DEV_TOKENS: only with a local identity provider (TESSERA_DEV_TOKEN_URL) "
+                "or the HS256 development secret (TESSERA_JWT_SECRET), and never when "
+                "TESSERA_PRODUCTION is true"
             )
 
 
@@ -125,7 +172,12 @@ ENV_FIELDS = {
     "writer_url": "TESSERA_WRITER_URL",
     "redis_url": "TESSERA_REDIS_URL",
     "admin_key": "TESSERA_ADMIN_KEY",
-    "edge_secret": "TESSERA_EDGE_SECRET",
+    "admission_secret": "TESSERA_ADMISSION_SECRET",
+    "edge_writer_credential": "TESSERA_EDGE_WRITER_CREDENTIAL",
+    "origin_secrets": "TESSERA_EDGE_ORIGIN_SECRETS",
+    "origin_header": "TESSERA_EDGE_ORIGIN_HEADER",
+    "internal_port": "TESSERA_EDGE_INTERNAL_PORT",
+    "internal_host": "TESSERA_EDGE_INTERNAL_HOST",
     "region": "TESSERA_REGION",
     "trusted_proxies": "TESSERA_TRUSTED_PROXIES",
     "cache_ttl_s": "TESSERA_CACHE_TTL_S",
@@ -133,6 +185,7 @@ ENV_FIELDS = {
     "admission_ttl_s": "TESSERA_ADMISSION_TTL_S",
     "rate_limits": "TESSERA_RATE_LIMITS",
     "dev_tokens": "TESSERA_DEV_TOKENS",
+    "dev_token_url": "TESSERA_DEV_TOKEN_URL",
 }
 LIST_FIELDS = frozenset({"origin_urls", "trusted_proxies"})
 
@@ -140,5 +193,9 @@ LIST_FIELDS = frozenset({"origin_urls", "trusted_proxies"})
 def from_env(environ: dict[str, str] | None = None) -> Settings:
     """Settings from the environment; a missing or invalid value names its variable."""
     return load_settings(
-        Settings, ENV_FIELDS, environ, list_fields=LIST_FIELDS, json_fields=("rate_limits",)
+        Settings,
+        ENV_FIELDS,
+        environ,
+        list_fields=LIST_FIELDS,
+        json_fields=("rate_limits", "origin_secrets"),
     )

@@ -5,7 +5,7 @@ A token is `<kind>.<payload>.<mac>`:
 - `kind` names what the token is (`qt` queue ticket, `at` admission token, `pc` challenge);
 - `payload` is base64url (no padding) of the kind's msgspec struct, encoded as a JSON array;
 - `mac` is base64url of HMAC-SHA256 over `<kind>.<payload>`, keyed with a per-kind key derived
-  from the edge secret: `HMAC-SHA256(edge_secret, "tessera-edge-token/v1/<kind>")`.
+  from the admission secret: `HMAC-SHA256(admission_secret, "tessera-edge-token/v1/<kind>")`.
 
 Kinds are separated twice (a per-kind key and the kind inside the MAC input), so a ticket can
 never pass as an admission token or a challenge, even though all three are signed by one secret.
@@ -39,6 +39,8 @@ Timestamp: TypeAlias = Annotated[int, msgspec.Meta(ge=0, le=limits.jwt_timestamp
 Difficulty: TypeAlias = Annotated[int, msgspec.Meta(ge=1, le=limits.edge_pow_difficulty_max)]
 # The room's epoch: bumped each time the room is switched on (see waiting_room.py).
 Epoch: TypeAlias = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
+# The region whose waiting room issued a ticket or an admission (edge/settings.py `region`).
+Region: TypeAlias = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
 
 TokenReason: TypeAlias = Literal["malformed", "forged", "expired"]
 
@@ -53,18 +55,23 @@ class Kind(StrEnum):
 
 
 class QueueTicket(msgspec.Struct, array_like=True, forbid_unknown_fields=True, frozen=True):
-    """A place in one event's queue for one fan. Valid `limits.edge_ticket_ttl_s` from issue."""
+    """A place in one region's queue for one event, for one fan. Valid
+    `limits.edge_ticket_ttl_s` from issue."""
 
     ticket_id: RandomId
     event_id: uuid.UUID
+    region: Region
     user_id: auth.UserId
     issued_at: Timestamp
 
 
 class Admission(msgspec.Struct, array_like=True, forbid_unknown_fields=True, frozen=True):
-    """Permission for one fan to write (holds, orders) on one event until `expires_at`."""
+    """Permission for one fan to write (holds, orders) on one event, through the edges of the
+    region that admitted them, until `expires_at` (each region's room counts its own queue:
+    docs/edge-waiting-room.md, "Regions")."""
 
     event_id: uuid.UUID
+    region: Region
     user_id: auth.UserId
     ticket_id: RandomId
     epoch: Epoch
@@ -109,7 +116,7 @@ _KINDS: Final = {QueueTicket: Kind.ticket, Admission: Kind.admission, Challenge:
 
 
 class Signer:
-    """Signs and verifies edge tokens with the edge secret (`Settings.edge_secret`)."""
+    """Signs and verifies edge tokens with the admission secret (`Settings.admission_secret`)."""
 
     def __init__(self, secret: str) -> None:
         auth.check_secret(secret)  # ValueError: a deployment error, raised at start-up

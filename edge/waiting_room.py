@@ -2,7 +2,10 @@
 
 Fans join an event's queue and get a signed queue ticket (edge/signing.py); polling the ticket
 tells them their position, an ETA and, once the gate has reached them, a signed admission token
-bound to them and the event, which the write path requires (`check_admission`).
+bound to them, the event and this region, which the write path requires (`check_admission`).
+Each region's room counts its own queue, so a token of one region's room is refused by every
+other region's edges: valid everywhere, it would let a fan join every region's queue and write
+with the first admission (docs/edge-waiting-room.md, "Regions").
 
 **Order (the Queue-it rule).** Everyone who joins before the gate opens goes into a *lobby*: a
 Redis ZSET scored with 53 random bits from `secrets` (ties, vanishingly rare, fall to the random
@@ -77,8 +80,21 @@ Gate: TypeAlias = Literal["pending", "open", "closed"]
 QueueState: TypeAlias = Literal["waiting", "admitted"]
 # Labels of EdgeMetrics.admission_refused.
 RefusalReason: TypeAlias = Literal[
-    "missing", "malformed", "forged", "expired", "other_event", "other_user", "stale"
+    "missing",
+    "malformed",
+    "forged",
+    "expired",
+    "other_region",
+    "other_event",
+    "other_user",
+    "stale",
 ]
+# The error code of each refusal: a token from elsewhere says so, every other is
+# `admission_required` (join, or poll the ticket again).
+_REFUSAL_CODES: Final[dict[RefusalReason, str]] = {
+    "other_region": "admission_wrong_region",
+    "other_event": "admission_wrong_event",
+}
 
 RatePerS: TypeAlias = Annotated[float, msgspec.Meta(ge=0, le=limits.edge_admission_rate_per_s_max)]
 PowDifficulty: TypeAlias = Annotated[int, msgspec.Meta(ge=1, le=limits.edge_pow_difficulty_max)]
@@ -435,10 +451,11 @@ class WaitingRoom:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        """`settings` gives the signing secret (`edge_secret`) and `admission_ttl_s`; `clock`
+        """`settings` gives the signing secret (`admission_secret`) and `admission_ttl_s`; `clock`
         is the wall clock the gate runs on, `monotonic` times the settings cache."""
         self.redis = redis
-        self.signer = Signer(settings.edge_secret)
+        self.signer = Signer(settings.admission_secret)
+        self.region = settings.region
         self.metrics = metrics
         self.admission_ttl_s = settings.admission_ttl_s
         self.clock = clock
@@ -629,11 +646,11 @@ class WaitingRoom:
             self._join, "join", [keys.cfg, keys.lobby, keys.fifo, keys.users], args
         )
         if reply.tag == "off":
-            ticket = QueueTicket(ticket_id, event_id, user_id, int(now))
+            ticket = QueueTicket(ticket_id, event_id, self.region, user_id, int(now))
             self.metrics.queue_joins.inc()
             return self._admitted_off(ticket, reply.room, now, with_ticket=True), True
         ticket_id, issued_at = reply.extra.split(":")
-        ticket = QueueTicket(ticket_id, event_id, user_id, int(issued_at))
+        ticket = QueueTicket(ticket_id, event_id, self.region, user_id, int(issued_at))
         created = reply.tag == "new"
         if created:
             self.metrics.queue_joins.inc()
@@ -652,6 +669,14 @@ class WaitingRoom:
             parsed = self.signer.verify_ticket(ticket, now)
         except TokenError as error:
             raise EdgeError(404, "ticket_not_found", f"no such ticket ({error})") from None
+        if parsed.region != self.region:
+            # Each region's queue is its own: this region's has no place for the ticket.
+            raise EdgeError(
+                404,
+                "ticket_not_found",
+                f"this ticket is for the waiting room of region {parsed.region!r}, not this "
+                "region's: join the queue here",
+            )
         keys = _Keys(parsed.event_id)
         args = [repr(now), parsed.ticket_id]
         reply = await self._run(self._status, "status", [keys.cfg, keys.lobby, keys.fifo], args)
@@ -670,7 +695,9 @@ class WaitingRoom:
     def _admission(self, ticket: QueueTicket, epoch: int, now: float) -> tuple[str, datetime]:
         expires_at = int(now) + self.admission_ttl_s
         token = self.signer.sign(
-            Admission(ticket.event_id, ticket.user_id, ticket.ticket_id, epoch, expires_at)
+            Admission(
+                ticket.event_id, self.region, ticket.user_id, ticket.ticket_id, epoch, expires_at
+            )
         )
         return token, datetime.fromtimestamp(expires_at, UTC)
 
@@ -719,7 +746,8 @@ class WaitingRoom:
 
     async def check_admission(self, event_id: uuid.UUID, user_id: str, token: str | None) -> None:
         """Nothing when the event has no enabled room; otherwise the token must be a valid
-        admission token for this fan, this event and the room's current epoch, or 403
+        admission token of this region's room for this fan, this event and the room's current
+        epoch, or 403: `admission_wrong_region`, `admission_wrong_event`, else
         `admission_required` (counted in `admission_refused{reason}`). One HMAC, no Redis
         (the settings come from the per-process cache)."""
         room = await self.room_config(event_id)
@@ -730,7 +758,7 @@ class WaitingRoom:
             return
         reason, message = refusal
         self.metrics.admission_refused.labels(reason=reason).inc()
-        raise EdgeError(403, "admission_required", message)
+        raise EdgeError(403, _REFUSAL_CODES.get(reason, "admission_required"), message)
 
     def _refusal(
         self, room: RoomState, event_id: uuid.UUID, user_id: str, token: str | None
@@ -744,6 +772,17 @@ class WaitingRoom:
             admission = self.signer.verify_admission(token, self.clock())
         except TokenError as error:
             return error.reason, f"{error}: poll your queue ticket for a fresh admission token"
+        return self._mismatch(room, admission, event_id, user_id)
+
+    def _mismatch(
+        self, room: RoomState, admission: Admission, event_id: uuid.UUID, user_id: str
+    ) -> tuple[RefusalReason, str] | None:
+        if admission.region != self.region:
+            return "other_region", (
+                f"the admission token is from the waiting room of region {admission.region!r}: "
+                f"each region's room admits for its own edges; join the queue here "
+                f"(POST /v1/events/{event_id}/queue)"
+            )
         if admission.event_id != event_id:
             return "other_event", "the admission token is for another event"
         if admission.user_id != user_id:

@@ -8,7 +8,9 @@ handlers at ~15%). Everything else, and these routes' OpenAPI documentation, sta
 
 from __future__ import annotations
 
+import hmac
 import logging
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -23,7 +25,7 @@ from global_writer.db.retry import TransactionRetriesExhausted
 from global_writer.ops import Idem, Reply
 from global_writer.schemas import CreateHold, CreateOrder, decode
 from global_writer.service import Writer
-from tessera import auth, limits
+from tessera import auth, contracts, limits
 from tessera.web import JSON_BYTES, ApiError, asgi_error
 
 log = logging.getLogger("global_writer.fastpath")
@@ -32,6 +34,10 @@ ASGIApp = Any
 HOLDS_TEMPLATE: Final = "/v1/events/{event_id}/holds"
 ORDERS_TEMPLATE: Final = "/v1/events/{event_id}/orders"
 JSON_TYPE: Final = JSON_BYTES
+CREDENTIAL_HEADER: Final = contracts.HEADER_EDGE_CREDENTIAL.lower().encode()
+# Methods that change nothing: every other method on an event's path is a fan's write.
+SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
+EVENTS_PREFIX: Final = "/v1/events/"
 
 Handler = Callable[[Writer, str, uuid.UUID, bytes, Idem], Awaitable[Reply]]
 
@@ -61,14 +67,20 @@ class HotWrites:
         # The app's state, for whoever holds this app where they expect Litestar's (tests).
         self.state = app.state
         self.latency: dict[tuple[str, int], Any] = {}
+        credential = writer.settings.edge_writer_credential
+        self.credentials = tuple(value.encode() for value in credential.split(",") if value)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # A request for an event another writer serves goes there (global_writer/forwarding.py).
         plain_scope = cast("dict[str, Any]", scope)
-        if plain_scope["type"] == "http" and await self.writer.forwarding.maybe_forward(
-            plain_scope, receive, send
-        ):
-            return
+        if plain_scope["type"] == "http":
+            # Before anything else, forwarding included: a write without the edges' credential
+            # is refused here, not relayed to the event's writer to be refused there.
+            if self.credentials and not self.from_edge(plain_scope):
+                await asgi_error(send, edge_credential_required())
+                return
+            # A request for an event another writer serves goes there (forwarding.py).
+            if await self.writer.forwarding.maybe_forward(plain_scope, receive, send):
+                return
         route = hot_route(cast("dict[str, Any]", scope))
         if route is None:
             await self.app(scope, receive, send)
@@ -90,6 +102,21 @@ class HotWrites:
             )
             self.latency[(template, status)] = histogram
         histogram.observe(time.perf_counter() - started)
+
+    def from_edge(self, scope: dict[str, Any]) -> bool:
+        """False only for a fan's write (any unsafe method on an event's path: holds,
+        extensions, releases, orders) without the edges' credential. Compared in constant time;
+        reads, admin, health and the webhooks are not fans' writes. About a microsecond per
+        write (one scan of its headers), nothing beside the write's batch commit."""
+        if scope["method"] in SAFE_METHODS or not fan_write_path(scope["path"]):
+            return True
+        for name, value in scope["headers"]:
+            if name == CREDENTIAL_HEADER:
+                matched = False
+                for accepted in self.credentials:  # each compared: no timing says which
+                    matched |= hmac.compare_digest(value, accepted)
+                return matched
+        return False
 
     async def serve(  # noqa: PLR0917 (one request's parts, passed straight through)
         self,
@@ -144,6 +171,22 @@ class HotWrites:
         log.exception("unhandled error on POST %s", scope["path"], exc_info=error)
         message = "internal error; the request may be retried with the same Idempotency-Key"
         return await asgi_error(send, ApiError(message, status=500, code="internal_error"))
+
+
+def fan_write_path(path: str) -> bool:
+    """Whether `path` is under `/v1/events/`, as Litestar routes it (it folds repeated slashes,
+    so `/v1//events/...` reaches the same handlers)."""
+    if path.startswith(EVENTS_PREFIX):
+        return True
+    return "//" in path and re.sub("/+", "/", path).startswith(EVENTS_PREFIX)
+
+
+def edge_credential_required() -> ApiError:
+    return errors.Forbidden(
+        "fans' writes reach the writer through an edge only: "
+        f"{contracts.HEADER_EDGE_CREDENTIAL} is missing or wrong",
+        code="edge_credential_required",
+    )
 
 
 def hot_route(scope: dict[str, Any]) -> tuple[str, str] | None:

@@ -12,7 +12,8 @@ serves such a request itself, or answers the 503 with Retry-After that a non-own
 client retries with the same Idempotency-Key and finds the new owner. A request is served here
 when this writer holds the lease, when nobody holds it (the owner died: this writer adopts the
 event if it can, as its adoption loop would a little later), and for events of another region.
-The Idempotency-Key, the token and the request id (`X-Request-Id`, `traceparent`) go with it.
+The Idempotency-Key, the token, the edges' credential (`X-Edge-Credential`, checked here before
+forwarding and again by the owner) and the request id (`X-Request-Id`, `traceparent`) go with it.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any, Final
 from global_writer import errors
 from global_writer.ownership import OwnedEvents, owner_url
 from global_writer.settings import Settings
-from tessera import limits
+from tessera import contracts, limits
 from tessera.http1 import Header, HttpError, Pool
 from tessera.requests import current_request_id
 from tessera.web import asgi_error
@@ -48,6 +49,8 @@ PASSED_REQUEST_HEADERS: Final = frozenset(
         b"traceparent",
         b"tracestate",
         b"x-forwarded-for",
+        # The edges' credential: the owner checks it too (global_writer/fastpath.py).
+        contracts.HEADER_EDGE_CREDENTIAL.lower().encode(),
     }
 )
 # Hop-by-hop, or added again by this writer's server and access log.

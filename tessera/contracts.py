@@ -23,6 +23,15 @@ HEADER_COMMITTED_MS: Final = "Tessera-Committed-Ms"
 HEADER_BATCH: Final = "Tessera-Batch-Id"
 HEADER_REQUEST: Final = "Tessera-Request-Id"
 SEATMAP_KV_BUCKET: Final = "seatmap"
+# HTTP, edge to writer: the edges' credential (TESSERA_EDGE_WRITER_CREDENTIAL), without which a
+# writer that has one refuses fans' writes (docs/edge.md, "Secrets").
+HEADER_EDGE_CREDENTIAL: Final = "X-Edge-Credential"
+# Its setting: empty (none), or up to three comma-separated values of 32-512 visible ASCII
+# characters. Edges send the first; a writer accepts any, so a rotation puts "new,old" on both,
+# redeploys the writers then the edges, and finally leaves "new" alone (docs/operations.md).
+EDGE_CREDENTIAL_PATTERN: Final = (
+    r"^([\x21-\x2b\x2d-\x7e]{32,512}(,[\x21-\x2b\x2d-\x7e]{32,512}){0,2})?$"
+)
 
 
 def seats_subject(event_id: uuid.UUID, section_id: str) -> str:
@@ -143,6 +152,15 @@ def order_confirmed_msg_id(order_id: uuid.UUID) -> str:
     return f"confirm.{order_id}"
 
 
+class TicketCopy(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """One ticket of a confirmed order as the notifier renders it (docs/tickets.md): the token
+    is what its QR code carries."""
+
+    ticket_id: uuid.UUID
+    seat: SeatId
+    token: Annotated[str, msgspec.Meta(min_length=1, max_length=limits.ticket_token_chars_max)]
+
+
 class OrderConfirmation(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """Published on `orders.confirmed.<event_id>` (stream ORDERS) in the order's transaction;
     the notifier emails / texts the fan. `amount` is in minor units of `currency`."""
@@ -158,6 +176,12 @@ class OrderConfirmation(msgspec.Struct, forbid_unknown_fields=True, frozen=True,
     # The fan's contact details when the order committed (PUT /v1/me/contact), if any.
     email: Email | None = None
     phone: Phone | None = None
+    # For the email's tickets and calendar file (docs/notifications.md): the venue's name, the
+    # event's onsale time (events carry no start time yet), one ticket per seat. Empty for a
+    # confirmation written before tickets existed.
+    venue_name: Annotated[str, msgspec.Meta(max_length=limits.venue_name_chars_max)] = ""
+    onsale_at: datetime | None = None
+    tickets: Annotated[list[TicketCopy], msgspec.Meta(max_length=limits.seats_per_hold_max)] = []
 
 
 class DeadLetter(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):

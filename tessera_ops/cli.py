@@ -2,7 +2,8 @@
 
     tessera venue generate --kind stadium|theatre [--seats N] [--seed S] [--out PATH]
     tessera venue validate PATH
-    tessera token --user ID [--ttl-s N]      (secret from $TESSERA_JWT_SECRET or the running stack)
+    tessera token --user ID [--ttl-s N] [--data-dir D]   (the running stack's identity keys,
+                                                          or HS256 with $TESSERA_JWT_SECRET)
     tessera up | status [--json] | down | friends add USER FRIEND | notifier   (cli_stack.py)
     tessera audit [--event ID] [--database-url URL] …      (tessera_ops/audit.py)
     tessera payments reconcile [--apply] [--older-than-s S] (cli_payments.py)
@@ -15,6 +16,7 @@ Exit codes: 0 success, 1 I/O error, 2 usage error, invalid venue, or a missing o
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.metadata
 import os
 import sys
@@ -93,23 +95,30 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _token(args: argparse.Namespace) -> int:
-    """Print a dev token. The secret comes only from the environment: a command-line argument
-    would show up in `ps` and shell history."""
-    secret = os.environ.get(JWT_SECRET_ENV) or _stack_secret()
-    if not secret:
+    """Print a fan token the way the running local stack's tiers accept it: signed with its
+    identity provider's key ring (stack.json names the file). `TESSERA_JWT_SECRET`, when set,
+    signs HS256 instead, for tiers started with that development secret. The secret comes only
+    from the environment: a command-line argument would show up in `ps` and shell history."""
+    secret = os.environ.get(JWT_SECRET_ENV)
+    minter: stackfile.FanMinter | None
+    if secret:
+        try:
+            check_secret(secret)
+        except ValueError as exc:  # the message gives the length rule, never the secret
+            print(f"tessera token: {JWT_SECRET_ENV}: {exc}", file=sys.stderr)
+            return EXIT_INVALID
+        minter = functools.partial(mint_token, secret=secret, ttl_s=args.ttl_s)
+    else:
+        minter = _stack_minter(args.data_dir, args.ttl_s)
+    if minter is None:
         print(
             f"tessera token: {JWT_SECRET_ENV} is not set and no stack is running "
-            f"(`tessera up`) in {stackfile.default_data_dir()}",
+            f"(`tessera up`) in {args.data_dir}",
             file=sys.stderr,
         )
         return EXIT_INVALID
     try:
-        check_secret(secret)
-    except ValueError as exc:  # the message gives the length rule, never the secret
-        print(f"tessera token: {JWT_SECRET_ENV}: {exc}", file=sys.stderr)
-        return EXIT_INVALID
-    try:
-        token = mint_token(args.user, secret, ttl_s=args.ttl_s)
+        token = minter(args.user)
     except ValueError as exc:  # bad user id or ttl
         print(f"tessera token: {exc}", file=sys.stderr)
         return EXIT_INVALID
@@ -117,11 +126,12 @@ def _token(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _stack_secret() -> str | None:
-    """The running local stack's JWT secret (`tessera up` wrote it to its stack.json)."""
+def _stack_minter(data_dir: Path, ttl_s: int) -> stackfile.FanMinter | None:
+    """The running local stack's way to mint tokens (stackfile.fan_minter); None when no stack
+    runs there or it names no keys (a stack file or key file that cannot be read)."""
     try:
-        return stackfile.read_stack().jwt_secret
-    except (OSError, ValueError):
+        return stackfile.fan_minter(stackfile.read_stack(data_dir), ttl_s=ttl_s)
+    except (OSError, ValueError):  # msgspec.DecodeError is a ValueError
         return None
 
 
@@ -166,7 +176,9 @@ def _parser() -> argparse.ArgumentParser:
     validate.set_defaults(handler=_validate)
 
     token = commands.add_parser(
-        "token", help=f"print a fan JWT signed with ${JWT_SECRET_ENV} (for development)"
+        "token",
+        help="print a fan JWT for development: signed with the running stack's identity "
+        f"provider keys, or HS256 with ${JWT_SECRET_ENV} when that is set",
     )
     token.add_argument(
         "--user",
@@ -178,6 +190,12 @@ def _parser() -> argparse.ArgumentParser:
         type=_whole_number,
         default=limits.jwt_default_ttl_s,
         help=f"lifetime in seconds, 1..{limits.jwt_ttl_s_max} (default {limits.jwt_default_ttl_s})",
+    )
+    token.add_argument(
+        "--data-dir",
+        type=Path,
+        default=stackfile.default_data_dir(),
+        help="the running stack's data directory (default $TESSERA_DATA_DIR or .tessera)",
     )
     token.set_defaults(handler=_token)
 

@@ -24,7 +24,7 @@ import httpx
 import msgspec
 
 from tessera import limits
-from tessera.auth import is_user_id, mint_token
+from tessera.auth import is_user_id
 from tessera_ops import stack, stackfile
 
 
@@ -184,8 +184,9 @@ def _friends_add(args: argparse.Namespace) -> int:
     except FileNotFoundError:
         print(f"tessera friends: no stack running from {args.data_dir}", file=sys.stderr)
         return 1
+    mint = stackfile.fan_minter(running)
     for user, friend in ((args.user, args.friend), (args.friend, args.user)):
-        token = mint_token(user, running.jwt_secret)
+        token = mint(user)
         response = httpx.put(
             f"{running.writer_url}/v1/me/friends/{friend}",
             headers={"Authorization": f"Bearer {token}"},

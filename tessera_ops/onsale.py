@@ -45,7 +45,6 @@ from rich.live import Live
 
 import tessera_core as tc
 from tessera import limits
-from tessera.auth import mint_token
 from tessera.http1 import Answer, HttpError, Pool, header_pairs
 from tessera_ops.audit import AuditReport, audit_event
 from tessera_ops.crowd import (
@@ -74,7 +73,7 @@ from tessera_ops.onsale_report import (
     progress_table,
     render_report,
 )
-from tessera_ops.stackfile import Stack, default_data_dir, read_stack
+from tessera_ops.stackfile import FanMinter, Stack, default_data_dir, fan_minter, read_stack
 
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
@@ -291,9 +290,9 @@ class Room:
     may keep its own room in its own Redis; the calls are idempotent where they share one)."""
 
     def __init__(self, stack: Stack, event_id: str, regions: list[Region]) -> None:
-        self.headers = header_pairs(
-            {"X-Admin-Key": stack.admin_key, "Content-Type": "application/json"}
-        )
+        # The edges' own admin key (a stack described before it existed used the writer's).
+        key = stack.edge_admin_key or stack.admin_key
+        self.headers = header_pairs({"X-Admin-Key": key, "Content-Type": "application/json"})
         self.path = f"/v1/admin/events/{event_id}/waiting-room"
         self.regions = regions
         self.rate_per_s: float | None = None
@@ -465,13 +464,13 @@ class OnsaleCrowd(Crowd):
 
         await asyncio.gather(*(one(region) for region in self.regions))
 
-    def make_fans(self, count: int, rng: random.Random, run_id: str, secret: str) -> list[Fan]:
+    def make_fans(self, count: int, rng: random.Random, run_id: str, mint: FanMinter) -> list[Fan]:
         """The crowd, from the seed: regions (round robin), users, addresses."""
         fans = []
         for number in range(count):
             region = self.regions[number % len(self.regions)]
             user = f"onsale-{run_id}-{number}"
-            token = mint_token(user, secret)
+            token = mint(user)
             # A distinct client address per fan: 10.x.y.z.
             ip = f"10.{number >> 16 & 255}.{number >> 8 & 255}.{number & 255}"
             headers = [
@@ -501,7 +500,7 @@ class Bots:
 
     def __init__(self, crowd: OnsaleCrowd, stack: Stack, run_id: str, gated: bool) -> None:
         self.crowd = crowd
-        self.secret = stack.jwt_secret
+        self.mint = fan_minter(stack)
         self.run_id = run_id
         self.gated = gated
         self.tally = BotTally()
@@ -537,7 +536,7 @@ class Bots:
     async def run(self, number: int, region: Region, start_in_s: float) -> None:
         await asyncio.sleep(start_in_s)
         user = f"onsale-{self.run_id}-bot{number}"
-        token = mint_token(user, self.secret)
+        token = self.mint(user)
         base = [
             (b"authorization", f"Bearer {token}".encode()),
             (b"x-forwarded-for", region.bot_ip.encode()),
@@ -628,7 +627,7 @@ class Onsale:
             available_before = await self.available_seats()
             bots = round(options.fans * options.bots_share)
             room_before = await self.room.open(options, options.fans - bots)
-            fans = crowd.make_fans(options.fans - bots, self.rng, self.run_id, stack.jwt_secret)
+            fans = crowd.make_fans(options.fans - bots, self.rng, self.run_id, self.bots.mint)
             self.started = time.monotonic()
             self.progress.phase = "fans arriving"
             monitor = asyncio.create_task(self.monitor())

@@ -2,8 +2,10 @@
 
 `up` starts, in order, and stops in reverse: PostgreSQL (embedded), a Redis server (Valkey), one
 NATS server with JetStream per region (the first, the writer's home, is the hub; every other region
-is its own domain, leaf-connected to it, holding mirrors of the hub's streams), the global writer
-(which migrates its database), the demo event, then per region a read node and an edge; the
+is its own domain, leaf-connected to it, holding mirrors of the hub's streams), the local
+identity provider (fans' tokens: every tier verifies them against its JWKS, as in production;
+its key ring is kept in `<data-dir>/identity/keys.json`), the global writer (which migrates its
+database), the demo event, then per region a read node and an edge; the
 notifier and a mail catcher when they are installed. Every service is a process of its own with
 its log under `<data-dir>/services/`; `<data-dir>/stack.json` (tessera_ops/stackfile.py) says
 where everything is. `TESSERA_DATABASE_URL`, `TESSERA_REDIS_URL`, `TESSERA_NATS_URL` point the
@@ -42,7 +44,6 @@ import msgspec
 from nats.aio.client import Client as NatsClient
 
 from tessera import limits
-from tessera.auth import mint_token
 from tessera.jetstream import (
     Definition,
     JetStreamSetupError,
@@ -51,7 +52,9 @@ from tessera.jetstream import (
     load_regional_definitions,
     wait_for_mirrors,
 )
+from tessera.tickets import new_signing_ring
 from tessera_ops import processes, servers, stackfile, venue_gen
+from tessera_ops.identity_provider import JWKS_PATH, KEYS_ENV, TOKEN_PATH, KeyRing
 
 REGION_NAMES: Final = ("us-east", "eu-west", "ap-southeast", "sa-east", "af-south")
 # Found through the package, not the repository, so an installed `tessera up` runs from anywhere.
@@ -62,6 +65,8 @@ DEMO_HOLD_TTL_S: Final = 20
 DEMO_PER_USER_LIMIT: Final = 8
 # Fans of the demo have no email address: their confirmations go to <user>@ this domain.
 DEMO_MAIL_DOMAIN: Final = "fans.tessera.localhost"
+# The local identity provider's key ring, under the data directory (kept by `up` and `down`).
+IDENTITY_KEYS: Final = Path("identity", "keys.json")
 
 
 @dataclass
@@ -440,8 +445,14 @@ def apply_definitions(url: str, definitions: list[Definition]) -> None:
 @dataclass(frozen=True)
 class Secrets:
     admin_key: str = field(default_factory=lambda: secrets.token_hex(24))
-    jwt_secret: str = field(default_factory=lambda: secrets.token_hex(32))
-    edge_secret: str = field(default_factory=lambda: secrets.token_hex(32))
+    admission_secret: str = field(default_factory=lambda: secrets.token_hex(32))
+    # One secret per purpose, as deployed (docs/operations.md): the edges' admin API (waiting
+    # rooms) has its own key, and the edges present their own credential to the writer.
+    edge_admin_key: str = field(default_factory=lambda: secrets.token_hex(24))
+    edge_writer_credential: str = field(default_factory=lambda: secrets.token_hex(32))
+    # The writer's ticket signing ring and the door staff's credential (docs/tickets.md).
+    ticket_signing_keys: str = field(default_factory=lambda: new_signing_ring("local"))
+    door_staff_key: str = field(default_factory=lambda: secrets.token_hex(24))
 
 
 def create_demo_event(writer_url: str, keys: Secrets, venue: Path, home: str) -> str:
@@ -493,12 +504,50 @@ def start_notifications(
     ), notifier.url
 
 
+def identity_ring(data_dir: Path) -> Path:
+    """`<data_dir>/identity/keys.json`, the local identity provider's key ring: made at the
+    first start, kept (owner-only) across restarts so tokens minted earlier still verify."""
+    path = data_dir / IDENTITY_KEYS
+    if not path.exists():
+        KeyRing.generate().save(path)
+    try:
+        KeyRing.load(path)
+    except msgspec.DecodeError as error:
+        raise servers.ServerStartError(
+            f"{path}: not a key ring ({error}); remove it to have a new one made"
+        ) from None
+    path.chmod(0o600)  # the private keys: a copy made readable by others is tightened again
+    return path
+
+
+def start_identity(
+    sup: Supervisor, workdir: Path, data_dir: Path
+) -> tuple[processes.ServiceProcess, dict[str, str]]:
+    """The local identity provider, and what every tier that checks fans' tokens is told: its
+    JWKS, issuer and audience, as a deployment names its real provider (docs/identity.md). No
+    tier gets an HS256 secret, not even one inherited from this shell."""
+    keys = identity_ring(data_dir)
+    ring = KeyRing.load(keys)
+    idp = processes.start_service(
+        "tessera_ops.identity_provider", workdir / "idp", {KEYS_ENV: str(keys.resolve())}
+    )
+    sup.add_service("idp", idp)
+    return idp, {
+        "TESSERA_JWKS_URL": idp.url + JWKS_PATH,
+        "TESSERA_JWT_ISSUER": ring.issuer,
+        "TESSERA_JWT_AUDIENCE": ring.audience,
+        "TESSERA_JWT_SECRET": "",
+    }
+
+
 def start_region(
     sup: Supervisor,
     workdir: Path,
     name: str,
     nats_url: str,
     base: dict[str, str],
+    *,
+    dev_token_url: str,
 ) -> tuple[processes.ServiceProcess, processes.ServiceProcess]:
     regional = processes.start_regional(
         workdir / f"regional-{name}", {**base, "TESSERA_NATS_URL": nats_url, "TESSERA_REGION": name}
@@ -511,6 +560,8 @@ def start_region(
             "TESSERA_ORIGIN_URLS": regional.url,
             "TESSERA_REGION": name,
             "TESSERA_DEV_TOKENS": "true",
+            # The page's "sign in as" asks the identity provider: the edge holds no signing key.
+            "TESSERA_DEV_TOKEN_URL": dev_token_url,
         },
     )
     sup.add_service(f"edge-{name}", edge, region=name)
@@ -533,28 +584,42 @@ def boot(sup: Supervisor, options: UpOptions, keys: Secrets) -> stackfile.Stack:
     nats = start_nats(sup, workdir, names)
     for name in names:
         sup.set_region(f"nats-{name}", name)
+    say("starting the identity provider …")
+    idp, identity = start_identity(sup, workdir, options.data_dir)
     say("starting the global writer (migrations run on start) …")
     base = {
+        **identity,
         "TESSERA_DATABASE_URL": database_url,
         "TESSERA_REDIS_URL": redis_url,
         "TESSERA_ADMIN_KEY": keys.admin_key,
-        "TESSERA_JWT_SECRET": keys.jwt_secret,
-        "TESSERA_EDGE_SECRET": keys.edge_secret,
+        "TESSERA_ADMISSION_SECRET": keys.admission_secret,
+        # The writer refuses fans' writes without it; the edges send it.
+        "TESSERA_EDGE_WRITER_CREDENTIAL": keys.edge_writer_credential,
     }
     writer = processes.start_writer(
         workdir / "writer",
-        {**base, "TESSERA_NATS_URL": nats.writer_url, "TESSERA_REGION": names[0]},
+        {
+            **base,
+            "TESSERA_NATS_URL": nats.writer_url,
+            "TESSERA_REGION": names[0],
+            "TESSERA_TICKET_SIGNING_KEYS": keys.ticket_signing_keys,
+            "TESSERA_DOOR_STAFF_KEYS": json.dumps({"door": keys.door_staff_key}),
+        },
     )
+    say(f"door staff key (X-Staff-Key, POST /v1/tickets/scan): {keys.door_staff_key}")
     sup.add_service("writer", writer, region=names[0])
     say("starting the notifier and a local mail catcher …")
     mail, notifier_url = start_notifications(sup, workdir, nats.notifier_url, redis_url)
     say(f"creating the demo event at {options.venue.name} …")
     event_id = create_demo_event(writer.url, keys, options.venue, names[0])
     base["TESSERA_WRITER_URL"] = writer.url
+    base["TESSERA_ADMIN_KEY"] = keys.edge_admin_key  # the edges' own, from here on
     regions = []
     for index, name in enumerate(names):
         say(f"starting the read node and the edge of {name} …")
-        regional, edge = start_region(sup, workdir, name, nats.reader_urls[index], base)
+        regional, edge = start_region(
+            sup, workdir, name, nats.reader_urls[index], base, dev_token_url=idp.url + TOKEN_PATH
+        )
         wait_for_event(regional.url, event_id)
         regions.append(
             stackfile.Region(
@@ -572,8 +637,10 @@ def boot(sup: Supervisor, options: UpOptions, keys: Secrets) -> stackfile.Stack:
         redis_url=redis_url,
         writer_url=writer.url,
         admin_key=keys.admin_key,
-        jwt_secret=keys.jwt_secret,
-        edge_secret=keys.edge_secret,
+        identity_keys=str((options.data_dir / IDENTITY_KEYS).resolve()),
+        idp_url=idp.url,
+        admission_secret=keys.admission_secret,
+        edge_admin_key=keys.edge_admin_key,
         event_id=event_id,
         regions=regions,
         supervisor_pid=os.getpid(),
@@ -611,7 +678,7 @@ def banner(stack: stackfile.Stack, path: Path) -> str:
             f"    edge API       {region.edge_url}/v1/events/{stack.event_id}/seatmap",
             f"    read node      {region.regional_url}",
         ]
-    token = mint_token(DEMO_USER, stack.jwt_secret)
+    token = stackfile.fan_minter(stack)(DEMO_USER)
     lines += [
         "",
         f"  writer         {stack.writer_url}  (OpenAPI: {stack.writer_url}/schema)",

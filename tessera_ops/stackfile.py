@@ -4,8 +4,10 @@ audit`, `tessera down`, `tessera status`, the tests). Written once everything is
 removed by a clean stop.
 
 Every URL by service and region, the admin key, the demo event, and — this is a local,
-development stack — the secrets its services were started with, so dev tools can mint tokens.
-`services` is the live part: each process's pid, start time, restarts and state.
+development stack — the secrets its services were started with, and where the local identity
+provider's key ring is, so dev tools can mint fans' tokens (`fan_minter`). So the file is written
+readable by its owner only (0600). `services` is the live part: each process's pid, start time,
+restarts and state.
 
 `ServiceStatus` is what `tessera status --json` prints, a list of them (docs/operations.md).
 """
@@ -13,10 +15,14 @@ development stack — the secrets its services were started with, so dev tools c
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Final, Literal
 
 import msgspec
+
+from tessera import auth, limits
+from tessera_ops.identity_provider import KeyRing
 
 STACK_FILE: Final = "stack.json"
 Url = Annotated[str, msgspec.Meta(min_length=1, max_length=2_048)]
@@ -84,9 +90,18 @@ class Stack(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=Tru
     redis_url: Url
     writer_url: Url
     admin_key: str
-    jwt_secret: str
-    edge_secret: str
+    # The local identity provider (tessera_ops/identity_provider.py): its key ring's file (the
+    # private keys: `fan_minter` signs with them) and its URL (JWKS, POST /token).
+    identity_keys: str = ""
+    idp_url: Url | None = None
+    # The HS256 development secret, only for a stack whose tiers verify with it (test fixtures);
+    # `tessera up` leaves it empty: its tiers verify against the identity provider's keys.
+    jwt_secret: str = ""
+    admission_secret: str
     event_id: str
+    # The edges' admin key (waiting rooms), not the writer's `admin_key`; empty in a stack
+    # described before the two were separated.
+    edge_admin_key: str = ""
     regions: list[Region]
     # Process id of the `tessera up` supervisor (`tessera down` signals it).
     supervisor_pid: int
@@ -121,12 +136,34 @@ def write_stack(stack: Stack) -> Path:
     path = Path(stack.data_dir) / STACK_FILE
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_bytes(msgspec.json.format(msgspec.json.encode(stack)))
+        # Owner-only from its creation (it holds secrets), whatever the umask; a leftover
+        # temporary file of a crashed writer is replaced, not reused with its old mode.
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(msgspec.json.format(msgspec.json.encode(stack)))
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+FanMinter = Callable[[str], str]
+
+
+def fan_minter(stack: Stack, *, ttl_s: int = limits.jwt_default_ttl_s) -> FanMinter:
+    """A function minting fans' tokens (user id -> JWT) the stack's tiers accept: signed with
+    its identity provider's newest key when it has one (`tessera up`), else with its HS256
+    development secret (test fixtures). The key file is read once, here. ValueError when the
+    stack names neither; OSError or msgspec.DecodeError for an unreadable key file."""
+    if stack.identity_keys:
+        ring = KeyRing.load(Path(stack.identity_keys))
+        return lambda user_id: ring.mint(user_id, ttl_s=ttl_s)
+    if stack.jwt_secret:
+        secret = stack.jwt_secret
+        return lambda user_id: auth.mint_token(user_id, secret, ttl_s=ttl_s)
+    raise ValueError("the stack names no identity provider keys and no HS256 secret")
 
 
 def read_stack(data_dir: Path | None = None) -> Stack:

@@ -30,7 +30,12 @@ from tessera.auth import mint_token
 from tessera_ops.processes import ServiceProcess, start_edge, start_regional, start_writer
 from tessera_ops.servers import free_port
 
-EDGE_SECRET = "test-edge-secret-" + "e" * 32
+ADMISSION_SECRET = "test-admission-secret-" + "e" * 32
+# One secret per purpose, as deployed: the edges' own admin key, and their credential at the
+# writer (the shared stack leaves both off, so tests may call the writer as a fan; the tests of
+# the separation set them: tests/integration/test_edge_secrets.py).
+EDGE_ADMIN_KEY = "test-edge-admin-key-" + "k" * 32
+EDGE_WRITER_CREDENTIAL = "test-edge-writer-credential-" + "c" * 32
 # Generous by default: the tests come from one address; the rate-limit tests set their own.
 OPEN_LIMITS = {
     "budgets": {
@@ -80,7 +85,7 @@ class EdgeStack:
             "TESSERA_REDIS_URL": self.redis_url,
             "TESSERA_JWT_SECRET": WRITER_JWT_SECRET,
             "TESSERA_ADMIN_KEY": WRITER_ADMIN_KEY,
-            "TESSERA_EDGE_SECRET": EDGE_SECRET,
+            "TESSERA_ADMISSION_SECRET": ADMISSION_SECRET,
             "TESSERA_RATE_LIMITS": json.dumps(OPEN_LIMITS),
             **env,
         }
@@ -110,14 +115,23 @@ class EdgeStack:
 
 
 def open_edge_stack(
-    database_url: str, redis_url: str, nats_url: str, workdir: Path
+    database_url: str,
+    redis_url: str,
+    nats_url: str,
+    workdir: Path,
+    *,
+    regionals: int = 2,
+    writer_port: int | None = None,
+    **writer_settings: Any,
 ) -> Iterator[EdgeStack]:
     writer = start_writer(
-        workdir / "writer", writer_env(settings(database_url, redis_url, nats_url))
+        workdir / "writer",
+        writer_env(settings(database_url, redis_url, nats_url, **writer_settings)),
+        writer_port,
     )
     stack = EdgeStack(writer, [], redis_url, nats_url, workdir)
     try:
-        for index in range(2):
+        for index in range(regionals):
             stack.regionals.append(
                 start_regional(workdir / f"regional{index}", stack.regional_env())
             )

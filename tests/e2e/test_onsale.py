@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import msgspec
 import pytest
-from edge_support import EDGE_SECRET, EdgeStack
+from edge_support import ADMISSION_SECRET, EdgeStack
 from writer_support import ROOM, WRITER_ADMIN_KEY, WRITER_JWT_SECRET
 
 from tessera_ops.onsale import Options, run_onsale
@@ -58,7 +58,7 @@ def stack_file(edge_stack: EdgeStack, tmp_path_factory: pytest.TempPathFactory) 
             writer_url=edge_stack.writer.url,
             admin_key=WRITER_ADMIN_KEY,
             jwt_secret=WRITER_JWT_SECRET,
-            edge_secret=EDGE_SECRET,
+            admission_secret=ADMISSION_SECRET,
             event_id=event_id,
             regions=regions,
             supervisor_pid=os.getpid(),

@@ -1,12 +1,15 @@
 """`tessera up` as a user runs it: a subprocess that starts everything on free ports, is ready
 within a minute, sells through an edge with the sale visible in both regions, notices a writer
 killed under it, says so and brings it back (`tessera status` shows it), and `tessera down`
-leaves no process behind."""
+leaves no process behind. Fans' tokens are the local identity provider's, as in production:
+the tiers verify them against its JWKS, `tessera token` and the edge's dev tokens come from its
+key ring, and a token from any other key ring is refused."""
 
 from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -14,12 +17,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import jwt
 import msgspec
 import pytest
 
-from tessera.auth import mint_token
+from tessera_ops.identity_provider import KeyRing
 from tessera_ops.stack import pid_alive
-from tessera_ops.stackfile import ServiceStatus, Stack, read_stack
+from tessera_ops.stackfile import ServiceStatus, Stack, fan_minter, read_stack
 
 READY_WITHIN_S = 60.0
 # The writer's restart: the first backoff (0.5 s), migrations, connections: about 2 s here.
@@ -74,7 +78,7 @@ def test_up_sells_through_an_edge_in_both_regions_and_down_leaves_nothing(
     assert len(stack.regions) == 2
     assert [r.home for r in stack.regions] == [True, False]
     edge = stack.regions[1].edge_url  # a sale through the region that is not the writer's
-    headers = {"Authorization": f"Bearer {mint_token('ann', stack.jwt_secret)}"}
+    headers = {"Authorization": f"Bearer {cli_token(data_dir, 'ann')}"}
     held = httpx.post(
         f"{edge}/v1/events/{stack.event_id}/holds",
         json={"best_available": {"quantity": 2}},
@@ -93,6 +97,7 @@ def test_up_sells_through_an_edge_in_both_regions_and_down_leaves_nothing(
     section = hold["seats"][0].split(":")[0]
     for region in stack.regions:
         wait_taken(region.regional_url, stack.event_id, section, hold["seats"])
+    tokens_are_the_identity_providers(stack, data_dir)
     killed_writer_comes_back(stack, data_dir)
     second = subprocess.run(
         [*TESSERA, "up", "--data-dir", str(data_dir)], check=False, capture_output=True, timeout=60
@@ -111,6 +116,65 @@ def test_up_sells_through_an_edge_in_both_regions_and_down_leaves_nothing(
     assert not (data_dir / "stack.json").exists()
     assert [name for name, pid in pids.items() if pid_alive(pid)] == []
     assert tessera("status", "--data-dir", str(data_dir)).returncode == 2  # no stack
+
+
+def cli_token(data_dir: Path, user: str) -> str:
+    """`tessera token` against the running stack, as a developer runs it (no HS256 secret)."""
+    env = {k: v for k, v in os.environ.items() if k != "TESSERA_JWT_SECRET"}
+    result = subprocess.run(
+        [*TESSERA, "token", "--user", user, "--data-dir", str(data_dir)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def tokens_are_the_identity_providers(stack: Stack, data_dir: Path) -> None:
+    """The stack's tiers verify fans' tokens against the local identity provider's JWKS: its
+    key ring's tokens pass at the edge and the writer, another ring's are 401, the edge's dev
+    tokens come from the provider, and the files holding secrets are the owner's only."""
+    keys = Path(stack.identity_keys)
+    assert keys == data_dir.resolve() / "identity" / "keys.json"
+    assert stat.S_IMODE(keys.stat().st_mode) == 0o600
+    assert stat.S_IMODE((data_dir / "stack.json").stat().st_mode) == 0o600
+    assert stack.jwt_secret == ""
+    ring = KeyRing.load(keys)
+    assert stack.idp_url is not None
+    published = httpx.get(f"{stack.idp_url}/.well-known/jwks.json", timeout=10).json()["keys"]
+    assert [key["kid"] for key in published] == [key.kid for key in ring.keys]
+    # Another key ring's token is refused by the writer and the edge alike; the stack's passes.
+    stranger = KeyRing.generate("ES256").mint("mallory")
+    edge = stack.regions[0].edge_url
+    for token in (stranger, cli_token(data_dir, "carol")):
+        refused = token is stranger
+        me = httpx.get(
+            f"{stack.writer_url}/v1/me", headers={"Authorization": f"Bearer {token}"}, timeout=30
+        )
+        assert me.status_code == (401 if refused else 200), me.text
+        held = hold_with(edge, stack, token, f"identity-{refused}")
+        assert held.status_code == (401 if refused else 201), held.text
+        if refused:
+            assert held.json()["error"]["code"] == "unauthorized"
+    # The seat-map page's "sign in as": the edge asks the provider, and holds no key itself.
+    dev = httpx.post(f"{edge}/v1/dev/token", json={"user_id": "dave"}, timeout=30)
+    assert dev.status_code == 200, dev.text
+    token = dev.json()["token"]
+    assert jwt.get_unverified_header(token)["kid"] == ring.keys[-1].kid
+    held = hold_with(stack.regions[1].edge_url, stack, token, "dev-token")
+    assert held.status_code == 201, held.text
+
+
+def hold_with(edge: str, stack: Stack, token: str, key: str) -> httpx.Response:
+    return httpx.post(
+        f"{edge}/v1/events/{stack.event_id}/holds",
+        json={"best_available": {"quantity": 1}},
+        headers={"Authorization": f"Bearer {token}", "Idempotency-Key": key},
+        timeout=30,
+    )
 
 
 def killed_writer_comes_back(stack: Stack, data_dir: Path) -> None:
@@ -135,6 +199,7 @@ def killed_writer_comes_back(stack: Stack, data_dir: Path) -> None:
         "redis",
         "nats-us-east",
         "nats-eu-west",
+        "idp",
         "writer",
         "mailcatcher",
         "notifier",
@@ -183,7 +248,7 @@ def hold_through(edge: str, stack: Stack, user: str, key: str) -> httpx.Response
         f"{edge}/v1/events/{stack.event_id}/holds",
         json={"best_available": {"quantity": 2}},
         headers={
-            "Authorization": f"Bearer {mint_token(user, stack.jwt_secret)}",
+            "Authorization": f"Bearer {fan_minter(stack)(user)}",
             "Idempotency-Key": key,
         },
         timeout=30,

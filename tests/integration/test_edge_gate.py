@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from edge_support import EDGE_SECRET, OPEN_LIMITS, EdgeStack, fan_headers
+from edge_support import ADMISSION_SECRET, OPEN_LIMITS, EdgeStack, fan_headers
 from writer_support import WRITER_ADMIN_KEY
 
 from edge.pow import meets, solve
@@ -122,10 +122,12 @@ async def test_writes_need_a_valid_admission_token_while_the_room_is_on(
     async with httpx.AsyncClient(base_url=edge.url, timeout=30) as client:
         token = await admitted_token(client, event, "ada")
         elsewhere = await admitted_token(client, other_event, "ada")
-        signer = Signer(EDGE_SECRET)
+        signer = Signer(ADMISSION_SECRET)
         good = signer.verify_admission(token, time.time())
         expired = signer.sign(
-            Admission(good.event_id, "ada", good.ticket_id, good.epoch, int(time.time()) - 5)
+            Admission(
+                good.event_id, good.region, "ada", good.ticket_id, good.epoch, int(time.time()) - 5
+            )
         )
         forged = token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1]
         refusals = {
@@ -137,7 +139,8 @@ async def test_writes_need_a_valid_admission_token_while_the_room_is_on(
         }
         for why, response in refusals.items():
             assert response.status_code == 403, (why, response.text)
-            assert response.json()["error"]["code"] == "admission_required", why
+            expected = "admission_wrong_event" if why == "other event" else "admission_required"
+            assert response.json()["error"]["code"] == expected, why
         held = await hold(client, event, "ada", token, "S:A:1")
         assert held.status_code == 201, held.text
         # Every write names its event in its path: extend, buy and release are checked too.
@@ -157,6 +160,7 @@ async def test_writes_need_a_valid_admission_token_while_the_room_is_on(
             headers={**fan_headers("ada", "o"), "X-Admission-Token": elsewhere},
         )
         assert elsewhere_order.status_code == 403
+        assert elsewhere_order.json()["error"]["code"] == "admission_wrong_event"
         bought = await client.post(
             orders,
             json=order,

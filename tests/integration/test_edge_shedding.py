@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 from edge_support import (
-    EDGE_SECRET,
+    ADMISSION_SECRET,
     OPEN_LIMITS,
     fan_headers,
     raw_post,
@@ -49,7 +49,7 @@ def slow_edge(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Itera
                 "TESSERA_REDIS_URL": redis_url,
                 "TESSERA_JWT_SECRET": WRITER_JWT_SECRET,
                 "TESSERA_ADMIN_KEY": WRITER_ADMIN_KEY,
-                "TESSERA_EDGE_SECRET": EDGE_SECRET,
+                "TESSERA_ADMISSION_SECRET": ADMISSION_SECRET,
                 "TESSERA_RATE_LIMITS": json.dumps(OPEN_LIMITS),
             },
         )

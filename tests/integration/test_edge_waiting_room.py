@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
@@ -37,7 +38,7 @@ pytestmark = pytest.mark.anyio
 T0 = 1_800_000_000.0
 JWT_SECRET = "j" * 40
 ADMIN_KEY = "a" * 40
-EDGE_SECRET = "e" * 40
+ADMISSION_SECRET = "e" * 40
 
 
 class Clock:
@@ -58,7 +59,7 @@ def edge_settings(redis_url: str) -> Settings:
         redis_url=redis_url,
         jwt_secret=JWT_SECRET,
         admin_key=ADMIN_KEY,
-        edge_secret=EDGE_SECRET,
+        admission_secret=ADMISSION_SECRET,
         admission_ttl_s=600,
     )
 
@@ -355,10 +356,16 @@ async def admitted_token(room: WaitingRoom, clock: Clock, event: uuid.UUID, user
     return status.admission_token
 
 
-async def refusal_reason(room: WaitingRoom, event: uuid.UUID, user: str, token: str | None) -> str:
+async def refusal_reason(
+    room: WaitingRoom,
+    event: uuid.UUID,
+    user: str,
+    token: str | None,
+    code: str = "admission_required",
+) -> str:
     with pytest.raises(EdgeError) as raised:
         await room.check_admission(event, user, token)
-    assert (raised.value.status, raised.value.code) == (403, "admission_required")
+    assert (raised.value.status, raised.value.code) == (403, code)
     return raised.value.message
 
 
@@ -377,7 +384,9 @@ async def test_admission_tokens_are_checked(
     assert "not a signed" in await refusal_reason(room, event, "alice", "garbage")
     assert "another user" in await refusal_reason(room, event, "bob", token)
     await room.configure(other_event, RoomUpdate())
-    assert "another event" in await refusal_reason(room, other_event, "alice", token)
+    assert "another event" in await refusal_reason(
+        room, other_event, "alice", token, "admission_wrong_event"
+    )
     ticket_token = (await room.join(event, "alice"))[0].ticket
     assert ticket_token is not None
     assert "not a admission" in await refusal_reason(room, event, "alice", ticket_token)
@@ -392,6 +401,39 @@ async def test_admission_tokens_are_checked(
         ("expired", 1),
     ):
         assert refused(metrics, reason) == count, reason
+
+
+async def test_a_regions_tokens_are_refused_by_every_other_regions_room(
+    redis: Redis, redis_url: str, room: WaitingRoom, clock: Clock, metrics: EdgeMetrics
+) -> None:
+    """Each region's room counts its own queue: a token valid everywhere would let a fan join
+    every region's queue and write with the first admission. Here both regions even share one
+    Redis (so one room, one epoch): only the token's region differs, and that is refused."""
+    elsewhere = WaitingRoom(
+        redis,
+        msgspec.structs.replace(edge_settings(redis_url), region="far-away"),
+        metrics,
+        clock=clock,
+    )
+    event = uuid.uuid4()
+    token = await admitted_token(room, clock, event, "alice")
+    await room.check_admission(event, "alice", token)
+    message = await refusal_reason(elsewhere, event, "alice", token, "admission_wrong_region")
+    assert "region 'local'" in message
+    assert refused(metrics, "other_region") == 1
+    ticket = (await room.join(event, "alice"))[0].ticket
+    assert ticket is not None
+    with pytest.raises(EdgeError) as raised:
+        await elsewhere.status(ticket)
+    assert (raised.value.status, raised.value.code) == (404, "ticket_not_found")
+    assert "region 'local'" in raised.value.message
+    # Its own region's token passes there.
+    own = (await elsewhere.join(event, "alice"))[0]
+    clock.advance(1)
+    assert own.ticket is not None
+    admitted = await elsewhere.status(own.ticket)
+    assert admitted.admission_token is not None
+    await elsewhere.check_admission(event, "alice", admitted.admission_token)
 
 
 async def test_a_token_minted_while_the_room_was_off_is_stale_once_it_is_on(

@@ -84,14 +84,16 @@ variable "image" {
 variable "app_secret_names" {
   type = object({
     admin_key              = string
+    edge_admin_key         = string
     admission_secret       = string
     edge_writer_credential = string
     stripe_api_key         = string
     stripe_webhook_secret  = string
   })
-  description = "Secrets Manager names of the application secrets, one per purpose, created once and replicated to every region before the first apply (docs/operations.md, \"First deploy\"): TESSERA_ADMIN_KEY (the writer's and the edges' admin APIs), TESSERA_ADMISSION_SECRET (the edges' waiting-room tickets and admission tokens), TESSERA_EDGE_WRITER_CREDENTIAL (the edges' writes to the writer), TESSERA_STRIPE_API_KEY and TESSERA_STRIPE_WEBHOOK_SECRET (the writer, when payment_provider is stripe). Names only: the values never pass through Terraform."
+  description = "Secrets Manager names of the application secrets, one per purpose, created once and replicated to every region before the first apply (docs/operations.md, \"First deploy\"): TESSERA_ADMIN_KEY of the writer (admin_key: events, payments) and of the edges (edge_admin_key: the waiting rooms), TESSERA_ADMISSION_SECRET (the edges' waiting-room tickets and admission tokens), TESSERA_EDGE_WRITER_CREDENTIAL (the edges' writes to the writer), TESSERA_STRIPE_API_KEY and TESSERA_STRIPE_WEBHOOK_SECRET (the writer, when payment_provider is stripe). Names only: the values never pass through Terraform."
   default = {
     admin_key              = "tessera/prod/admin-key"
+    edge_admin_key         = "tessera/prod/edge-admin-key"
     admission_secret       = "tessera/prod/admission-secret"
     edge_writer_credential = "tessera/prod/edge-writer-credential"
     stripe_api_key         = "tessera/prod/stripe-api-key"
@@ -99,7 +101,7 @@ variable "app_secret_names" {
   }
 
   validation {
-    condition     = alltrue([for name in values(var.app_secret_names) : can(regex("^[A-Za-z0-9/_+=.@-]{1,512}$", name))]) && length(distinct(values(var.app_secret_names))) == 5
+    condition     = alltrue([for name in values(var.app_secret_names) : can(regex("^[A-Za-z0-9/_+=.@-]{1,512}$", name))]) && length(distinct(values(var.app_secret_names))) == 6
     error_message = "app_secret_names: Secrets Manager names (letters, digits, /_+=.@-), a different secret for each purpose."
   }
 }

@@ -232,6 +232,10 @@ module "edge" {
       # The load balancer (VPC) and CloudFront append to X-Forwarded-For: believe them.
       TESSERA_TRUSTED_PROXIES    = join(",", concat([var.networks[each.key].vpc_cidr], module.cdn.origin_facing_cidrs[each.key]))
       TESSERA_EDGE_INTERNAL_PORT = tostring(local.edge_internal_port)
+      # The internal load balancer reaches the task on its address, as the public one does.
+      TESSERA_EDGE_INTERNAL_HOST = "0.0.0.0"
+      # The header CloudFront sends the origin secret in: the edges check it too.
+      TESSERA_EDGE_ORIGIN_HEADER = module.cdn.origin_header_name
     },
     var.edge_rate_limits == null ? {} : { TESSERA_RATE_LIMITS = var.edge_rate_limits },
   )
@@ -240,9 +244,10 @@ module "edge" {
     # JSON {"previous", "current", "next"}: the X-Origin-Secret values to accept (edge_cdn).
     TESSERA_EDGE_ORIGIN_SECRETS = module.cdn.origin_secret_arns[each.key]
   }
+  # The edges' admin key is theirs alone: a leaked edge key cannot create events on the writer.
   secret_names = {
     TESSERA_ADMISSION_SECRET       = var.app_secret_names.admission_secret
-    TESSERA_ADMIN_KEY              = var.app_secret_names.admin_key
+    TESSERA_ADMIN_KEY              = var.app_secret_names.edge_admin_key
     TESSERA_EDGE_WRITER_CREDENTIAL = var.app_secret_names.edge_writer_credential
   }
   # CloudFront only, and only our distribution: the security group admits CloudFront's

@@ -1,21 +1,28 @@
 """The seat-map page's routes on the edge (edge/page.py), in process: the page, its static files
-and their caching, and the dev-token endpoint that exists only when switched on. The page in a
-browser is tests/e2e/test_seatmap_page.py."""
+and their caching, and the dev-token endpoint that exists only when switched on, signing with the
+HS256 development secret or asking a real local identity provider (tessera_ops/identity_provider.py,
+served from a thread). The page in a browser is tests/e2e/test_seatmap_page.py."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import jwt
+import msgspec
 import pytest
 from litestar.testing import TestClient
 
 from edge import page
 from edge.app import create_app
 from edge.settings import Budget, Rate, RateLimits, RouteClass, Settings, from_env
-from tessera.auth import verify_token
+from tessera.auth import AuthError, verify_token
+from tessera.identity import IdentityConfig, Verifier
+from tessera_ops.identity_provider import TOKEN_PATH, IdentityServer, KeyRing
 
 JWT_SECRET = "page-test-jwt-secret-" + "j" * 32
 EVENT = "0c066419-2e56-40db-b9fc-8ddfe80be8c5"
@@ -32,7 +39,7 @@ def settings(*, dev_tokens: bool) -> Settings:
         redis_url="redis://127.0.0.1:9/0",
         jwt_secret=JWT_SECRET,
         admin_key="page-test-admin-key-" + "a" * 32,
-        edge_secret="page-test-edge-secret-" + "e" * 32,
+        admission_secret="page-test-edge-secret-" + "e" * 32,
         rate_limits=LOCAL,
         dev_tokens=dev_tokens,
     )
@@ -155,10 +162,121 @@ def test_dev_tokens_are_off_unless_the_environment_says_true(
         "TESSERA_REDIS_URL": base.redis_url,
         "TESSERA_JWT_SECRET": base.jwt_secret,
         "TESSERA_ADMIN_KEY": base.admin_key,
-        "TESSERA_EDGE_SECRET": base.edge_secret,
+        "TESSERA_ADMISSION_SECRET": base.admission_secret,
     }
     if value is not None:
         env["TESSERA_DEV_TOKENS"] = value
     assert from_env(env).dev_tokens is expected
     with pytest.raises(ValueError, match="TESSERA_DEV_TOKENS"):
         from_env({**env, "TESSERA_DEV_TOKENS": "yes please"})
+
+
+# --- dev tokens from the local identity provider (TESSERA_DEV_TOKEN_URL) ---
+
+
+@pytest.fixture(scope="module")
+def ring() -> KeyRing:
+    return KeyRing.generate("ES256")
+
+
+@pytest.fixture(scope="module")
+def provider(ring: KeyRing) -> Iterator[IdentityServer]:
+    server = IdentityServer(ring).start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def provider_settings(dev_token_url: str, jwks_url: str) -> Settings:
+    """An edge as `tessera up` starts it: tokens checked against the provider's JWKS, no HS256
+    secret, dev tokens asked of the provider."""
+    return msgspec.structs.replace(
+        settings(dev_tokens=False),
+        jwt_secret="",
+        jwks_url=jwks_url,
+        dev_tokens=True,
+        dev_token_url=dev_token_url,
+    )
+
+
+def test_a_dev_token_comes_from_the_identity_provider(
+    provider: IdentityServer, ring: KeyRing
+) -> None:
+    app: Any = create_app(provider_settings(provider.url + TOKEN_PATH, provider.jwks_url))
+    with TestClient(app=app) as test_client:
+        answer = test_client.post("/v1/dev/token", json={"user_id": "alice"})
+        assert answer.status_code == 200, answer.text
+        token = answer.json()["token"]
+        # Signed by the provider's newest key (ES256), not by anything the edge holds.
+        assert jwt.get_unverified_header(token) == {
+            "alg": "ES256",
+            "kid": ring.keys[-1].kid,
+            "typ": "JWT",
+        }
+        assert test_client.post("/v1/dev/token", json={"user_id": "a b"}).status_code == 422
+    # It verifies as the edge, the writer and the read nodes verify: against the JWKS.
+    verifier = Verifier(IdentityConfig(jwks_url=provider.jwks_url))
+    asyncio.run(verifier.refresh())
+    assert verifier.user_id(f"Bearer {token}") == "alice"
+    with pytest.raises(AuthError):  # a key ring the provider does not publish
+        verifier.user_id(f"Bearer {KeyRing.generate('ES256').mint('alice')}")
+
+
+def test_an_unreachable_identity_provider_is_a_502(provider: IdentityServer) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]  # nothing listens there once the socket is closed
+    app: Any = create_app(
+        provider_settings(f"http://127.0.0.1:{closed}{TOKEN_PATH}", provider.jwks_url)
+    )
+    with TestClient(app=app) as test_client:
+        answer = test_client.post("/v1/dev/token", json={"user_id": "alice"})
+        assert answer.status_code == 502
+        assert answer.json()["error"]["code"] == "identity_provider_unavailable"
+        assert answer.headers["retry-after"] == "1"
+        # A provider that answers something other than a token is the same 502.
+        wrong = create_app(provider_settings(provider.url + "/nowhere", provider.jwks_url))
+        with TestClient(app=wrong) as other:
+            refused = other.post("/v1/dev/token", json={"user_id": "alice"})
+            assert refused.status_code == 502
+            assert refused.json()["error"]["code"] == "identity_provider_unavailable"
+
+
+def provider_env(**extra: str) -> dict[str, str]:
+    base = settings(dev_tokens=False)
+    return {
+        "TESSERA_ORIGIN_URLS": base.origin_urls[0],
+        "TESSERA_WRITER_URL": base.writer_url,
+        "TESSERA_REDIS_URL": base.redis_url,
+        "TESSERA_JWKS_URL": "http://127.0.0.1:9/.well-known/jwks.json",
+        "TESSERA_ADMIN_KEY": base.admin_key,
+        "TESSERA_ADMISSION_SECRET": base.admission_secret,
+        **extra,
+    }
+
+
+def test_dev_tokens_need_a_provider_or_the_development_secret() -> None:
+    with pytest.raises(ValueError, match="TESSERA_DEV_TOKENS: only with a local identity"):
+        from_env(provider_env(TESSERA_DEV_TOKENS="true"))
+    allowed = from_env(
+        provider_env(TESSERA_DEV_TOKENS="true", TESSERA_DEV_TOKEN_URL="http://127.0.0.1:9/token")
+    )
+    assert (allowed.dev_tokens, allowed.dev_token_url) == (True, "http://127.0.0.1:9/token")
+    with pytest.raises(ValueError, match="TESSERA_DEV_TOKEN_URL"):
+        from_env(provider_env(TESSERA_DEV_TOKEN_URL="https://id.example.com/token"))
+
+
+def test_dev_tokens_are_refused_in_production() -> None:
+    with pytest.raises(ValueError, match="never when TESSERA_PRODUCTION is true"):
+        from_env(
+            provider_env(
+                TESSERA_DEV_TOKENS="true",
+                TESSERA_DEV_TOKEN_URL="http://127.0.0.1:9/token",
+                TESSERA_PRODUCTION="true",
+            )
+        )
+    # Without dev tokens the same production edge starts (the URL alone mints nothing).
+    assert from_env(
+        provider_env(TESSERA_DEV_TOKEN_URL="http://127.0.0.1:9/token", TESSERA_PRODUCTION="true")
+    ).production

@@ -20,11 +20,11 @@ EVENT = uuid.UUID("3f1c2a4e-5b6d-4e7f-8a9b-0c1d2e3f4a5b")
 
 
 def ticket() -> QueueTicket:
-    return QueueTicket("AAAAAAAAAAAAAAAAAAAAAA", EVENT, "alice", NOW)
+    return QueueTicket("AAAAAAAAAAAAAAAAAAAAAA", EVENT, "eu-west-1", "alice", NOW)
 
 
 def admission(expires_at: int = NOW + 900) -> Admission:
-    return Admission(EVENT, "alice", "AAAAAAAAAAAAAAAAAAAAAA", 1, expires_at)
+    return Admission(EVENT, "eu-west-1", "alice", "AAAAAAAAAAAAAAAAAAAAAA", 1, expires_at)
 
 
 def challenge(expires_at: int = NOW + 300) -> Challenge:

@@ -5,9 +5,11 @@ composed from the modules so that every region gets NATS, the services, Redis an
 
 from __future__ import annotations
 
+import importlib
 import re
 from pathlib import Path
 
+import msgspec
 import pytest
 from terraform_support import (
     ENV_NAMES,
@@ -249,6 +251,8 @@ def test_services_get_the_environment_their_settings_read(env: str) -> None:
         "TESSERA_EDGE_WRITER_CREDENTIAL",
         "TESSERA_EDGE_ORIGIN_SECRETS",
         "TESSERA_EDGE_INTERNAL_PORT",
+        "TESSERA_EDGE_INTERNAL_HOST",
+        "TESSERA_EDGE_ORIGIN_HEADER",
         "TESSERA_PRODUCTION",
         "TESSERA_REGION",
         "TESSERA_TRUSTED_PROXIES",
@@ -270,7 +274,6 @@ def test_each_secret_goes_only_where_it_is_used(env: str) -> None:
     writer only, the origin secret on the edges only, and secrets never as plain variables."""
     text = (ENVS / env / "main.tf").read_text()
     assert "TESSERA_JWT_SECRET" not in text
-    assert "TESSERA_EDGE_SECRET" not in text
     tiers = ("writer", "regional", "edge", "notifier")
     secret = {tier: _passed(env, tier, _SECRET) for tier in tiers}
     plain = {tier: _passed(env, tier, _PLAIN) for tier in tiers}
@@ -289,6 +292,50 @@ def test_each_secret_goes_only_where_it_is_used(env: str) -> None:
     for tier in tiers:
         leaked = {name for name in plain[tier] if secretish.search(name)}
         assert not leaked, f"{tier}: {leaked} must come from Secrets Manager"
+    # The same variable, two secrets: the edges' admin API has its own key (issue 14).
+    modules = _env_modules(env)
+    assert "TESSERA_ADMIN_KEY = var.app_secret_names.admin_key" in str(
+        modules["writer"]["secret_names"]
+    )
+    edge_names = modules["edge"]["secret_names"]
+    assert isinstance(edge_names, dict)
+    assert edge_names["TESSERA_ADMIN_KEY"] == "${var.app_secret_names.edge_admin_key}"
+    variables = (ENVS / env / "variables.tf").read_text()
+    assert "edge_admin_key         = string" in variables
+    assert f'edge_admin_key         = "tessera/{env}/edge-admin-key"' in variables
+    assert "length(distinct(values(var.app_secret_names))) == 6" in variables
+
+
+@pytest.mark.parametrize("env", ENV_NAMES)
+@pytest.mark.parametrize(
+    ("tier", "settings_module"),
+    [("edge", "edge.settings"), ("writer", "global_writer.settings")],
+)
+def test_the_tiers_read_every_secret_they_are_given_and_get_all_they_require(
+    env: str, tier: str, settings_module: str
+) -> None:
+    """A secret passed but not read is a purpose nobody enforces; a required setting not passed
+    stops the task at start."""
+    module = importlib.import_module(settings_module)
+    read = set(module.ENV_FIELDS.values())
+    secret = _passed(env, tier, _SECRET)
+    assert secret - {"TESSERA_DB_CA"} <= read, secret - read
+    passed = _passed(env, tier, _PLAIN + _SECRET)
+    required = {
+        module.ENV_FIELDS[field.name]
+        for field in msgspec.structs.fields(module.Settings)
+        if field.required and field.name in module.ENV_FIELDS
+    }
+    assert required <= passed, required - passed
+    if tier == "edge":
+        assert {
+            "TESSERA_EDGE_ORIGIN_SECRETS",
+            "TESSERA_EDGE_INTERNAL_PORT",
+            "TESSERA_EDGE_INTERNAL_HOST",
+            "TESSERA_EDGE_ORIGIN_HEADER",
+            "TESSERA_EDGE_WRITER_CREDENTIAL",
+            "TESSERA_ADMISSION_SECRET",
+        } <= read & passed
 
 
 @pytest.mark.parametrize("env", ENV_NAMES)

@@ -1,7 +1,9 @@
-"""`tessera token`: dev tokens signed with the secret from the environment."""
+"""`tessera token`: dev tokens signed with the running stack's identity provider keys (its
+stack.json names the key ring), or HS256 with the secret from the environment when it is set."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -13,7 +15,9 @@ import pytest
 
 from tessera import limits
 from tessera.auth import JWT_SECRET_ENV, verify_token
+from tessera.identity import IdentityConfig, Verifier
 from tessera_ops.cli import main
+from tessera_ops.identity_provider import IdentityServer, KeyRing
 from tessera_ops.stackfile import Stack, write_stack
 
 REPO = Path(__file__).resolve().parents[3]
@@ -78,7 +82,7 @@ def test_the_running_stacks_secret_is_used_when_the_environment_has_none(
         writer_url="http://x",
         admin_key="a" * 32,
         jwt_secret=secret,
-        edge_secret="e" * 32,
+        admission_secret="e" * 32,
         event_id="e",
         regions=[],
         supervisor_pid=1,
@@ -140,3 +144,78 @@ def test_token_from_the_module_entry_point() -> None:
     assert result.returncode == 0, result.stderr
     assert verify_token(result.stdout.strip(), SECRET).user_id == "fan-7"
     assert lifetime_s(result.stdout.strip()) == 90
+
+
+def a_stack(data_dir: Path, *, identity_keys: str = "", jwt_secret: str = "") -> Stack:
+    return Stack(
+        data_dir=str(data_dir),
+        database_url="postgresql://x",
+        redis_url="redis://x",
+        writer_url="http://x",
+        admin_key="a" * 32,
+        admission_secret="e" * 32,
+        event_id="e",
+        regions=[],
+        supervisor_pid=1,
+        identity_keys=identity_keys,
+        jwt_secret=jwt_secret,
+    )
+
+
+def test_the_running_stacks_identity_keys_sign_and_its_provider_vouches(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    ring = KeyRing.generate("ES256")
+    keys = tmp_path / "identity" / "keys.json"
+    ring.save(keys)
+    (tmp_path / "elsewhere").mkdir()
+    write_stack(a_stack(tmp_path / "elsewhere", identity_keys=str(keys)))
+    monkeypatch.delenv(JWT_SECRET_ENV, raising=False)
+    monkeypatch.setenv("TESSERA_DATA_DIR", str(tmp_path))  # not where the stack runs
+    assert (
+        main(
+            [
+                "token",
+                "--user",
+                "alice",
+                "--ttl-s",
+                "120",
+                "--data-dir",
+                str(tmp_path / "elsewhere"),
+            ]
+        )
+        == 0
+    )
+    token = capsys.readouterr().out.strip()
+    assert jwt.get_unverified_header(token)["kid"] == ring.keys[-1].kid
+    # Verified as the tiers verify: against the provider's published keys.
+    server = IdentityServer(keys).start()
+    try:
+        verifier = Verifier(IdentityConfig(jwks_url=server.jwks_url))
+        asyncio.run(verifier.refresh())
+        principal = verifier.verify(token)
+        assert principal.user_id == "alice"
+        assert 115 <= principal.expires_at - time.time() <= 121
+    finally:
+        server.close()
+    with pytest.raises(jwt.InvalidAlgorithmError):  # not an HS256 token: ES256
+        jwt.decode(token, SECRET, algorithms=["HS256"], audience="tessera")
+
+
+def test_an_explicit_secret_wins_over_the_running_stack(
+    secret: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    keys = tmp_path / "keys.json"
+    KeyRing.generate().save(keys)
+    write_stack(a_stack(tmp_path, identity_keys=str(keys)))
+    assert main(["token", "--user", "bob", "--data-dir", str(tmp_path)]) == 0
+    assert verify_token(capsys.readouterr().out.strip(), secret).user_id == "bob"
+
+
+def test_a_stack_whose_key_file_is_gone_is_no_running_stack(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    write_stack(a_stack(tmp_path, identity_keys=str(tmp_path / "missing.json")))
+    monkeypatch.delenv(JWT_SECRET_ENV, raising=False)
+    assert main(["token", "--user", "bob", "--data-dir", str(tmp_path)]) == 2
+    assert "no stack is running" in capsys.readouterr().err

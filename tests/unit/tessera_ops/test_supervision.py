@@ -65,7 +65,7 @@ def a_stack(data_dir: Path) -> stackfile.Stack:
         writer_url="http://127.0.0.1:1",
         admin_key="a",
         jwt_secret="s",
-        edge_secret="e",
+        admission_secret="e",
         event_id="ev",
         regions=[],
         supervisor_pid=os.getpid(),

@@ -52,7 +52,7 @@ module "edge" {
   }
   secret_names = {
     TESSERA_ADMISSION_SECRET = "tessera/example/admission-secret"
-    TESSERA_ADMIN_KEY        = "tessera/example/admin-key"
+    TESSERA_ADMIN_KEY        = "tessera/example/edge-admin-key"
   }
 
   load_balancer = {
