@@ -16,6 +16,8 @@ from global_writer.controllers.holds import HoldsController
 from global_writer.controllers.me import MeController
 from global_writer.controllers.orders import OrdersController
 from global_writer.controllers.payments_admin import PaymentsAdminController
+from global_writer.controllers.stripe_webhook import StripeWebhookController
+from global_writer.controllers.tickets import TicketsController
 from global_writer.fastpath import HotWrites
 from global_writer.metrics import metrics_middleware
 from global_writer.payments import PaymentProvider
@@ -55,6 +57,9 @@ def create_app(
             OrdersController,
             PaymentsAdminController,
             MeController,
+            TicketsController,
+            # Stripe's webhook exists only where Stripe is the provider (docs/payments.md).
+            *([StripeWebhookController] if writer.settings.payment_provider == "stripe" else []),
             *operations_routes(readiness),
         ],
         middleware=[metrics_middleware],

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,6 +37,7 @@ from global_writer.payments import (
 )
 from global_writer.replies import error_reply
 from global_writer.schemas import CreateOrder
+from global_writer.tickets import SigningRing
 from tessera import limits
 
 log = logging.getLogger("global_writer.checkout")
@@ -49,6 +52,11 @@ class Checkout:
     engine: AsyncEngine
     keys_engine: AsyncEngine
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    # Signs the order's tickets (global_writer/tickets.py), set by the writer; None: no tickets.
+    signer: SigningRing | None = None
+    # Test-only (TESSERA_FAULT_CRASH_AFTER_AUTHORIZE): the process SIGKILLs itself once the
+    # provider authorized and before the batch runs, leaving an orphan only the provider knows.
+    crash_after_authorize: bool = False
 
     async def buy(self, handle: Any, user_id: str, body: CreateOrder, idem: Idem) -> Reply:
         """The checkout of a hold that is live in `handle`'s event (the caller checked); its
@@ -72,6 +80,8 @@ class Checkout:
             return await self.refuse(idem, refusal)
         except PaymentUnavailable as unavailable:
             raise errors.PaymentUnavailableError(str(unavailable)) from None
+        if self.crash_after_authorize:
+            os.kill(os.getpid(), signal.SIGKILL)
         op = SellOp(
             hold_id=body.hold_id,
             user_id=user_id,
@@ -81,6 +91,13 @@ class Checkout:
             provider_ref=authorization.id,
             idem=idem,
         )
+        if self.signer is not None:
+            op.tickets = self.signer.issue(
+                event_id=runtime.event_id,
+                order_id=op.order_id,
+                user_id=user_id,
+                seats=[runtime.seat_id(p, i) for p, i in hold.seats],
+            )
         try:
             reply: Reply = await handle.actor.submit(op)
         except BaseException:

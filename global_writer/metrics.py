@@ -55,3 +55,32 @@ class PruningMetrics:
             ("table",),
             registry=registry,
         )
+
+
+class ReconcileMetrics:
+    """What reconciliation did (global_writer/reconcile.py), by where it ran (`scheduled`,
+    `webhook`, `manual`) and finding: both closed sets of labels."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.findings = Counter(
+            "tessera_payments_reconciled",
+            "Provider authorizations reconciled against the database, by source and finding"
+            " (voided_orphan, voided_again, woke_settler, mismatch, failed, …).",
+            ("source", "finding"),
+            registry=registry,
+        )
+        self.rounds = Counter(
+            "tessera_reconcile_rounds",
+            "Scheduled reconcile rounds, by result: ran, skipped (another writer holds the lease),"
+            " failed (the provider or the database could not be asked).",
+            ("result",),
+            registry=registry,
+        )
+        self.webhooks = Counter(
+            "tessera_stripe_webhooks",
+            "Stripe webhook deliveries, by result: handled, ignored (an event type Tessera does"
+            " not act on), refused (400: bad signature, stale, oversize, not an event), failed"
+            " (503: Stripe delivers it again).",
+            ("result",),
+            registry=registry,
+        )

@@ -83,6 +83,28 @@ class OpenAuthorization(msgspec.Struct, forbid_unknown_fields=True, frozen=True,
     idempotency_key: str | None
 
 
+# Where an authorization stands at the provider: still holding money (`open`), taken (`captured`,
+# refunds included), released (`voided`), or anything that holds no money (`other`).
+AuthorizationState: TypeAlias = Literal["open", "captured", "voided", "other"]
+
+
+class FoundAuthorization(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """One authorization as the provider has it now, whatever its state (a webhook names one;
+    reconciliation checks it against the database)."""
+
+    authorization: Authorization
+    created_at: datetime
+    idempotency_key: str | None
+    state: AuthorizationState
+
+    def as_open(self) -> OpenAuthorization:
+        return OpenAuthorization(
+            authorization=self.authorization,
+            created_at=self.created_at,
+            idempotency_key=self.idempotency_key,
+        )
+
+
 class PaymentError(Exception):
     """A provider call failed. `code` is machine-readable; the message never holds the token."""
 

@@ -6,28 +6,31 @@
 - `mirror` (mirror.py): committed holds copied to Redis, best effort;
 - `publisher` (publisher.py): the outbox to JetStream, and the relay of what a crash left;
 - `settler` (settle.py): every payment driven to captured, voided or refunded;
-- `pruner` (pruning.py): expired idempotency keys and sent outbox rows deleted, in bounded batches.
+- `pruner` (pruning.py): expired idempotency keys and sent outbox rows deleted, in bounded batches;
+- `reconciler` (reconcile.py): the provider's orphaned authorizations voided, on a schedule.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Literal
 
 from global_writer.actor import Written
 from global_writer.connections import Connections
 from global_writer.flows import Flows
 from global_writer.forwarding import Forwarding
-from global_writer.metrics import PruningMetrics
+from global_writer.metrics import PruningMetrics, ReconcileMetrics
 from global_writer.mirror import HoldMirror
 from global_writer.ops import Batch
 from global_writer.ownership import OwnedEvents, keep_out_of_gc
 from global_writer.payments import PaymentProvider, build_provider
 from global_writer.pruning import Pruner
 from global_writer.publisher import JetStreamPublisher, relay_once
+from global_writer.reconcile import AutoReconciler, Reconciler
 from global_writer.runtime import EventRuntime
 from global_writer.settings import Settings
 from global_writer.settle import Settler
+from global_writer.tickets import SigningRing, staff_credentials
 from tessera.identity import Verifier
 from tessera.observability import Metrics
 
@@ -37,7 +40,13 @@ class Writer:
         self.settings = settings.with_writer_id()
         self.payments = payments or build_provider(self.settings)
         self.metrics = Metrics()
+        self.reconcile_metrics = ReconcileMetrics(self.metrics.registry)
         self.tokens = Verifier(self.settings.identity)
+        # Tickets (global_writer/tickets.py): the signing ring and the door staff's credentials.
+        self.ticket_ring = SigningRing.parse(
+            self.settings.ticket_signing_keys, dev_secret=self.settings.jwt_secret
+        )
+        self.door_staff = staff_credentials(self.settings.door_staff_keys)
         self.tasks: list[asyncio.Task[Any]] = []
         self.ready = False
         self.conns: Connections
@@ -47,6 +56,7 @@ class Writer:
         self.publisher: JetStreamPublisher
         self.settler: Settler
         self.pruner: Pruner
+        self.reconciler: AutoReconciler
         self.forwarding: Forwarding
 
     @property
@@ -65,6 +75,15 @@ class Writer:
         self.flows = Flows(
             self.settings, conns, self.events, self.publisher, self.mirror, self.payments
         )
+        self.flows.checkouts.crash_after_authorize = self.settings.fault_crash_after_authorize
+        self.reconciler = AutoReconciler(
+            self.reconciler_for("scheduled"),
+            conns.redis,
+            self.events.owner,
+            interval_s=self.settings.reconcile_interval_s,
+            older_than_s=self.settings.reconcile_older_than_s,
+        )
+        self.flows.checkouts.signer = self.ticket_ring
         self.forwarding = Forwarding(self.settings, self.events)
         # Whatever a crash left unsent goes out before anything new.
         await relay_once(conns.engine, conns.js, 0)
@@ -74,6 +93,7 @@ class Writer:
             self.publisher.relay(),
             self.settler.run(),
             self.pruner.run(),
+            self.reconciler.run(),
             self.tokens.keep_fresh(),
         )
         for work in background:
@@ -91,6 +111,17 @@ class Writer:
         await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.payments.aclose()
         await self.conns.close()
+
+    def reconciler_for(self, source: Literal["manual", "scheduled", "webhook"]) -> Reconciler:
+        """Reconciliation as `source` runs it (global_writer/reconcile.py), counted in the
+        writer's metrics; a payment it makes due wakes the settler."""
+        return Reconciler(
+            self.conns.keys_engine,
+            self.payments,
+            metrics=self.reconcile_metrics,
+            source=source,
+            on_due=self.settler.notify,
+        )
 
     def after_commit(self, runtime: EventRuntime, written: Written, batch: Batch) -> None:
         self.mirror.after_commit(runtime, written, batch)

@@ -7,7 +7,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from tessera import limits
+from global_writer import tickets
+from tessera import contracts, limits
 from tessera.identity import IDENTITY_ENV_FIELDS, IdentitySettings
 from tessera.web import load_settings
 
@@ -36,6 +37,19 @@ class Settings(IdentitySettings, forbid_unknown_fields=True, frozen=True, kw_onl
     # Replicas of the hub's streams it creates at start-up: 3 on a clustered hub (the deployment
     # sets it from its NATS cluster size), 1 on a single server.
     jetstream_replicas: Annotated[int, msgspec.Meta(ge=1, le=limits.jetstream_replicas_max)] = 1
+    # Tickets (docs/tickets.md): the Ed25519 signing ring as JSON, `{"current": kid, "private":
+    # {kid: base64url seed}, "public": {kid: base64url public key}}`; empty derives a fixed
+    # development key from the HS256 secret, and is refused without one (global_writer/tickets.py).
+    ticket_signing_keys: Annotated[str, msgspec.Meta(max_length=8_192)] = ""
+    # Door staff credentials for POST /v1/tickets/scan, as JSON `{name: key}`; empty: no scanning.
+    door_staff_keys: Annotated[str, msgspec.Meta(max_length=32_768)] = ""
+    # The edges' credential (`X-Edge-Credential`; comma-separated values, any accepted, for a
+    # rotation): set, fans' writes (holds, extensions, releases, orders) without it are refused
+    # 403, so nobody but an edge can skip its rate budgets and waiting room
+    # (global_writer/fastpath.py). Empty: not required (local development, tests).
+    edge_writer_credential: Annotated[
+        str, msgspec.Meta(max_length=1_600, pattern=contracts.EDGE_CREDENTIAL_PATTERN)
+    ] = ""
     # Where the other writers reach this one (`http://host:port`; `{host}` is replaced by this
     # host's address), written into the leases it holds so a write for one of its events that
     # reaches another writer is forwarded here (global_writer/forwarding.py). Empty: not
@@ -49,6 +63,22 @@ class Settings(IdentitySettings, forbid_unknown_fields=True, frozen=True, kw_onl
     # Test-only: the same, after the first commit that sold seats (expiries of other events'
     # holds, committed meanwhile, do not count), so a case can crash with captures pending.
     fault_crash_after_sale: bool = False
+    # Test-only: the process SIGKILLs itself after the payment provider authorized a checkout and
+    # before its batch commits, so the fault suite can prove the orphan is voided automatically.
+    fault_crash_after_authorize: bool = False
+    # The scheduled reconcile (global_writer/reconcile.py `AutoReconciler`, docs/payments.md).
+    reconcile_interval_s: Annotated[
+        float,
+        msgspec.Meta(
+            ge=limits.reconcile_auto_interval_s_min, le=limits.reconcile_auto_interval_s_max
+        ),
+    ] = limits.reconcile_auto_interval_s
+    reconcile_older_than_s: Annotated[
+        float,
+        msgspec.Meta(
+            ge=limits.reconcile_auto_older_than_s_min, le=limits.reconcile_older_than_s_max
+        ),
+    ] = limits.reconcile_auto_older_than_s
 
     def __post_init__(self) -> None:
         # Rules across fields: each message names the variables to change, as a field error does.
@@ -62,6 +92,10 @@ class Settings(IdentitySettings, forbid_unknown_fields=True, frozen=True, kw_onl
             raise ValueError(
                 "TESSERA_STRIPE_API_KEY: required when TESSERA_PAYMENT_PROVIDER is stripe"
             )
+        # The ticket keys and door credentials parse here, so a bad value stops the process at
+        # start with a message naming its variable (never a key).
+        tickets.SigningRing.parse(self.ticket_signing_keys, dev_secret=self.jwt_secret)
+        tickets.staff_credentials(self.door_staff_keys)
 
     def with_writer_id(self) -> Settings:
         """The lease owner name. Stable across restarts of the same slot (region + host), so a
@@ -81,6 +115,7 @@ ENV_FIELDS = {
     "region": "TESSERA_REGION",
     "writer_id": "TESSERA_WRITER_ID",
     "writer_advertise_url": "TESSERA_WRITER_ADVERTISE_URL",
+    "edge_writer_credential": "TESSERA_EDGE_WRITER_CREDENTIAL",
     "batch_window_ms": "TESSERA_BATCH_WINDOW_MS",
     "batch_requests_max": "TESSERA_BATCH_REQUESTS_MAX",
     "payment_slow_s": "TESSERA_PAYMENT_SLOW_S",
@@ -89,8 +124,13 @@ ENV_FIELDS = {
     "stripe_api_base": "TESSERA_STRIPE_API_BASE",
     "stripe_webhook_secret": "TESSERA_STRIPE_WEBHOOK_SECRET",
     "jetstream_replicas": "TESSERA_JETSTREAM_REPLICAS",
+    "ticket_signing_keys": "TESSERA_TICKET_SIGNING_KEYS",
+    "door_staff_keys": "TESSERA_DOOR_STAFF_KEYS",
     "fault_crash_after_commit": "TESSERA_FAULT_CRASH_AFTER_COMMIT",
     "fault_crash_after_sale": "TESSERA_FAULT_CRASH_AFTER_SALE",
+    "fault_crash_after_authorize": "TESSERA_FAULT_CRASH_AFTER_AUTHORIZE",
+    "reconcile_interval_s": "TESSERA_RECONCILE_INTERVAL_S",
+    "reconcile_older_than_s": "TESSERA_RECONCILE_OLDER_THAN_S",
 }
 
 

@@ -24,7 +24,7 @@ import hashlib
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Final, Self, TypeVar
+from typing import TYPE_CHECKING, Final, Literal, Self, TypeVar
 
 import aiohttp
 import msgspec
@@ -32,7 +32,9 @@ import stripe
 
 from global_writer.payments import (
     Authorization,
+    AuthorizationState,
     DeclineCode,
+    FoundAuthorization,
     OpenAuthorization,
     PaymentDeclined,
     PaymentError,
@@ -142,8 +144,22 @@ def _is_missing(error: stripe.InvalidRequestError) -> bool:
 # --- webhooks ---
 
 
+WebhookRefusal = Literal[
+    "webhook_secret_unset",
+    "webhook_too_large",
+    "webhook_signature_invalid",
+    "webhook_signature_stale",
+    "webhook_not_an_event",
+]
+
+
 class WebhookVerificationError(Exception):
-    """A webhook body that is not provably Stripe's, or not recent: answer 400 and ignore it."""
+    """A webhook body that is not provably Stripe's, or not recent: answer 400 and ignore it.
+    `code` says which check refused it (the endpoint's `reason`)."""
+
+    def __init__(self, code: WebhookRefusal, message: str) -> None:
+        self.code: WebhookRefusal = code
+        super().__init__(message)
 
 
 class WebhookObject(msgspec.Struct, frozen=True, kw_only=True):
@@ -156,6 +172,8 @@ class WebhookObject(msgspec.Struct, frozen=True, kw_only=True):
     amount: int | None = None
     currency: str | None = None
     metadata: dict[str, str] = msgspec.field(default_factory=dict)
+    # A Charge's or Refund's PaymentIntent (an id: webhooks never expand it).
+    payment_intent: str | None = None
 
 
 class WebhookEventData(msgspec.Struct, frozen=True, kw_only=True):
@@ -186,19 +204,35 @@ def verify_webhook(
         # The SDK skips the age check for a tolerance of 0, which would let replays through.
         raise ValueError("tolerance_s must be > 0")
     if not secret:
-        raise WebhookVerificationError("no webhook secret is set (TESSERA_STRIPE_WEBHOOK_SECRET)")
+        raise WebhookVerificationError(
+            "webhook_secret_unset", "no webhook secret is set (TESSERA_STRIPE_WEBHOOK_SECRET)"
+        )
     if len(payload) > limits.payment_webhook_body_bytes_max:
-        raise WebhookVerificationError("the body is larger than any Stripe event")
+        raise WebhookVerificationError(
+            "webhook_too_large", "the body is larger than any Stripe event"
+        )
     try:
         stripe.WebhookSignature.verify_header(payload, signature_header, secret, tolerance_s)
     except stripe.SignatureVerificationError as error:
-        raise WebhookVerificationError(f"signature refused: {error.user_message}") from None
+        message = error.user_message or ""
+        # The SDK checks the age only once a signature matched: this one is Stripe's, replayed.
+        code: WebhookRefusal = (
+            "webhook_signature_stale"
+            if message.startswith("Timestamp outside the tolerance zone")
+            else "webhook_signature_invalid"
+        )
+        raise WebhookVerificationError(code, f"signature refused: {message}") from None
     except UnicodeDecodeError:
-        raise WebhookVerificationError("the body is not UTF-8") from None
+        raise WebhookVerificationError("webhook_not_an_event", "the body is not UTF-8") from None
     try:
-        return msgspec.json.decode(payload, type=WebhookEvent)
+        return _event_decoder.decode(payload)
     except msgspec.DecodeError as error:
-        raise WebhookVerificationError(f"the signed body is not a Stripe event: {error}") from None
+        raise WebhookVerificationError(
+            "webhook_not_an_event", f"the signed body is not a Stripe event: {error}"
+        ) from None
+
+
+_event_decoder = msgspec.json.Decoder(WebhookEvent)
 
 
 # --- the provider ---
@@ -498,6 +532,29 @@ class StripeProvider:
                         )
                     )
         return found
+
+    async def find_authorization(self, intent_id: str) -> FoundAuthorization | None:
+        """The PaymentIntent as Stripe has it now (a webhook's copy may be stale or out of
+        order), or None when this account has no such intent."""
+        try:
+            intent = await self._retrieve(intent_id)
+        except PaymentError as error:
+            if error.code == "authorization_unknown":
+                return None
+            raise
+        return FoundAuthorization(
+            authorization=_authorization_of(intent),
+            created_at=datetime.fromtimestamp(intent.created, UTC),
+            idempotency_key=_metadata_key(intent.metadata),
+            state=_STATES.get(intent.status, "other"),
+        )
+
+
+_STATES: Final[dict[str, AuthorizationState]] = {
+    "requires_capture": "open",
+    "succeeded": "captured",
+    "canceled": "voided",
+}
 
 
 async def _each(

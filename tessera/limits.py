@@ -208,6 +208,18 @@ reconcile_older_than_s_min: Final = 60.0
 reconcile_older_than_s_max: Final = 7 * 86_400.0
 # The command waits this long for the writer's answer (a long Stripe scan reads many pages).
 reconcile_request_timeout_s: Final = 900.0
+# The writer's own scheduled reconcile (global_writer/reconcile.py `AutoReconciler`): every this
+# often (TESSERA_RECONCILE_INTERVAL_S, within the bounds), one writer (a lease in Redis) scans
+# the provider; each Stripe scan pages through a week of PaymentIntents, so not too often.
+reconcile_auto_interval_s: Final = 300.0
+reconcile_auto_interval_s_min: Final = 1.0
+reconcile_auto_interval_s_max: Final = 86_400.0
+# Its grace (TESSERA_RECONCILE_OLDER_THAN_S). The least is the in-flight bound of a key: an
+# attempt older than that is one the writer already treats as dead (a retry may take it over).
+reconcile_auto_older_than_s: Final = reconcile_older_than_s
+reconcile_auto_older_than_s_min: Final = float(idempotency_in_flight_s_max)
+# Open authorizations acted on per scheduled round, oldest first; the rest wait for the next.
+reconcile_auto_items_max: Final = 200
 
 # --- observability: structured logs (tessera/observability.py) ---
 # A client's X-Request-Id longer than this (or with other characters) is replaced by our own.
@@ -567,3 +579,24 @@ writer_forward_timeout_s: Final = 15.0
 writer_forward_connect_timeout_s: Final = 1.0
 # Other writers a writer keeps connections to (one pool each); past it the oldest pool is closed.
 writer_forward_pools_max: Final = 64
+
+# --- tickets and the door (tessera/tickets.py, global_writer/tickets.py, docs/tickets.md) ---
+# A ticket token as text (`T1.<payload>.<signature>`, base32): about 260 characters for the
+# longest seat and user ids; anything longer is refused before it is decoded.
+ticket_token_chars_max: Final = 512
+# A signing key's id (`kid`): short, it travels inside every token.
+ticket_kid_chars_max: Final = 32
+# Keys in the signing ring plus retired public keys still published (TESSERA_TICKET_SIGNING_KEYS).
+ticket_keys_max: Final = 16
+# Door staff credentials (TESSERA_DOOR_STAFF_KEYS): names, and the keys' lengths.
+door_staff_credentials_max: Final = 64
+door_staff_name_chars_max: Final = 64
+door_staff_key_chars_min: Final = 32
+door_staff_key_chars_max: Final = 256
+# A gate's name as a scanner reports it (`gate` in POST /v1/tickets/scan).
+door_gate_chars_max: Final = 64
+# The scan body: a token, an event id, a gate and a scan id, far below this.
+door_scan_body_bytes_max: Final = 2_048
+# A scanner caches the published verification keys this long (Cache-Control of GET
+# /v1/tickets/keys): a key published before it signs reaches every scanner within this time.
+ticket_keys_max_age_s: Final = 300

@@ -11,7 +11,7 @@ from litestar import Controller, Request, Response, post
 
 from global_writer import errors
 from global_writer.controllers.common import body_of, writer_of
-from global_writer.reconcile import Reconciler, ReportBody, report_body
+from global_writer.reconcile import ReportBody, report_body
 from tessera import auth, limits
 from tessera.media import JSON
 from tessera.openapi import Answer, documented
@@ -58,6 +58,7 @@ class PaymentsAdminController(Controller):
             raise errors.InvalidRequest(str(error)) from None
         except msgspec.DecodeError as error:
             raise errors.MalformedJson(f"request body is not valid JSON: {error}") from None
-        reconciler = Reconciler(writer.conns.keys_engine, writer.payments)
-        report = await reconciler.run(older_than_s=wanted.older_than_s, apply=wanted.apply)
+        report = await writer.reconciler_for("manual").run(
+            older_than_s=wanted.older_than_s, apply=wanted.apply
+        )
         return Response(_encoder.encode(report_body(report)), status_code=200, media_type=JSON)

@@ -1,25 +1,37 @@
 """The writer under faults, as real processes against real servers: a SIGKILL between commit and
-publish, a stale fencing epoch, Redis flushed mid-sale, its database connections killed."""
+publish, a SIGKILL between the provider's authorization and the batch's commit, a stale fencing
+epoch, Redis flushed mid-sale, its database connections killed.
+
+After every case the money ledger (tests/faults/money_ledger.py) holds: the audit's money
+invariants and 0 oversells; a case with a real provider also matches every authorization at the
+provider with the database.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import nats
 import psycopg
 import pytest
 import redis.asyncio as aioredis
 from litestar.testing import TestClient
+from stripe_support import API_KEY, WEBHOOK_SECRET, LocalStripe, start_localstripe
 from writer_support import WRITER_ADMIN_KEY, WriterApi, event_body, settings, writer_env
 
 import tessera_core as tc
+from faults.money_ledger import database_problems, ledger_problems
 from global_writer import actor as actor_module
 from global_writer.app import create_app
 from global_writer.db.retry import run_transaction
+from global_writer.settings import Settings
 from tessera import limits
 from tessera_ops.audit import audit
 from tessera_ops.processes import ServiceProcess, start_writer
@@ -30,6 +42,38 @@ ROOM = {
     "name": "Room",
     "sections": [{"id": "S", "name": "Stalls", "rows": [{"id": "A", "seats": 40, "rank": 1}]}],
 }
+
+# The same room with a price: a free order makes no PaymentIntent at Stripe.
+PRICED_ROOM = {
+    **ROOM,
+    "price_tiers": [{"id": "P", "name": "Stalls", "price_minor": 4_500, "currency": "EUR"}],
+    "sections": [
+        {
+            "id": "S",
+            "name": "Stalls",
+            "rows": [{"id": "A", "seats": 40, "rank": 1, "price_tier": "P"}],
+        }
+    ],
+}
+
+
+@pytest.fixture(autouse=True)
+def money_ledger(database_url: str) -> Iterator[None]:
+    """After every case: the audit's money invariants and no oversell. The case's writers have
+    stopped by now, so a payment may still be on its way (the audit's own bound); a case that
+    can wait for its settler checks with none (`ledger_problems`)."""
+    yield
+    problems = database_problems(database_url, settle_s=limits.audit_payment_settle_s_max)
+    assert not problems, "\n".join(problems)
+
+
+@pytest.fixture(scope="module")
+def localstripe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStripe]:
+    server = start_localstripe(tmp_path_factory.mktemp("localstripe"))
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 async def deltas_on_stream(nats_url: str, event_id: str, section: str) -> list[tuple[int, bytes]]:
@@ -57,12 +101,12 @@ def unpublished_outbox(database_url: str) -> int:
         return int(row[0])
 
 
-async def create_event(url: str, **options: Any) -> str:
+async def create_event(url: str, venue: dict[str, Any] = ROOM, **options: Any) -> str:
     async with httpx.AsyncClient(base_url=url) as client:
         response = await client.post(
             "/v1/admin/events",
             headers={"X-Admin-Key": WRITER_ADMIN_KEY},
-            json=event_body(ROOM, **options),
+            json=event_body(venue, **options),
         )
         assert response.status_code == 201, response.text
         event_id: str = response.json()["event_id"]
@@ -328,3 +372,88 @@ def orders_of(database_url: str, hold_id: str) -> list[str]:
             "SELECT order_id::text FROM orders WHERE hold_id = %s", (hold_id,)
         ).fetchall()
     return [row[0] for row in rows]
+
+
+def with_stripe(writer_settings: Settings, server: LocalStripe, **more: Any) -> Settings:
+    return msgspec.structs.replace(
+        writer_settings,
+        payment_provider="stripe",
+        stripe_api_key=API_KEY,
+        stripe_api_base=server.url,
+        stripe_webhook_secret=WEBHOOK_SECRET,
+        **more,
+    )
+
+
+def intent_statuses(server: LocalStripe) -> list[str]:
+    return [intent["status"] for intent in server.get("/v1/payment_intents?limit=100")["data"]]
+
+
+async def test_sigkill_after_authorize_before_commit_then_the_orphan_is_voided(
+    writer_settings: Settings, database_url: str, localstripe: LocalStripe, tmp_path: Path
+) -> None:
+    """The provider (Stripe: localstripe, which outlives the writer) authorized the checkout,
+    then the writer died before its batch committed (TESSERA_FAULT_CRASH_AFTER_AUTHORIZE): the
+    authorization is known only to the provider. The restarted writer's scheduled reconcile
+    fences the attempt and voids it within its bound; the fan's retry with the same key then
+    buys the hold afresh, is captured, and the ledger holds on both sides."""
+    localstripe.reset()
+    crashing = with_stripe(writer_settings, localstripe, fault_crash_after_authorize=True)
+    writer = start_writer(tmp_path / "a", writer_env(crashing))
+    event_id = await create_event(writer.url, PRICED_ROOM)
+    async with httpx.AsyncClient(base_url=writer.url, timeout=30) as client:
+        api = WriterApi(client, crashing)
+        held = await api.hold(event_id, "payer", {"seats": ["S:A:1", "S:A:2"]}, "h")
+        assert held.status_code == 201, held.text
+        hold_id = held.json()["hold_id"]
+        with pytest.raises(httpx.HTTPError):
+            await api.order("payer", hold_id, "pm_card_visa", "o")
+    assert writer.process is not None
+    assert writer.process.wait(timeout=10) != 0, "the writer must have died"
+    assert intent_statuses(localstripe) == ["requires_capture"], "authorized at the provider"
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM payments").fetchone() == (0,)
+
+    healthy = with_stripe(
+        writer_settings,
+        localstripe,
+        reconcile_interval_s=1.0,
+        reconcile_older_than_s=limits.reconcile_auto_older_than_s_min,
+    )
+    restarted = start_writer(tmp_path / "b", writer_env(healthy))
+    try:
+        bound_s = healthy.reconcile_older_than_s + 2 * healthy.reconcile_interval_s + 10
+        deadline = time.monotonic() + bound_s
+        while intent_statuses(localstripe) != ["canceled"]:
+            assert time.monotonic() < deadline, f"not voided within {bound_s} s"
+            await asyncio.sleep(0.2)
+        async with httpx.AsyncClient(base_url=restarted.url, timeout=30) as client:
+            api = WriterApi(client, healthy)
+            api.hold_events[hold_id] = event_id
+            bought = await api.order("payer", hold_id, "pm_card_visa", "o")
+            assert bought.status_code == 201, bought.text
+            order_id = bought.json()["order_id"]
+            replay = await api.order("payer", hold_id, "pm_card_visa", "o")
+            assert replay.json()["order_id"] == order_id
+            metrics = (await client.get("/metrics")).text
+        voided = [
+            line
+            for line in metrics.splitlines()
+            if line.startswith("tessera_payments_reconciled_total{")
+            and 'finding="voided_orphan"' in line
+            and 'source="scheduled"' in line
+        ]
+        assert [line.rsplit(" ", 1)[1] for line in voided] == ["1.0"], voided
+        problems = await asyncio.to_thread(ledger_problems, database_url, localstripe)
+        assert not problems, "\n".join(problems)
+        assert sorted(intent_statuses(localstripe)) == ["canceled", "succeeded"]
+        assert orders_of(database_url, hold_id) == [order_id], "the acknowledged order is there"
+        assert hold_status(database_url, hold_id) == "purchased"
+        with psycopg.connect(database_url) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM seat_claims WHERE hold_id = %s AND state = 'sold'",
+                (uuid.UUID(hold_id),),
+            ).fetchone()
+        assert row == (2,)
+    finally:
+        restarted.stop()

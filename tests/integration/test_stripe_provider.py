@@ -72,6 +72,7 @@ from global_writer.stripe_provider import (
     verify_webhook,
 )
 from tessera import limits
+from tessera.tickets import new_signing_ring
 from tessera_ops.servers import LOCALHOST, free_port
 
 T = TypeVar("T")
@@ -214,6 +215,8 @@ def test_build_provider_makes_a_working_stripe_provider(server: LocalStripe) -> 
         admin_key="a" * 32,
         # Production refuses the HS256 development secret: fans' tokens come from a JWKS.
         jwks_url="https://id.example.com/.well-known/jwks.json",
+        # ...and without that secret the writer needs real ticket keys (docs/tickets.md).
+        ticket_signing_keys=new_signing_ring("test"),
         payment_provider="stripe",
         stripe_api_key=API_KEY,
         stripe_api_base=server.url,
@@ -413,6 +416,28 @@ def test_an_open_authorization_scan_is_bounded(
     with pytest.raises(PaymentError) as caught:
         run(server, scan)
     assert caught.value.code == "list_too_long"
+
+
+def test_find_authorization_reads_the_intent_as_stripe_has_it_now(server: LocalStripe) -> None:
+    async def states(provider: StripeProvider) -> list[tuple[str, str | None]]:
+        opened = await authorize(provider, key="user-1:open")
+        captured = await authorize(provider, key="user-1:captured")
+        voided = await authorize(provider, key="user-1:voided")
+        await provider.capture(captured)
+        await provider.void(voided)
+        found: list[tuple[str, str | None]] = []
+        for authorization in (opened, captured, voided):
+            now = await provider.find_authorization(authorization.id)
+            assert now is not None and now.authorization == authorization
+            found.append((now.state, now.idempotency_key))
+        assert await provider.find_authorization("pi_unknown") is None
+        return found
+
+    assert run(server, states) == [
+        ("open", "user-1:open"),
+        ("captured", "user-1:captured"),
+        ("voided", "user-1:voided"),
+    ]
 
 
 def test_created_before_must_be_aware(server: LocalStripe) -> None:
@@ -623,15 +648,17 @@ def test_a_tampered_body_or_signature_is_refused() -> None:
     last = header[-1]
     tampered_header = header[:-1] + ("0" if last != "0" else "1")
     for payload, signature in ((tampered_body, header), (body, tampered_header)):
-        with pytest.raises(WebhookVerificationError, match="signature"):
+        with pytest.raises(WebhookVerificationError, match="signature") as refused:
             verify_webhook(payload, signature, WEBHOOK_SECRET)
+        assert refused.value.code == "webhook_signature_invalid"
 
 
 def test_a_signature_older_than_the_tolerance_is_refused() -> None:
     body = event_body()
     old = int(time.time()) - limits.payment_webhook_tolerance_s - 5
-    with pytest.raises(WebhookVerificationError, match="tolerance"):
+    with pytest.raises(WebhookVerificationError, match="tolerance") as refused:
         verify_webhook(body, sign_webhook(body, WEBHOOK_SECRET, old), WEBHOOK_SECRET)
+    assert refused.value.code == "webhook_signature_stale"
     recent_enough = int(time.time()) - 60
     header = sign_webhook(body, WEBHOOK_SECRET, recent_enough)
     assert verify_webhook(body, header, WEBHOOK_SECRET, tolerance_s=120).id == "evt_1"
@@ -641,27 +668,31 @@ def test_a_signature_older_than_the_tolerance_is_refused() -> None:
     "header", [None, "", "garbage", "t=notanumber,v1=abc", "v1=abc", "t=1700000000,v0=abc"]
 )
 def test_a_missing_or_malformed_header_is_refused(header: str | None) -> None:
-    with pytest.raises(WebhookVerificationError):
+    with pytest.raises(WebhookVerificationError) as refused:
         verify_webhook(event_body(), header, WEBHOOK_SECRET)
+    assert refused.value.code == "webhook_signature_invalid"
 
 
 def test_a_signed_body_that_is_not_an_event_is_refused() -> None:
     now = int(time.time())
     for body in (b'{"hello": 1}', b"not json", b"\xff\xfe"):
-        with pytest.raises(WebhookVerificationError):
+        with pytest.raises(WebhookVerificationError) as refused:
             verify_webhook(body, sign_webhook(body, WEBHOOK_SECRET, now), WEBHOOK_SECRET)
+        assert refused.value.code == "webhook_not_an_event"
 
 
 def test_webhook_bounds_and_configuration() -> None:
     body, now = event_body(), int(time.time())
     header = sign_webhook(body, WEBHOOK_SECRET, now)
-    with pytest.raises(WebhookVerificationError, match="TESSERA_STRIPE_WEBHOOK_SECRET"):
+    with pytest.raises(WebhookVerificationError, match="TESSERA_STRIPE_WEBHOOK_SECRET") as unset:
         verify_webhook(body, header, "")
+    assert unset.value.code == "webhook_secret_unset"
     with pytest.raises(ValueError, match="tolerance_s"):
         verify_webhook(body, header, WEBHOOK_SECRET, tolerance_s=0)
     huge = event_body(padding="x" * limits.payment_webhook_body_bytes_max)
-    with pytest.raises(WebhookVerificationError, match="larger"):
+    with pytest.raises(WebhookVerificationError, match="larger") as too_large:
         verify_webhook(huge, sign_webhook(huge, WEBHOOK_SECRET, now), WEBHOOK_SECRET)
+    assert too_large.value.code == "webhook_too_large"
 
 
 def test_the_event_keeps_stripes_field_names_on_the_wire() -> None:

@@ -13,6 +13,7 @@ from writer_support import writer_env
 from global_writer.payments import SandboxProvider, build_provider
 from global_writer.settings import Settings, from_env
 from global_writer.stripe_provider import StripeProvider
+from tessera.tickets import new_signing_ring
 
 BASE_ENV = {
     "TESSERA_DATABASE_URL": "postgresql://db",
@@ -25,18 +26,28 @@ STRIPE_ENV = {"TESSERA_PAYMENT_PROVIDER": "stripe", "TESSERA_STRIPE_API_KEY": "s
 # Production refuses the HS256 development secret (tests/unit/tessera/test_identity.py), so the
 # production cases verify fans' tokens with an identity provider's keys instead.
 JWKS_URL = "https://id.example.com/.well-known/jwks.json"
+# Without the development secret the writer needs real ticket keys (docs/tickets.md).
+TICKET_KEYS = new_signing_ring("test")
 
 
 def env(production: str = "false", **extra: str) -> dict[str, str]:
     if production.lower() in {"true", "1"}:
         base = {k: v for k, v in BASE_ENV.items() if k != "TESSERA_JWT_SECRET"}
-        return {**base, "TESSERA_JWKS_URL": JWKS_URL, "TESSERA_PRODUCTION": production, **extra}
+        return {
+            **base,
+            "TESSERA_JWKS_URL": JWKS_URL,
+            "TESSERA_TICKET_SIGNING_KEYS": TICKET_KEYS,
+            "TESSERA_PRODUCTION": production,
+            **extra,
+        }
     return {**BASE_ENV, "TESSERA_PRODUCTION": production, **extra}
 
 
 def settings(**overrides: Any) -> Settings:
     identity: dict[str, Any] = (
-        {"jwks_url": JWKS_URL} if overrides.get("production") else {"jwt_secret": "j" * 32}
+        {"jwks_url": JWKS_URL, "ticket_signing_keys": TICKET_KEYS}
+        if overrides.get("production")
+        else {"jwt_secret": "j" * 32}
     )
     return Settings(
         database_url="postgresql://db",
