@@ -511,9 +511,17 @@ class EventActor:
                 # No key, no fence (tests drive the actor without one; checkout always has one).
                 "idem_keys": [op.idem.key if op.idem else "" for op in sells],
                 "attempts": [op.idem.attempt if op.idem else None for op in sells],
+                **ticket_params(sells),
             },
         )
-        buyers = {row[0]: Buyer(bool(row[1]), row[2], row[3]) for row in rows}
+        buyers = {}
+        by_hold = {op.hold_id: op for op in sells}
+        for hold_id, share, email, phone, tickets in rows:
+            buyers[hold_id] = Buyer(bool(share), email, phone)
+            sell = by_hold[hold_id]
+            if tickets != len(sell.tickets):
+                # A ticket for a seat the hold does not have: memory and database disagree.
+                raise OutOfSync(f"order {sell.order_id}: {tickets} of {len(sell.tickets)} tickets")
         for op in sells:
             if op.hold_id not in buyers:
                 continue
@@ -576,6 +584,12 @@ class EventActor:
                 confirmed_at=written.db_now,
                 email=buyer.email,
                 phone=buyer.phone,
+                venue_name=runtime.venue.name,
+                onsale_at=runtime.onsale_at,
+                tickets=[
+                    contracts.TicketCopy(ticket_id=t.ticket_id, seat=t.seat, token=t.token)
+                    for t in op.tickets
+                ],
             )
             pending.append(
                 Pending(
@@ -734,6 +748,19 @@ class EventActor:
                 runtime.snapshot_versions[position] = version
                 runtime.snapshot_times[position] = now
         return due
+
+
+def ticket_params(sells: list[SellOp]) -> dict[str, list[Any]]:
+    """The sales' tickets as the sale statement's arrays, one element per ticket."""
+    tickets = [(op.hold_id, ticket) for op in sells for ticket in op.tickets]
+    return {
+        "ticket_ids": [ticket.ticket_id for _, ticket in tickets],
+        "ticket_holds": [hold_id for hold_id, _ in tickets],
+        "ticket_seats": [ticket.seat for _, ticket in tickets],
+        "ticket_kids": [ticket.kid for _, ticket in tickets],
+        "ticket_tokens": [ticket.token for _, ticket in tickets],
+        "ticket_issued": [ticket.issued_at for _, ticket in tickets],
+    }
 
 
 def overloaded(wait_s: float) -> errors.WriterError:

@@ -188,10 +188,24 @@ SELL_HOLDS: Final = sa.text(
     " sale.ref, sale.amount, sale.currency,"
     " CASE WHEN bought.hold_id IS NULL THEN 'void_pending' ELSE 'authorized' END"
     " FROM sale LEFT JOIN bought ON bought.hold_id = sale.hold_id"
+    # Each order's tickets, signed before the batch (global_writer/tickets.py): written only
+    # with their order, and only for its own seats; the count comes back to be checked.
+    "), new_tickets AS ("
+    " INSERT INTO tickets (ticket_id, order_id, event_id, user_id, seat, kid, token, status,"
+    " issued_at)"
+    " SELECT tk.ticket_id, bought.order_id, :event_id, bought.user_id, tk.seat, tk.kid,"
+    " tk.token, 'valid', tk.issued_at"
+    " FROM unnest(:ticket_ids, :ticket_holds, :ticket_seats, :ticket_kids, :ticket_tokens,"
+    " :ticket_issued) AS tk (ticket_id, hold_id, seat, kid, token, issued_at)"
+    " JOIN bought ON bought.hold_id = tk.hold_id AND tk.seat = ANY(bought.seats)"
+    " RETURNING order_id"
     ")"
     # Data-modifying CTEs run whether or not the query reads them.
-    " SELECT bought.hold_id, users.share_purchases, users.email, users.phone"
+    " SELECT bought.hold_id, users.share_purchases, users.email, users.phone,"
+    " coalesce(issued.tickets, 0)"
     " FROM bought LEFT JOIN users ON users.user_id = bought.user_id"
+    " LEFT JOIN (SELECT order_id, count(*) AS tickets FROM new_tickets GROUP BY order_id)"
+    " AS issued ON issued.order_id = bought.order_id"
 ).bindparams(
     sa.bindparam("event_id", type_=UUID),
     _array("hold_ids", UUID),
@@ -204,6 +218,12 @@ SELL_HOLDS: Final = sa.text(
     _array("refs", sa.Text),
     _array("idem_keys", sa.Text),
     _array("attempts", UUID),
+    _array("ticket_ids", UUID),
+    _array("ticket_holds", UUID),
+    _array("ticket_seats", sa.Text),
+    _array("ticket_kids", sa.Text),
+    _array("ticket_tokens", sa.Text),
+    _array("ticket_issued", sa.DateTime(timezone=True)),
 )
 
 # The fencing check: versions move only while this writer's lease (owner and epoch) is current.

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any, Final, Literal, NamedTuple
 
 from global_writer import errors
+from global_writer.tickets import IssuedTicket
 from tessera.requests import current_request_id
 
 
@@ -102,6 +103,9 @@ class SellOp(Op):
     idem: Idem | None = None
     order_id: uuid.UUID = field(default_factory=uuid.uuid4)
     payment_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    # One signed ticket per seat of the hold (global_writer/tickets.py), written by the sale's
+    # own statement; issued before the op is queued so the batch never waits for signing.
+    tickets: list[IssuedTicket] = field(default_factory=list)
 
 
 AnyOp = HoldOp | ReleaseOp | ExtendOp | SellOp

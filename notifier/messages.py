@@ -6,6 +6,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime, formataddr
 from typing import Final
 
+from notifier import ticket_parts
 from tessera.contracts import OrderConfirmation
 
 # ISO 4217 minor-unit digits where they are not 2 (amounts travel in minor units).
@@ -46,13 +47,21 @@ def message_id(confirmation: OrderConfirmation, sender: str) -> str:
 
 def body_text(confirmation: OrderConfirmation) -> str:
     seats = "\n".join(f"  - {seat}" for seat in confirmation.seats)
-    return (
+    text = (
         f"Your order for {confirmation.event_name} is confirmed.\n\n"
         f"Order: {confirmation.order_id}\n"
         f"Seats:\n{seats}\n"
         f"Total: {format_amount(confirmation.amount, confirmation.currency)}\n"
         f"Confirmed at: {confirmation.confirmed_at.isoformat()}\n"
     )
+    if confirmation.tickets:
+        # A plain-text reader still has every ticket: the code a door scanner reads, as text.
+        listed = "\n".join(f"  - {ticket.seat}: {ticket.token}" for ticket in confirmation.tickets)
+        text += (
+            f"\nYour tickets (one per seat; the HTML version of this email shows them as QR "
+            f"codes, and the calendar entry is attached):\n{listed}\n"
+        )
+    return text
 
 
 def build_email(
@@ -69,6 +78,8 @@ def build_email(
     message["Message-ID"] = message_id(confirmation, sender)
     message["X-Tessera-Order"] = str(confirmation.order_id)
     message.set_content(body_text(confirmation))
+    if confirmation.tickets:
+        ticket_parts.add_tickets(message, confirmation, domain=sender.rsplit("@", 1)[-1])
     return message
 
 

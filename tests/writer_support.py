@@ -14,6 +14,8 @@ from tessera.auth import mint_token
 
 WRITER_ADMIN_KEY = "test-admin-key-" + "k" * 24
 WRITER_JWT_SECRET = "test-jwt-secret-" + "s" * 32
+# The door staff credential every test writer accepts (X-Staff-Key, POST /v1/tickets/scan).
+WRITER_STAFF_KEY = "test-staff-key-" + "d" * 24
 # A small venue: 50 seats in two sections.
 ROOM = {
     "name": "Room",
@@ -37,6 +39,7 @@ def settings(database_url: str, redis_url: str, nats_url: str, **overrides: Any)
         "admin_key": WRITER_ADMIN_KEY,
         "jwt_secret": WRITER_JWT_SECRET,
         "payment_slow_s": 0.5,
+        "door_staff_keys": json.dumps({"door": WRITER_STAFF_KEY}),
         **overrides,
     }
     return Settings(**values)

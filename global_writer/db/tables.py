@@ -230,6 +230,48 @@ payments = sa.Table(
     ),
 )
 
+# One row per seat sold (migration 0006, docs/tickets.md): written by the sale's own statement
+# (global_writer/batch_sql.py SELL_HOLDS) with its signed token. `scanned_*` are set once, by the
+# door's conditional UPDATE (global_writer/tickets.py); `status` leaves `valid` when the order is
+# refunded or the ticket voided. At most one valid ticket per seat of an event. No foreign key to
+# `orders`: the order row is written by a sibling CTE of the same statement.
+TICKET_STATUSES = ("valid", "refunded", "void")
+tickets = sa.Table(
+    "tickets",
+    metadata,
+    sa.Column("ticket_id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("order_id", pg.UUID(as_uuid=True), nullable=False),
+    sa.Column("event_id", pg.UUID(as_uuid=True), sa.ForeignKey("events.event_id"), nullable=False),
+    sa.Column("user_id", sa.Text, nullable=False),
+    sa.Column("seat", sa.Text, nullable=False),
+    sa.Column("kid", sa.Text, nullable=False),
+    sa.Column("token", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("issued_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("scanned_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("scanned_gate", sa.Text, nullable=True),
+    sa.Column("scanned_by", sa.Text, nullable=True),
+    # The scanner's id for its scan: its retry of the same scan is answered "admitted" again.
+    sa.Column("scan_id", pg.UUID(as_uuid=True), nullable=True),
+    sa.CheckConstraint(
+        "status IN (" + ", ".join(f"'{status}'" for status in TICKET_STATUSES) + ")",
+        name="status",
+    ),
+    sa.CheckConstraint(
+        "(scanned_at IS NULL) = (scanned_gate IS NULL)"
+        " AND (scanned_at IS NULL) = (scanned_by IS NULL)",
+        name="scanned",
+    ),
+    sa.Index("ix_tickets_order_id", "order_id"),
+    sa.Index(
+        "ix_tickets_valid_event_id_seat",
+        "event_id",
+        "seat",
+        unique=True,
+        postgresql_where=sa.text("status = 'valid'"),
+    ),
+)
+
 # IETF httpapi-idempotency-key: keys are scoped per user, stored with the effect's transaction,
 # kept 24 h. `request_hash` is the fingerprint of method + path + body.
 idempotency_keys = sa.Table(
@@ -281,5 +323,6 @@ REGIONAL_BY_ROW = (
     "sections",
     "event_leases",
     "fan_seats",
+    "tickets",
 )
 GLOBAL_TABLES = ("events", "users", "friendships")

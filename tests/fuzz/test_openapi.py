@@ -26,7 +26,7 @@ from edge_support import EdgeStack, fan_headers, token
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from schemathesis import Case, GenerationMode
-from writer_support import ROOM, WRITER_ADMIN_KEY, event_body
+from writer_support import ROOM, WRITER_ADMIN_KEY, WRITER_STAFF_KEY, event_body
 
 from tessera_ops.processes import ServiceProcess
 
@@ -60,6 +60,10 @@ OPERATIONS: Final[dict[str, tuple[Operation, ...]]] = {
         ("GET", "/v1/events/{event_id}"),
         ("GET", "/v1/events/{event_id}/sections/{section_id}/snapshot"),
         *FAN_WRITES,
+        ("GET", "/v1/tickets/keys"),
+        ("POST", "/v1/tickets/scan"),
+        ("GET", "/v1/me/orders/{order_id}/tickets"),
+        ("GET", "/v1/me/orders/{order_id}/tickets/{ticket_id}/qr"),
     ),
     "regional": SEAT_READS,
     "edge": (
@@ -142,6 +146,9 @@ class Fuzzed:
     fan_token: str
     other_token: str
     seen: dict[tuple[str, str, str], set[int]] = field(default_factory=dict)
+    # One of the order's tickets: its id for the QR route, its token for a real scan.
+    ticket_id: str = ""
+    door_token: str = ""
 
     def path_parameters(self, tier: str, path: str) -> dict[str, str]:
         room = "/queue" in path or "/waiting-room" in path
@@ -152,6 +159,7 @@ class Fuzzed:
             "order_id": self.order_id,
             "friend_id": FRIEND,
             "ticket": self.ticket,
+            "ticket_id": self.ticket_id,
         }
         return {name: value for name, value in known.items() if "{" + name + "}" in path}
 
@@ -159,6 +167,8 @@ class Fuzzed:
         """Bodies always sent, before the generated ones: the edges of a range."""
         if (method, path) == ("POST", "/v1/admin/events"):
             return [event_body(ROOM, onsale_at=at.isoformat()) for at in EXTREME_INSTANTS]
+        if (method, path) == ("POST", "/v1/tickets/scan"):
+            return [{"token": self.door_token, "event_id": self.event_id, "gate": "fuzz gate"}]
         return []
 
     def follow_new_event(self, event_id: str) -> None:
@@ -183,7 +193,11 @@ class Fuzzed:
 
     def caller_headers(self, caller: str) -> dict[str, str]:
         key = {"Idempotency-Key": f"fuzz-{next(_keys)}"}
-        fan = {"Authorization": f"Bearer {self.fan_token}", "X-Admin-Key": WRITER_ADMIN_KEY}
+        fan = {
+            "Authorization": f"Bearer {self.fan_token}",
+            "X-Admin-Key": WRITER_ADMIN_KEY,
+            "X-Staff-Key": WRITER_STAFF_KEY,
+        }
         if caller == "fan":
             return {**fan, **key}
         if caller == "fan_fuzzed_key":
@@ -284,6 +298,13 @@ def fuzzed(edge_stack: EdgeStack) -> Fuzzed:
         f"{edge.url}/v1/events/{ROOM_EVENT}/queue", headers=fan_headers(FAN), timeout=30
     )
     assert joined.status_code == 201, joined.text
+    tickets = httpx.get(
+        f"{writer}/v1/me/orders/{order.json()['order_id']}/tickets",
+        headers=fan_headers(FAN),
+        timeout=30,
+    )
+    assert tickets.status_code == 200, tickets.text
+    first_ticket = tickets.json()["tickets"][0]
     urls = {"writer": writer, "regional": edge_stack.regionals[0].url, "edge": edge.url}
     documents = {
         tier: httpx.get(f"{url}/schema/openapi.json", timeout=30).json()
@@ -304,6 +325,8 @@ def fuzzed(edge_stack: EdgeStack) -> Fuzzed:
         ticket=joined.json()["ticket"],
         fan_token=token(FAN),
         other_token=token(OTHER_FAN),
+        ticket_id=first_ticket["ticket_id"],
+        door_token=first_ticket["token"],
     )
 
 

@@ -6,31 +6,38 @@ failures and the last attempt → dead letters, which replay once fixed."""
 from __future__ import annotations
 
 import asyncio
+import email
+import email.policy
 import io
+import json
 import smtplib
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 import httpx
+import icalendar
 import msgspec
 import nats
 import pytest
 import writer_support
+import zxingcpp
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from notifier_support import HttpSink, SmtpServer, metric
+from PIL import Image
 from redis.asyncio import Redis
 
 from notifier.markers import Claim, Markers, key
 from notifier.messages import build_email
 from notifier.replay import replay
 from notifier.settings import Settings, to_env
-from tessera import contracts
+from tessera import contracts, tickets
 from tessera.jetstream import ensure_jetstream, load_definitions
 from tessera_ops.processes import ServiceProcess, start_service, start_writer
 from tessera_ops.servers import RunningServer, free_port
@@ -247,6 +254,100 @@ async def test_an_order_is_emailed_and_texted_once_even_when_redelivered(
     assert (
         metric(notifier.url, "tessera_notifications_duplicates_skipped_total", channel="sms") == 1
     )
+
+
+async def test_the_email_carries_each_ticket_as_a_qr_code_and_a_calendar_file(
+    *,
+    writer_api: writer_support.WriterApi,
+    fresh_nats: RunningServer,
+    redis_url: str,
+    js: JetStreamContext,
+    tmp_path: Path,
+) -> None:
+    """Through the real mail catcher process: multipart/alternative (text and HTML), one inline
+    PNG QR code per ticket that decodes back to a token the published keys verify, and a
+    `tickets.ics` that parses as a VEVENT for the order."""
+    api = writer_api
+    smtp_port = free_port()
+    catcher = start_service(
+        "notifier.mailcatcher",
+        tmp_path / "catcher",
+        {"TESSERA_MAILCATCHER_SMTP_PORT": str(smtp_port)},
+    )
+    settings = Settings(
+        nats_url=fresh_nats.url,
+        redis_url=redis_url,
+        smtp_port=smtp_port,
+        fallback_domain=FALLBACK_DOMAIN,
+        send_timeout_s=2.0,
+        ack_wait_s=10.0,
+    )
+    notifier = start_service("notifier", tmp_path / "notifier", to_env(settings))
+    try:
+        put = await api.client.put(
+            "/v1/me/contact", headers=api.headers("frank"), json={"email": "frank@example.com"}
+        )
+        assert put.status_code == 200, put.text
+        event_id = await api.create_event()
+        order = await buy(api, event_id, "frank")
+        downloaded = (
+            await api.client.get(
+                f"/v1/me/orders/{order['order_id']}/tickets", headers=api.headers("frank")
+            )
+        ).json()["tickets"]
+        assert len(downloaded) == 2
+        keys = tickets.KeySet.from_jwks((await api.client.get("/v1/tickets/keys")).content)
+
+        def caught() -> list[dict[str, Any]]:
+            answer = httpx.get(f"{catcher.url}/messages", params={"to": "frank@example.com"})
+            found: list[dict[str, Any]] = answer.json()["messages"]
+            return found
+
+        await eventually(lambda: len(caught()) == 1, what="the email at the mail catcher")
+        await queue_drained(js)
+        (summary,) = caught()
+        raw = httpx.get(f"{catcher.url}/messages/{summary['id']}/raw").content
+        message = email.message_from_bytes(raw, policy=email.policy.default)
+        assert isinstance(message, EmailMessage)
+        assert message.get_content_type() == "multipart/mixed"
+        alternative = next(
+            p for p in message.walk() if p.get_content_type() == "multipart/alternative"
+        )
+        kinds = [p.get_content_type() for p in alternative.iter_parts()]
+        assert kinds == ["text/plain", "multipart/related"]
+        text = message.get_body(preferencelist=("plain",))
+        html_part = message.get_body(preferencelist=("html",))
+        assert text is not None and html_part is not None
+        plain, markup = text.get_content(), html_part.get_content()
+        assert order["order_id"] in plain and order["order_id"] in markup
+        images = [p for p in message.walk() if p.get_content_type() == "image/png"]
+        assert len(images) == 2
+        decoded = {}
+        for image in images:
+            cid = image["Content-ID"].strip("<>")
+            assert f'src="cid:{cid}"' in markup
+            token = zxingcpp.read_barcodes(Image.open(io.BytesIO(image.get_content())))[0].text
+            claims = keys.verify(token)  # offline, with the published keys only
+            assert claims.order_id == uuid.UUID(order["order_id"])
+            assert cid == f"ticket-{claims.ticket_id}@tessera.localhost"
+            assert token in plain  # the plain-text part carries each code as text
+            decoded[str(claims.ticket_id)] = token
+        assert decoded == {t["ticket_id"]: t["token"] for t in downloaded}
+
+        (ics,) = [p for p in message.walk() if p.get_content_type() == "text/calendar"]
+        assert ics.get_filename() == "tickets.ics"
+        assert ics.get_param("method") == "PUBLISH"
+        body = ics.get_content()
+        assert body.startswith("BEGIN:VCALENDAR")
+        (vevent,) = icalendar.Calendar.from_ical(body).walk("VEVENT")
+        assert str(vevent["UID"]) == f"order-{order['order_id']}@tessera.localhost"
+        assert str(vevent["SUMMARY"]) == "Test night"
+        assert str(vevent["LOCATION"]) == json.loads(writer_support.THEATRE.read_bytes())["name"]
+        assert vevent.decoded("DTSTART") == datetime(2020, 1, 1, tzinfo=UTC)
+        assert all(seat in str(vevent["DESCRIPTION"]) for seat in order["seats"])
+    finally:
+        notifier.stop()
+        catcher.stop()
 
 
 async def test_contact_details_are_validated(writer_api: writer_support.WriterApi) -> None:

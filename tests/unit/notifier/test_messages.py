@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from notifier import messages
+from notifier import ics, messages
 from notifier.settings import Settings
 from notifier.worker import plan_channels
 from tessera import contracts
@@ -133,3 +133,58 @@ def test_confirmations_are_decoded_strictly(change: dict[str, Any]) -> None:
 def test_confirmation_round_trip() -> None:
     message = confirmation(email="a@example.com", phone="+447700900123")
     assert contracts.order_confirmation_decoder.decode(msgspec.json.encode(message)) == message
+
+
+# --- tickets in the email (notifier/ticket_parts.py, notifier/ics.py) ---
+
+
+def test_an_email_with_tickets_is_text_html_inline_qr_codes_and_a_calendar_file() -> None:
+    tickets = [
+        contracts.TicketCopy(ticket_id=uuid.uuid4(), seat=seat, token=f"T1.TOKEN{n}.SIG")
+        for n, seat in enumerate(["101:A:1", "101:A:2"])
+    ]
+    message = messages.build_email(
+        confirmation(
+            tickets=tickets,
+            venue_name="Arena; North, <Hall>",
+            onsale_at=datetime(2026, 11, 1, 9, 0, tzinfo=UTC),
+        ),
+        "alice@example.com",
+        sender="tickets@tessera.test",
+        sender_name="Tessera",
+    )
+    assert message.get_content_type() == "multipart/mixed"
+    parts = [part.get_content_type() for part in message.walk()]
+    assert parts == [
+        "multipart/mixed",
+        "multipart/alternative",
+        "text/plain",
+        "multipart/related",
+        "text/html",
+        "image/png",
+        "image/png",
+        "text/calendar",
+    ]
+    html_part = message.get_body(preferencelist=("html",))
+    assert html_part is not None
+    markup = html_part.get_content()
+    assert "Arena; North, &lt;Hall&gt;" in markup  # escaped, never markup
+    for ticket in tickets:
+        assert f'src="cid:ticket-{ticket.ticket_id}@tessera.test"' in markup
+    plain = message.get_body(preferencelist=("plain",))
+    assert plain is not None
+    assert all(ticket.token in plain.get_content() for ticket in tickets)
+    calendar = next(p for p in message.walk() if p.get_content_type() == "text/calendar")
+    body = calendar.get_content()
+    assert "\r\nLOCATION:Arena\\; North\\, <Hall>\r\n" in body
+    assert "\r\nDTSTART:20261101T090000Z\r\n" in body
+    assert f"\r\nUID:order-{ORDER}@tessera.test\r\n" in body
+    assert all(len(line.encode()) <= 75 for line in body.split("\r\n"))
+    assert ics.escape("a\\b;c,d\ne\x00") == "a\\\\b\\;c\\,d\\ne"
+
+
+def test_an_email_without_tickets_stays_plain_text() -> None:
+    message = messages.build_email(
+        confirmation(), "alice@example.com", sender="t@x.io", sender_name=""
+    )
+    assert message.get_content_type() == "text/plain"
