@@ -15,6 +15,8 @@ VENV := .venv
 ARGS ?=
 PYTEST_ARGS ?=
 CHROMIUM := /usr/bin/chromium
+# axe-core, which the browser test injects into the page (tests/e2e/package.json pins it).
+AXE := tests/e2e/node_modules/axe-core/axe.min.js
 
 # What `pip install -e` turns into installed files: the metadata and dependency lists, and the
 # Rust extension (with its stubs) that maturin compiles. Python sources are not among them: the
@@ -45,7 +47,7 @@ test: setup-dev
 
 setup: $(LOCAL_STAMP)
 
-setup-dev: $(DEV_STAMP) $(CHROMIUM)
+setup-dev: $(DEV_STAMP) $(CHROMIUM) $(AXE)
 
 # pip is the last thing venv creates, so a creation that failed halfway is retried.
 $(VENV)/bin/pip:
@@ -64,6 +66,14 @@ $(DEV_STAMP): $(INSTALL_INPUTS) | $(VENV)/bin/pip
 	@$(REQUIRE_CARGO)
 	$(VENV)/bin/pip install -e '.[dev]'
 	touch $@ $(LOCAL_STAMP)
+
+# From the npm registry with the machine's npm, exactly as locked; touched so that a lock older
+# than an earlier install does not reinstall every time.
+$(AXE): tests/e2e/package.json tests/e2e/package-lock.json
+	@command -v npm >/dev/null || { echo "make: the browser test's axe-core needs npm: \
+	apt-get install -y npm" >&2; exit 1; }
+	npm ci --prefix tests/e2e --no-audit --no-fund
+	touch $@
 
 # The browser test drives Debian's chromium, never a browser Playwright downloads. apt needs
 # root: used directly as root, through sudo when there is one; otherwise say what to run.

@@ -29,8 +29,8 @@ from global_writer.payments import PaymentProvider
 from global_writer.runtime import EventRuntime
 from global_writer.schemas import CreateEvent, CreateHold, CreateOrder, HoldView, OrderView
 from global_writer.settings import Settings
-from tessera import contracts, limits
-from tessera.venue import Venue, VenueError
+from tessera import contracts, limits, money
+from tessera.venue import Venue, VenueError, VenueSpec
 
 
 class Flows:
@@ -184,6 +184,7 @@ class Flows:
         if row is None or row.user_id != user_id:
             raise errors.NotFound("no such hold")
         status = "expired" if row.status == "active" and not row.live else row.status
+        amount, currency = await self.hold_price(row.event_id, list(row.seats))
         return HoldView(
             hold_id=row.hold_id,
             event_id=row.event_id,
@@ -191,7 +192,30 @@ class Flows:
             seats=list(row.seats),
             expires_at=row.expires_at,
             extended=row.extended,
+            amount=amount,
+            currency=currency,
         )
+
+    async def hold_price(self, event_id: uuid.UUID, seats: list[str]) -> tuple[int, str]:
+        """What a hold's seats cost: from the event's venue in memory when this writer has the
+        event open, else (a hold read here after its event moved away) from the stored venue."""
+        handle = self.events.handles.get(event_id)
+        if handle is not None:
+            runtime = handle.runtime
+            return runtime.price([runtime.parse_seat(seat) for seat in seats]), runtime.currency
+
+        async def read(conn: AsyncConnection) -> Any:
+            query = sa.select(t.events.c.venue).where(t.events.c.event_id == event_id)
+            return (await conn.execute(query)).scalar_one()
+
+        venue = Venue(msgspec.convert(await run_transaction(self.conns.engine, read), VenueSpec))
+        amount = 0
+        for seat in seats:
+            layout, index = venue.locate(seat)
+            tier = layout.price_tier(index)
+            amount += 0 if tier is None else venue.price_tiers[tier].price_minor
+        currencies = [tier.currency for tier in venue.spec.price_tiers]
+        return amount, currencies[0] if currencies else money.DEFAULT_CURRENCY
 
     async def get_order(self, user_id: str, order_id: uuid.UUID) -> OrderView:
         async def read(conn: AsyncConnection) -> Any:
@@ -230,6 +254,10 @@ class Flows:
             venue = Venue(body.venue)
         except VenueError as error:
             raise errors.InvalidRequest(f"venue: {error}") from None
+        try:
+            money.event_currency(tier.currency for tier in venue.spec.price_tiers)
+        except money.MoneyError as error:
+            raise errors.InvalidRequest(f"venue: price_tiers: {error}") from None
         if not limits.onsale_at_year_min <= body.onsale_at.year <= limits.onsale_at_year_max:
             raise errors.InvalidRequest(
                 f"onsale_at must be in the years {limits.onsale_at_year_min}"

@@ -15,7 +15,7 @@ import msgspec
 from redis.asyncio import Redis
 
 from global_writer.ops import Batch
-from global_writer.replies import live_hold_view
+from global_writer.replies import hold_view, live_hold_view
 from global_writer.schemas import HoldView
 
 if TYPE_CHECKING:
@@ -57,13 +57,8 @@ class HoldMirror:
         puts = [
             (
                 op.user_id,
-                HoldView(
-                    hold_id=op.hold_id,
-                    event_id=runtime.event_id,
-                    status="active",
-                    seats=[runtime.seat_id(p, i) for p, i in op.picked],
-                    expires_at=written.expires_at[op.hold_id],
-                    extended=False,
+                hold_view(
+                    runtime, op.hold_id, op.picked, written.expires_at[op.hold_id], extended=False
                 ),
             )
             for op in batch.holds

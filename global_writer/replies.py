@@ -28,14 +28,7 @@ def hold_reply(
         return error_reply(
             errors.SeatsUnavailable(f"{len(taken)} of the seats were just taken", seats=taken)
         )
-    view = HoldView(
-        hold_id=op.hold_id,
-        event_id=runtime.event_id,
-        status="active",
-        seats=[runtime.seat_id(p, i) for p, i in op.picked],
-        expires_at=expires_at[op.hold_id],
-        extended=False,
-    )
+    view = hold_view(runtime, op.hold_id, op.picked, expires_at[op.hold_id], extended=False)
     return Reply(201, encoder.encode(view))
 
 
@@ -52,15 +45,29 @@ def order_reply(runtime: EventRuntime, op: SellOp, seats: list[tuple[int, int]])
     return Reply(201, encoder.encode(view))
 
 
-def live_hold_view(runtime: EventRuntime, hold: LiveHold) -> HoldView:
+def hold_view(
+    runtime: EventRuntime,
+    hold_id: uuid.UUID,
+    seats: list[tuple[int, int]],
+    expires_at: datetime,
+    *,
+    extended: bool,
+) -> HoldView:
+    """A hold of `runtime`'s event, priced from the venue in memory (no query)."""
     return HoldView(
-        hold_id=hold.hold_id,
+        hold_id=hold_id,
         event_id=runtime.event_id,
         status="active",
-        seats=[runtime.seat_id(p, i) for p, i in hold.seats],
-        expires_at=hold.expires_at,
-        extended=hold.extended,
+        seats=[runtime.seat_id(p, i) for p, i in seats],
+        expires_at=expires_at,
+        extended=extended,
+        amount=runtime.price(seats),
+        currency=runtime.currency,
     )
+
+
+def live_hold_view(runtime: EventRuntime, hold: LiveHold) -> HoldView:
+    return hold_view(runtime, hold.hold_id, hold.seats, hold.expires_at, extended=hold.extended)
 
 
 def extend_reply(runtime: EventRuntime, hold: LiveHold | None, extended: datetime | None) -> Reply:

@@ -9,6 +9,7 @@ what each transaction wrote). Only the lease holder changes claims, so nothing e
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from global_writer import errors
 from global_writer.db import tables as t
 from global_writer.db.retry import run_transaction
 from global_writer.ops import LiveHold
-from tessera import limits
+from tessera import limits, money
 from tessera.venue import Venue, VenueError, VenueSpec
 
 STATE_BYTE = {"held": 1, "sold": 2}
@@ -61,10 +62,16 @@ class EventRuntime:
     positions: dict[str, int] = field(default_factory=dict)
     _event_document: bytes | None = None
 
-    @property
+    @functools.cached_property
     def currency(self) -> str:
         tiers = list(self.venue.price_tiers.values())
-        return tiers[0].currency if tiers else "USD"
+        return tiers[0].currency if tiers else money.DEFAULT_CURRENCY
+
+    @functools.cached_property
+    def currency_exponent(self) -> int:
+        # Events are created only in accepted currencies (flows.create_event); 2 covers any
+        # stored before that check rather than failing to load them.
+        return money.EXPONENTS.get(self.currency, 2)
 
     def on_sale(self, now: datetime) -> bool:
         return now >= self.onsale_at
@@ -111,12 +118,22 @@ def now_ms() -> int:
 
 def event_view(runtime: EventRuntime) -> dict[str, Any]:
     sections = []
-    for layout in runtime.venue.layouts:
+    for layout, spec in zip(runtime.venue.layouts, runtime.venue.spec.sections, strict=True):
         rows = []
         for row, row_id in enumerate(layout.row_ids):
             start = layout.row_starts[row]
             seats = [layout.seat_id(i) for i in range(start, start + layout.row_lengths[row])]
-            rows.append({"row_id": row_id, "rank": layout.row_ranks[row], "seats": seats})
+            document: dict[str, Any] = {
+                "row_id": row_id,
+                "rank": layout.row_ranks[row],
+                "seats": seats,
+                "price_tier": layout.row_price_tiers[row],
+            }
+            # Seat label -> tier, as in the venue file; left out when no seat differs.
+            overrides = spec.rows[row].seat_price_tiers
+            if overrides:
+                document["seat_price_tiers"] = dict(overrides)
+            rows.append(document)
         section = {"section_id": layout.section_id, "name": layout.name, "rows": rows}
         sections.append(section)
     tiers = [
@@ -133,6 +150,8 @@ def event_view(runtime: EventRuntime) -> dict[str, Any]:
         "hold_ttl_s": runtime.hold_ttl_s,
         "per_user_limit": runtime.per_user_limit,
         "home_region": runtime.home_region,
+        "currency": runtime.currency,
+        "currency_exponent": runtime.currency_exponent,
         "price_tiers": tiers,
         "sections": sections,
     }

@@ -80,6 +80,9 @@ class HoldView(msgspec.Struct):
     seats: list[str]
     expires_at: datetime
     extended: bool
+    # What buying the hold costs: the sum of its seats' price tiers, in `currency`'s minor unit.
+    amount: int
+    currency: str
 
 
 class OrderView(msgspec.Struct):

@@ -194,6 +194,8 @@ class RowDocument(msgspec.Struct):
     row_id: str
     rank: int
     seats: list[str]
+    price_tier: str | None  # the row's tier id (docs/venue-format.md)
+    seat_price_tiers: dict[str, str] = {}  # seat label -> tier id, only where it differs
 
 
 class SectionDocument(msgspec.Struct):
@@ -212,6 +214,8 @@ class EventDocument(msgspec.Struct):
     hold_ttl_s: int
     per_user_limit: int
     home_region: str
+    currency: str  # every tier's; amounts are in its minor unit
+    currency_exponent: int  # ISO 4217 minor unit: amount / 10**exponent is the price
     price_tiers: list[PriceTierDocument]
     sections: list[SectionDocument]
 

@@ -27,6 +27,22 @@ export const LABELS = Object.freeze({
   friend: "a friend's",
 });
 
+// Outlines of the seats in the detail view, one per price tier (in the event's tier order). The
+// tier is also in every seat's accessible name and in the price legend, so colour is never the
+// only way to tell.
+export const TIER_COLOURS = Object.freeze([
+  '#56b4e9',
+  '#d55e00',
+  '#7a5195',
+  '#f0e442',
+  '#117733',
+  '#882255',
+  '#44aa99',
+  '#999933',
+  '#aa4499',
+  '#332288',
+]);
+
 const BACKGROUND = '#ffffff';
 const INK = '#333333';
 const SECTION_GAP = 2; // units between neighbouring sections of a level
@@ -304,9 +320,11 @@ export class Detail {
     return this.labelWidth + ((this.widest - row.seats.length) * this.pitch) / 2;
   }
 
-  draw(stateOf) {
+  /** `outlineOf(section, seat)`: the colour of the seat's price-tier outline, or null. */
+  draw(stateOf, outlineOf = () => null) {
     if (this.section === null) return;
     const { ctx, pitch } = this;
+    ctx.lineWidth = Math.max(1.5, pitch * 0.12);
     ctx.fillStyle = BACKGROUND;
     ctx.fillRect(0, 0, this.canvas.width, this.canvas.height);
     ctx.font = `${Math.min(12, pitch)}px system-ui, sans-serif`;
@@ -319,10 +337,18 @@ export class Detail {
       ctx.fillText(row.row_id, this.labelWidth - 6, y);
       const start = this.rowStart(row);
       for (let j = 0; j < row.seats.length; j++, seat++) {
+        const x = start + j * pitch + pitch / 2;
         ctx.fillStyle = PALETTE[stateOf(this.index, seat)];
         ctx.beginPath();
-        ctx.arc(start + j * pitch + pitch / 2, y, pitch * 0.38, 0, 2 * Math.PI);
+        ctx.arc(x, y, pitch * 0.3, 0, 2 * Math.PI);
         ctx.fill();
+        const outline = outlineOf(this.index, seat);
+        if (outline !== null) {
+          ctx.strokeStyle = outline;
+          ctx.beginPath();
+          ctx.arc(x, y, pitch * 0.42, 0, 2 * Math.PI);
+          ctx.stroke();
+        }
       }
     });
   }
