@@ -20,7 +20,7 @@ from litestar.openapi import OpenAPIConfig
 from edge import page
 from edge.cache import MicroCache
 from edge.clientip import parse_networks
-from edge.controllers import admin, cached, queue, reads, writes
+from edge.controllers import admin, cached, passon, queue, reads, writes
 from edge.fans import VerifiedTokens
 from edge.fastpath import CachedGets
 from edge.fastwrites import FastWrites
@@ -161,6 +161,7 @@ def create_app(settings: Settings | None = None) -> Any:
             *queue.ROUTE_HANDLERS,
             *admin.ROUTE_HANDLERS,
             *writes.ROUTE_HANDLERS,
+            *passon.ROUTE_HANDLERS,
             *reads.ROUTE_HANDLERS,
             *cached.ROUTE_HANDLERS,
             *page.ROUTE_HANDLERS,

@@ -119,7 +119,8 @@ def start_writer(workdir: Path, env: dict[str, str], port: int | None = None) ->
 
 def start_regional(workdir: Path, env: dict[str, str], port: int | None = None) -> ServiceProcess:
     """A regional read node (`python -m regional`): `TESSERA_NATS_URL` of its region,
-    `TESSERA_WRITER_URL`, `TESSERA_JWT_SECRET`."""
+    `TESSERA_WRITER_URL`, and how it verifies fans' tokens (`TESSERA_JWKS_URL`, or the
+    development-only `TESSERA_JWT_SECRET`: docs/identity.md)."""
     return start_service("regional", workdir, env, port)
 
 

@@ -59,17 +59,19 @@ def check_admin(request: Request[Any, Any, Any]) -> None:
         ) from None
 
 
-async def read_body(request: Request[Any, Any, Any]) -> bytes:
+async def read_body(request: Request[Any, Any, Any], bytes_max: int = BODY_BYTES_MAX) -> bytes:
     body = await request.body()  # read before refusing: the client sees the 413, not a reset
-    check_body(len(body), body, request.headers.get("content-type"))
+    check_body(len(body), body, request.headers.get("content-type"), bytes_max)
     return body
 
 
-def check_body(size: int, body: bytes, content_type: str | None) -> None:
-    """413 for a body of `size` bytes over BODY_BYTES_MAX; 415 for a body that is not JSON (the
+def check_body(
+    size: int, body: bytes, content_type: str | None, bytes_max: int = BODY_BYTES_MAX
+) -> None:
+    """413 for a body of `size` bytes over `bytes_max`; 415 for a body that is not JSON (the
     write fast path, edge/fastwrites.py, applies the same rules)."""
-    if size > BODY_BYTES_MAX:
-        raise EdgeError(413, "payload_too_large", f"body over {BODY_BYTES_MAX} bytes")
+    if size > bytes_max:
+        raise EdgeError(413, "payload_too_large", f"body over {bytes_max} bytes")
     if body.strip():
         kind = (content_type or JSON).split(";")[0].strip().lower()
         if kind not in (JSON, "") and not kind.endswith("+json"):

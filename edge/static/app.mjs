@@ -487,9 +487,13 @@ async function pollTicket() {
   }
 }
 
+// The edge's refusals that a new place in this region's queue cures: no admission, one from
+// another region (the fan's traffic moved), or one for another event.
+const READMIT_CODES = new Set(['admission_required', 'admission_wrong_region', 'admission_wrong_event']);
+
 function writeFailed(error, where) {
   say(where, problem(error), true);
-  if (error.code === 'admission_required') {
+  if (READMIT_CODES.has(error.code)) {
     fan.admission = null;
     say('queue-status', 'Your admission is no longer valid: join the queue again.', true);
     updateButtons();
