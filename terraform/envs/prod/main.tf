@@ -130,6 +130,8 @@ module "writer" {
     # 8000 the service module's port.
     TESSERA_WRITER_ADVERTISE_URL = "http://{host}:8000"
   })
+  # ... and the writers must reach each other there.
+  peer_ingress = true
   secret_arns = {
     TESSERA_DATABASE_URL = module.database.writer_url_secret_arn
     TESSERA_REDIS_URL    = module.redis.url_secret_arns[local.hub_region]
@@ -140,6 +142,8 @@ module "writer" {
     {
       TESSERA_ADMIN_KEY              = var.app_secret_names.admin_key
       TESSERA_EDGE_WRITER_CREDENTIAL = var.app_secret_names.edge_writer_credential
+      TESSERA_TICKET_SIGNING_KEYS    = var.app_secret_names.ticket_signing_keys
+      TESSERA_DOOR_STAFF_KEYS        = var.app_secret_names.door_staff_keys
     },
     var.payment_provider == "stripe" ? {
       TESSERA_STRIPE_API_KEY        = var.app_secret_names.stripe_api_key

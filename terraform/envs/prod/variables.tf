@@ -89,8 +89,10 @@ variable "app_secret_names" {
     edge_writer_credential = string
     stripe_api_key         = string
     stripe_webhook_secret  = string
+    ticket_signing_keys    = string
+    door_staff_keys        = string
   })
-  description = "Secrets Manager names of the application secrets, one per purpose, created once and replicated to every region before the first apply (docs/operations.md, \"First deploy\"): TESSERA_ADMIN_KEY of the writer (admin_key: events, payments) and of the edges (edge_admin_key: the waiting rooms), TESSERA_ADMISSION_SECRET (the edges' waiting-room tickets and admission tokens), TESSERA_EDGE_WRITER_CREDENTIAL (the edges' writes to the writer), TESSERA_STRIPE_API_KEY and TESSERA_STRIPE_WEBHOOK_SECRET (the writer, when payment_provider is stripe). Names only: the values never pass through Terraform."
+  description = "Secrets Manager names of the application secrets, one per purpose, created once and replicated to every region before the first apply (docs/operations.md, \"First deploy\"): TESSERA_ADMIN_KEY of the writer (admin_key: events, payments) and of the edges (edge_admin_key: the waiting rooms), TESSERA_ADMISSION_SECRET (the edges' waiting-room tickets and admission tokens), TESSERA_EDGE_WRITER_CREDENTIAL (the edges' writes to the writer), TESSERA_STRIPE_API_KEY and TESSERA_STRIPE_WEBHOOK_SECRET (the writer, when payment_provider is stripe), TESSERA_TICKET_SIGNING_KEYS (the writer's Ed25519 ticket keys, docs/tickets.md) and TESSERA_DOOR_STAFF_KEYS (the door staff's scan credentials, by name). Names only: the values never pass through Terraform."
   default = {
     admin_key              = "tessera/prod/admin-key"
     edge_admin_key         = "tessera/prod/edge-admin-key"
@@ -98,10 +100,12 @@ variable "app_secret_names" {
     edge_writer_credential = "tessera/prod/edge-writer-credential"
     stripe_api_key         = "tessera/prod/stripe-api-key"
     stripe_webhook_secret  = "tessera/prod/stripe-webhook-secret"
+    ticket_signing_keys    = "tessera/prod/ticket-signing-keys"
+    door_staff_keys        = "tessera/prod/door-staff-keys"
   }
 
   validation {
-    condition     = alltrue([for name in values(var.app_secret_names) : can(regex("^[A-Za-z0-9/_+=.@-]{1,512}$", name))]) && length(distinct(values(var.app_secret_names))) == 6
+    condition     = alltrue([for name in values(var.app_secret_names) : can(regex("^[A-Za-z0-9/_+=.@-]{1,512}$", name))]) && length(distinct(values(var.app_secret_names))) == 8
     error_message = "app_secret_names: Secrets Manager names (letters, digits, /_+=.@-), a different secret for each purpose."
   }
 }

@@ -309,6 +309,21 @@ resource "aws_vpc_security_group_ingress_rule" "tasks_from_internal_lb" {
   referenced_security_group_id = aws_security_group.internal_lb[0].id
 }
 
+# Tasks of one service calling each other: a writer forwards a write to the writer holding the
+# event's lease, at the address that writer advertised (TESSERA_WRITER_ADVERTISE_URL), not through
+# the load balancer, which could hand it back to any writer.
+resource "aws_vpc_security_group_ingress_rule" "tasks_from_peers" {
+  count = var.peer_ingress ? 1 : 0
+
+  region                       = var.region
+  security_group_id            = aws_security_group.tasks.id
+  description                  = "Other tasks of this service (writers forwarding to the lease holder)"
+  ip_protocol                  = "tcp"
+  from_port                    = var.port
+  to_port                      = var.port
+  referenced_security_group_id = aws_security_group.tasks.id
+}
+
 # A Prometheus server in the VPC scrapes each task directly (one series per task, not per LB pick).
 resource "aws_vpc_security_group_ingress_rule" "tasks_internal_port" {
   for_each = local.has_int ? toset(var.internal_listener.ingress_cidrs) : toset([])

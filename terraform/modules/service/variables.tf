@@ -38,6 +38,12 @@ variable "image" {
   }
 }
 
+variable "peer_ingress" {
+  type        = bool
+  description = "Let the service's tasks reach each other on `port` (the writer: a write for an event another writer leases is forwarded to that writer's advertised address, docs/operations.md \"Several writers\")."
+  default     = false
+}
+
 variable "port" {
   type        = number
   description = "Port the tier listens on inside the task (--port)."

@@ -284,6 +284,8 @@ def test_each_secret_goes_only_where_it_is_used(env: str) -> None:
         "TESSERA_STRIPE_API_KEY": {"writer"},
         "TESSERA_STRIPE_WEBHOOK_SECRET": {"writer"},
         "TESSERA_EDGE_ORIGIN_SECRETS": {"edge"},
+        "TESSERA_TICKET_SIGNING_KEYS": {"writer"},
+        "TESSERA_DOOR_STAFF_KEYS": {"writer"},
     }
     for name, expected in holders.items():
         assert {tier for tier in tiers if name in secret[tier]} == expected, name
@@ -303,7 +305,19 @@ def test_each_secret_goes_only_where_it_is_used(env: str) -> None:
     variables = (ENVS / env / "variables.tf").read_text()
     assert "edge_admin_key         = string" in variables
     assert f'edge_admin_key         = "tessera/{env}/edge-admin-key"' in variables
-    assert "length(distinct(values(var.app_secret_names))) == 6" in variables
+    assert "length(distinct(values(var.app_secret_names))) == 8" in variables
+
+
+@pytest.mark.parametrize("env", ENV_NAMES)
+def test_writers_reach_each_other_to_forward_writes(env: str) -> None:
+    """Several writers: a write for an event another writer leases goes to that writer's
+    advertised address, so the writer tasks must admit each other on their port."""
+    assert _env_modules(env)["writer"].get("peer_ingress") is True
+    main = (MODULES / "service" / "main.tf").read_text()
+    rule = main.split('resource "aws_vpc_security_group_ingress_rule" "tasks_from_peers"')[1]
+    rule = rule.split("\n}\n")[0]
+    assert "referenced_security_group_id = aws_security_group.tasks.id" in rule
+    assert "from_port                    = var.port" in rule
 
 
 @pytest.mark.parametrize("env", ENV_NAMES)
