@@ -25,6 +25,7 @@ import uuid
 from typing import Any, Final
 
 from global_writer import errors
+from global_writer.metrics import ForwardingMetrics
 from global_writer.ownership import OwnedEvents, owner_url
 from global_writer.settings import Settings
 from tessera import contracts, limits
@@ -68,8 +69,9 @@ DROPPED_ANSWER_HEADERS: Final = frozenset(
 
 
 class Forwarding:
-    def __init__(self, settings: Settings, events: OwnedEvents) -> None:
+    def __init__(self, settings: Settings, events: OwnedEvents, metrics: ForwardingMetrics) -> None:
         self.region = settings.region
+        self.forwarded = metrics.forwarded
         self.me = settings.writer_id.encode("latin-1")
         self.events = events
         # Event → (the owner's URL, when to read the lease again).
@@ -152,9 +154,11 @@ class Forwarding:
         except HttpError as error:
             self.owners.pop(event_id, None)
             log.warning("forward of event %s to %s failed: %r", event_id, url, error)
+            self.forwarded.labels("failed").inc()
             message = "the event's writer did not answer; retry with the same Idempotency-Key"
             await asgi_error(send, errors.Unavailable(message, headers={"Retry-After": "1"}))
             return
+        self.forwarded.labels("answered").inc()
         if answer.status == 503:
             self.owners.pop(event_id, None)  # it may have lost the lease: read it again
         kept = [(n, v) for n, v in answer.headers if n not in DROPPED_ANSWER_HEADERS]

@@ -44,6 +44,21 @@ def metrics_middleware(app: ASGIApp) -> ASGIApp:
     return middleware
 
 
+class ForwardingMetrics:
+    """Writes this writer passed to the event's lease holder (global_writer/forwarding.py), by
+    result: `answered` (the owner's answer relayed, whatever its status) or `failed` (the owner
+    did not answer: 503 here). A steady `answered` rate means the load balancer spreads an
+    event's writes over writers that do not own it; `failed` rises while an owner dies."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.forwarded = Counter(
+            "tessera_writes_forwarded",
+            "Requests forwarded to the writer holding the event's lease, by result.",
+            ("result",),
+            registry=registry,
+        )
+
+
 class PruningMetrics:
     """Rows the pruner deleted (global_writer/pruning.py), by table: a closed set of labels."""
 

@@ -19,7 +19,7 @@ from global_writer.actor import Written
 from global_writer.connections import Connections
 from global_writer.flows import Flows
 from global_writer.forwarding import Forwarding
-from global_writer.metrics import PruningMetrics, ReconcileMetrics
+from global_writer.metrics import ForwardingMetrics, PruningMetrics, ReconcileMetrics
 from global_writer.mirror import HoldMirror
 from global_writer.ops import Batch
 from global_writer.ownership import OwnedEvents, keep_out_of_gc
@@ -84,7 +84,9 @@ class Writer:
             older_than_s=self.settings.reconcile_older_than_s,
         )
         self.flows.checkouts.signer = self.ticket_ring
-        self.forwarding = Forwarding(self.settings, self.events)
+        self.forwarding = Forwarding(
+            self.settings, self.events, ForwardingMetrics(self.metrics.registry)
+        )
         # Whatever a crash left unsent goes out before anything new.
         await relay_once(conns.engine, conns.js, 0)
         await self.tokens.refresh()  # the identity provider's keys before the first request

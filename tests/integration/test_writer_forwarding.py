@@ -150,10 +150,21 @@ async def test_writes_sent_to_every_writer_all_succeed(cluster: Cluster) -> None
         assert refused.status_code == 503, refused.text
         assert refused.headers["retry-after"] == "1"
         assert refused.json()["error"]["code"] == "unavailable"
+        # 8 holds, the replay, 4 orders, the extension and the release reached a non-owner.
+        forwarded = [await forwards(client, url) for url in cluster.urls]
+        assert forwarded[0] == 0, "the owner forwards nothing"
+        assert sum(forwarded) >= 15, forwarded
     # The request id went with the forwarded request: the owner logged it.
     await wait_logged(cluster.writers[0], '"request_id":"req-1"')
     report = audit(cluster.database_url)
     assert report.ok, report
+
+
+async def forwards(client: httpx.AsyncClient, url: str) -> float:
+    """The writer's `tessera_writes_forwarded_total{result="answered"}`."""
+    text = (await client.get(f"{url}/metrics")).text
+    prefix = 'tessera_writes_forwarded_total{result="answered"} '
+    return sum(float(line[len(prefix) :]) for line in text.splitlines() if line.startswith(prefix))
 
 
 async def wait_logged(writer: ServiceProcess, text: str, within_s: float = 5.0) -> None:
