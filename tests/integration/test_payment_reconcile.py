@@ -26,6 +26,7 @@ import msgspec
 import psycopg
 import pytest
 from litestar.testing import TestClient
+from payment_support import record_payment
 from stripe_support import API_KEY, LocalStripe, start_localstripe
 from writer_support import ROOM, WRITER_ADMIN_KEY, WRITER_JWT_SECRET, event_body
 
@@ -183,34 +184,8 @@ def claim(database_url: str, idem: Idem) -> None:
 
 
 def record(database_url: str, authorization: Authorization, status: str) -> None:
-    """A payment row as a checkout's batch writes it, on a hold of a minimal event."""
-    event_id, hold_id = uuid.uuid4(), uuid.uuid4()
-    order_id = None if status in ("void_pending", "voided") else uuid.uuid4()
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(
-            "INSERT INTO events (event_id, name, status, venue, onsale_at, hold_ttl_s,"
-            " per_user_limit, home_region) VALUES (%s, 'e', 'scheduled', '{}', now(), 60, 8, 'x')",
-            (event_id,),
-        )
-        conn.execute(
-            "INSERT INTO holds (hold_id, event_id, user_id, status, seat_count, seats, expires_at)"
-            " VALUES (%s, %s, 'ann', 'purchased', 1, '{S:A:1}', now())",
-            (hold_id, event_id),
-        )
-        conn.execute(
-            "INSERT INTO payments (payment_id, hold_id, order_id, user_id, provider, provider_ref,"
-            " amount_minor, currency, status) VALUES (%s, %s, %s, 'ann', %s, %s, %s, %s, %s)",
-            (
-                uuid.uuid4(),
-                hold_id,
-                order_id,
-                authorization.provider,
-                authorization.id,
-                authorization.amount_minor,
-                authorization.currency,
-                status,
-            ),
-        )
+    with_order = status not in ("void_pending", "voided")
+    record_payment(database_url, authorization, status, with_order=with_order)
 
 
 def reconcile(database_url: str, provider: PaymentProvider, *, apply: bool) -> Report:

@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 import pytest
 from litestar.testing import TestClient
+from payment_support import record_payment
 from stripe_support import API_KEY, LocalStripe, start_localstripe
 from writer_support import ROOM, WRITER_ADMIN_KEY, WRITER_JWT_SECRET, event_body
 
@@ -143,36 +144,8 @@ def localstripe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStrip
         server.stop()
 
 
-def record_payment(database_url: str, authorization: Authorization, status: str) -> uuid.UUID:
-    """A payment row as a checkout's batch writes it, on a hold of a minimal event."""
-    event_id, hold_id, payment_id = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
-    order_id = uuid.uuid4() if status == "authorized" else None
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(
-            "INSERT INTO events (event_id, name, status, venue, onsale_at, hold_ttl_s,"
-            " per_user_limit, home_region) VALUES (%s, 'e', 'scheduled', '{}', now(), 60, 8, 'x')",
-            (event_id,),
-        )
-        conn.execute(
-            "INSERT INTO holds (hold_id, event_id, user_id, status, seat_count, seats, expires_at)"
-            " VALUES (%s, %s, 'ann', 'purchased', 1, '{S:A:1}', now())",
-            (hold_id, event_id),
-        )
-        conn.execute(
-            "INSERT INTO payments (payment_id, hold_id, order_id, user_id, provider, provider_ref,"
-            " amount_minor, currency, status) VALUES (%s, %s, %s, 'ann', %s, %s, %s, %s, %s)",
-            (
-                payment_id,
-                hold_id,
-                order_id,
-                authorization.provider,
-                authorization.id,
-                authorization.amount_minor,
-                authorization.currency,
-                status,
-            ),
-        )
-    return payment_id
+def payment_row(database_url: str, authorization: Authorization, status: str) -> uuid.UUID:
+    return record_payment(database_url, authorization, status, with_order=status == "authorized")
 
 
 def settle(database_url: str, provider: StripeProvider) -> int:
@@ -209,7 +182,7 @@ def test_an_unreachable_provider_is_retried_later(
 ) -> None:
     migrate.upgrade(database_url)
     authorization = authorized(localstripe, "ann:retry")
-    record_payment(database_url, authorization, "authorized")
+    payment_row(database_url, authorization, "authorized")
     nowhere = f"http://127.0.0.1:{free_port()}"
     assert settle(database_url, stripe(nowhere)) == 1
     [(status, _, attempts, error)] = payments(database_url)
@@ -230,7 +203,7 @@ def test_a_refused_capture_ends_capture_failed(database_url: str, localstripe: L
             await provider.void(authorization)
 
     asyncio.run(void_at_the_provider())
-    record_payment(database_url, authorization, "authorized")
+    payment_row(database_url, authorization, "authorized")
     settle(database_url, stripe(localstripe.url))
     [(status, _, attempts, error)] = payments(database_url)
     assert (status, attempts) == ("capture_failed", 1)
@@ -248,7 +221,7 @@ def test_a_void_of_a_captured_authorization_becomes_a_refund(
             await provider.capture(authorization)
 
     asyncio.run(capture_at_the_provider())
-    record_payment(database_url, authorization, "void_pending")
+    payment_row(database_url, authorization, "void_pending")
     settle(database_url, stripe(localstripe.url))
     assert payments(database_url)[0][0] == "refund_pending"
     settle(database_url, stripe(localstripe.url))

@@ -33,6 +33,7 @@ import pytest
 import redis.asyncio as aioredis
 import stripe
 from litestar.testing import TestClient
+from payment_support import record_payment
 from stripe_support import API_KEY, WEBHOOK_SECRET, LocalStripe, start_localstripe
 from writer_support import writer_env
 
@@ -140,37 +141,9 @@ def claim(database_url: str, idem: Idem) -> None:
 def record(
     database_url: str, authorization: Authorization, status: str, *, due_in_s: float = 3_600
 ) -> None:
-    """A payment as a checkout's batch writes it, whose next settler attempt is `due_in_s` away
-    (a settler backing off after failures)."""
-    event_id, hold_id = uuid.uuid4(), uuid.uuid4()
-    order_id = None if status in ("void_pending", "voided") else uuid.uuid4()
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(
-            "INSERT INTO events (event_id, name, status, venue, onsale_at, hold_ttl_s,"
-            " per_user_limit, home_region) VALUES (%s, 'e', 'scheduled', '{}', now(), 60, 8, 'x')",
-            (event_id,),
-        )
-        conn.execute(
-            "INSERT INTO holds (hold_id, event_id, user_id, status, seat_count, seats, expires_at)"
-            " VALUES (%s, %s, 'ann', 'purchased', 1, '{S:A:1}', now())",
-            (hold_id, event_id),
-        )
-        conn.execute(
-            "INSERT INTO payments (payment_id, hold_id, order_id, user_id, provider, provider_ref,"
-            " amount_minor, currency, status, next_attempt_at)"
-            " VALUES (%s, %s, %s, 'ann', 'stripe', %s, %s, %s, %s,"
-            " now() + %s * interval '1 second')",
-            (
-                uuid.uuid4(),
-                hold_id,
-                order_id,
-                authorization.id,
-                authorization.amount_minor,
-                authorization.currency,
-                status,
-                due_in_s,
-            ),
-        )
+    """A payment whose next settler attempt is `due_in_s` away (a settler backing off)."""
+    with_order = status not in ("void_pending", "voided")
+    record_payment(database_url, authorization, status, with_order=with_order, due_in_s=due_in_s)
 
 
 def status_of(database_url: str, authorization: Authorization) -> str | None:
