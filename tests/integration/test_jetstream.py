@@ -36,7 +36,13 @@ def _by_name() -> tuple[StreamDefinition, KvDefinition]:
     definitions = load_definitions()
     streams = [d for d in definitions if isinstance(d, StreamDefinition)]
     buckets = [d for d in definitions if isinstance(d, KvDefinition)]
-    assert [d.name for d in streams] == ["ORDERS", "ORDERS_DEADLETTER", "SEATS"]
+    assert [d.name for d in streams] == [
+        "ORDERS",
+        "ORDERS_DEADLETTER",
+        "SEATS",
+        "WEBHOOKS",
+        "WEBHOOKS_DEADLETTER",
+    ]
     assert [d.bucket for d in buckets] == ["seatmap"]
     return streams[2], buckets[0]
 
@@ -73,6 +79,17 @@ def test_order_confirmation_streams() -> None:
     assert dead.retention == "limits"
     assert dead.subjects == ("orders.deadletter.*",)
     assert dead.max_age_s > orders.max_age_s
+
+
+def test_webhook_streams() -> None:
+    """Integrators' webhooks (docs/webhooks.md): a work queue apart from every other subject."""
+    streams = {d.name: d for d in load_definitions() if isinstance(d, StreamDefinition)}
+    hooks, dead = streams["WEBHOOKS"], streams["WEBHOOKS_DEADLETTER"]
+    assert hooks.retention == "workqueue"
+    assert hooks.subjects == ("webhooks.events.*", "webhooks.replay.*")
+    assert dead.retention == "limits"
+    assert dead.subjects == ("webhooks.deadletter.*",)
+    assert dead.max_age_s > hooks.max_age_s
 
 
 def _write(folder: Path, file_name: str, document: dict[str, Any] | str) -> Path:

@@ -260,7 +260,7 @@ def test_every_domain_fsyncs_every_write_and_regions_stay_read_only(tmp_path: Pa
     assert hub["jetstream"]["sync_interval"] == "always"  # docs/architecture.md §7.1
     assert region["jetstream"]["sync_interval"] == "always"
     (remote,) = region["leafnodes"]["remotes"]
-    assert remote["deny_exports"] == ["seats.>", "orders.>", "$KV.>"]
+    assert remote["deny_exports"] == ["seats.>", "orders.>", "webhooks.>", "$KV.>"]
     assert remote["ignore_discovered_servers"] is True
     users = {c["jetstream"]["domain"]: c["accounts"]["TESSERA"]["users"] for c in (hub, region)}
     assert "writer" in [u["user"] for u in users["hub"]]

@@ -104,7 +104,7 @@ def test_hub_and_region_documents() -> None:
         "ignore_discovered_servers": True,
         "urls": "$TESSERA_NATS_HUB_LEAF_URLS",
         "account": "TESSERA",
-        "deny_exports": ["seats.>", "orders.>", "$KV.>"],
+        "deny_exports": ["seats.>", "orders.>", "webhooks.>", "$KV.>"],
     }
 
 
