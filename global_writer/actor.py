@@ -47,6 +47,7 @@ from global_writer.ops import (
     HoldOp,
     Idem,
     LiveHold,
+    RefundOp,
     Released,
     ReleaseOp,
     Reply,
@@ -54,7 +55,8 @@ from global_writer.ops import (
 )
 from global_writer.outbox import OutboxMessage, Pending
 from global_writer.runtime import EventRuntime, StaleLease, reload_state
-from tessera import contracts, limits
+from global_writer.tickets import mark_orders
+from tessera import contracts, limits, webhooks
 from tessera.observability import Metrics
 
 log = logging.getLogger("global_writer.actor")
@@ -100,6 +102,10 @@ class Written:
     db_now: datetime | None = None
     bumped_at: datetime | None = None
     orders: list[tuple[SellOp, list[str], Buyer]] = field(default_factory=list)
+    # Refund op → the orders it refunded (those still confirmed when its batch committed), and
+    # each refunded order's fan and seats (for its `order.refunded` webhook).
+    refunded: dict[int, list[uuid.UUID]] = field(default_factory=dict)
+    refunded_orders: dict[uuid.UUID, tuple[str, list[str]]] = field(default_factory=dict)
 
 
 class Publisher(Protocol):
@@ -366,11 +372,15 @@ class EventActor:
         await self.write_holds(conn, plan, written, batch.holds)
         if batch.sells:
             await self.write_sells(conn, plan, written, batch.sells)
+        if batch.refunds:
+            await self.write_refunds(conn, plan, written, batch.refunds)
         pending: list[Pending] = []
         if plan.touched:
             await self.bump_versions(conn, plan, written)
             pending += self.deltas(plan, written)
             pending += self.order_events(written, plan.batch_id)
+            pending += self.sold_out(plan, written)
+            pending += self.refund_events(written)
         elif batch.changes_state:
             await self.check_lease(conn)
         written.outbox = await outbox.insert_many(conn, pending)
@@ -536,6 +546,33 @@ class EventActor:
             seat_ids = [runtime.seat_id(p, i) for p, i in hold.seats]
             written.orders.append((op, seat_ids, buyers[op.hold_id]))
 
+    async def write_refunds(
+        self, conn: AsyncConnection, plan: Plan, written: Written, refunds: list[RefundOp]
+    ) -> None:
+        """Every refund in one statement (batch_sql.REFUND_ORDERS), then the refunded orders'
+        tickets: their seats are back on sale in memory as in the database."""
+        wanted = [pair for op in refunds for pair in op.orders]
+        rows = await conn.execute(
+            batch_sql.REFUND_ORDERS,
+            {
+                "event_id": self.runtime.event_id,
+                "order_ids": [order_id for order_id, _ in wanted],
+                "hold_ids": [hold_id for _, hold_id in wanted],
+            },
+        )
+        positions = self.runtime.positions
+        done: set[uuid.UUID] = set()
+        for order_id, section_id, index, user_id, buyer, seats in rows:
+            done.add(order_id)
+            written.refunded_orders[order_id] = (buyer, list(seats))
+            if section_id is not None:
+                plan.set_state(positions[section_id], index, AVAILABLE)
+                written.freed.append((section_id, index, user_id))
+        if done:
+            await mark_orders(conn, sorted(done), "refunded")
+        for op in refunds:
+            written.refunded[id(op)] = [order_id for order_id, _ in op.orders if order_id in done]
+
     async def check_lease(self, conn: AsyncConnection) -> None:
         """The fencing check of a batch that touched no section (only extensions, or sales that
         all failed): at SERIALIZABLE, reading the lease orders the batch before any takeover."""
@@ -600,6 +637,55 @@ class EventActor:
                 )
             )
         return pending
+
+    def refund_events(self, written: Written) -> list[Pending]:
+        """The `order.refunded` webhook (docs/webhooks.md) of each order the batch refunded, in
+        the refund's transaction; its id is the order's, so it is announced once."""
+        runtime = self.runtime
+        if not written.refunded_orders:
+            return []
+        assert written.db_now is not None
+        headers = {contracts.HEADER_EVENT: str(runtime.event_id)}
+        subject = webhooks.events_subject(str(runtime.event_id))
+        pending = []
+        for order_id, (user_id, seats) in written.refunded_orders.items():
+            event = webhooks.WebhookEvent(
+                id=f"order.refunded.{order_id}",
+                type="order.refunded",
+                created=written.db_now,
+                data={
+                    "order_id": str(order_id),
+                    "event_id": str(runtime.event_id),
+                    "user_id": user_id,
+                    "seats": seats,
+                    "refunded_at": written.db_now.isoformat(),
+                },
+            )
+            pending.append(Pending(subject, event.id, headers, webhooks.encoder.encode(event)))
+        return pending
+
+    def sold_out(self, plan: Plan, written: Written) -> list[Pending]:
+        """The `event.sold_out` webhook (docs/webhooks.md) when this batch's sales leave no seat
+        available or held, in the sale's transaction. Its Nats-Msg-Id is the event's, so the
+        relay's republishes fold into one; the dispatcher's markers stop a second delivery."""
+        runtime = self.runtime
+        # The engine's count is cheap and already excludes held seats: most batches stop here.
+        if not written.orders or runtime.seats.available_count:
+            return []
+        for position in range(runtime.seats.section_count):
+            states = plan.states.get(position) or runtime.seats.states(position)
+            if AVAILABLE in states or HELD in states:
+                return []
+        assert written.db_now is not None
+        event = webhooks.WebhookEvent(
+            id=f"event.sold_out.{runtime.event_id}",
+            type="event.sold_out",
+            created=written.db_now,
+            data={"event_id": str(runtime.event_id), "name": runtime.name},
+        )
+        headers = {contracts.HEADER_EVENT: str(runtime.event_id)}
+        subject = webhooks.events_subject(str(runtime.event_id))
+        return [Pending(subject, event.id, headers, webhooks.encoder.encode(event))]
 
     async def bump_versions(self, conn: AsyncConnection, plan: Plan, written: Written) -> None:
         runtime = self.runtime
@@ -733,6 +819,8 @@ class EventActor:
             extend.future.set_result(written.replies[id(extend)])
         for sell in batch.sells:
             sell.future.set_result(written.replies[id(sell)])
+        for refund in batch.refunds:
+            refund.future.set_result(written.refunded[id(refund)])
 
     def due_snapshots(self, written: Written) -> dict[str, bytes]:
         runtime = self.runtime
@@ -821,8 +909,10 @@ def pick(plan: Plan, holds: list[HoldOp]) -> None:
     for op in holds:
         wanted = len(op.seats) if op.seats is not None else op.quantity
         have = runtime.user_seats.get(op.user_id, 0) + plan.added[op.user_id]
-        if have + wanted > runtime.per_user_limit:
-            op.failure = over_limit(runtime.per_user_limit, have)
+        # A presale wave's own limit is checked here only (the database holds the event's).
+        limit = min(op.seat_limit or runtime.per_user_limit, runtime.per_user_limit)
+        if have + wanted > limit:
+            op.failure = over_limit(limit, have)
             continue
         chosen = choose(runtime, op)
         if chosen is None:

@@ -11,10 +11,13 @@ from litestar.openapi import OpenAPIConfig
 from global_writer import errors
 from global_writer.controllers.admin import AdminController
 from global_writer.controllers.events import EventsController
+from global_writer.controllers.events_admin import EventsAdminController
 from global_writer.controllers.health import readiness
 from global_writer.controllers.holds import HoldsController
 from global_writer.controllers.me import MeController
+from global_writer.controllers.me_orders import MeOrdersController
 from global_writer.controllers.orders import OrdersController
+from global_writer.controllers.orders_admin import OrdersAdminController
 from global_writer.controllers.payments_admin import PaymentsAdminController
 from global_writer.controllers.stripe_webhook import StripeWebhookController
 from global_writer.controllers.tickets import TicketsController
@@ -53,10 +56,13 @@ def create_app(
         route_handlers=[
             AdminController,
             EventsController,
+            EventsAdminController,
             HoldsController,
             OrdersController,
             PaymentsAdminController,
             MeController,
+            MeOrdersController,
+            OrdersAdminController,
             TicketsController,
             # Stripe's webhook exists only where Stripe is the provider (docs/payments.md).
             *([StripeWebhookController] if writer.settings.payment_provider == "stripe" else []),

@@ -226,6 +226,49 @@ SELL_HOLDS: Final = sa.text(
     _array("ticket_issued", sa.DateTime(timezone=True)),
 )
 
+# Refunds (global_writer/refunds.py): each confirmed order becomes `refunded`, its hold
+# `refunded`, its seats' claims are deleted (back on sale) and leave their fan's count, and its
+# payment goes back to the settler: a captured one to `refund_pending` (the provider refunds it
+# under the key `refund-{payment_id}`), one not captured yet to `void_pending` (voided, or
+# refunded if the capture won the race: the saga's own path). The tickets are marked by
+# `tickets.mark_orders` in the same transaction. Returns each order refunded (with its fan and
+# seats), once per seat freed.
+REFUND_ORDERS: Final = sa.text(
+    "WITH refunded AS ("
+    " UPDATE orders SET status = 'refunded', refunded_at = now()"
+    " FROM unnest(:order_ids, :hold_ids) AS r (order_id, hold_id)"
+    " WHERE orders.order_id = r.order_id AND orders.order_id = ANY(:order_ids)"
+    " AND orders.hold_id = r.hold_id AND orders.event_id = :event_id"
+    " AND orders.status = 'confirmed'"
+    " RETURNING orders.order_id, orders.hold_id, orders.user_id, orders.seats"
+    "), ended AS ("
+    " UPDATE holds SET status = 'refunded' FROM refunded"
+    " WHERE holds.hold_id = refunded.hold_id AND holds.hold_id = ANY(:hold_ids)"
+    " AND holds.status = 'purchased'"
+    "), freed AS ("
+    " DELETE FROM seat_claims USING refunded WHERE seat_claims.hold_id = refunded.hold_id"
+    " AND seat_claims.hold_id = ANY(:hold_ids) AND seat_claims.state = 'sold'"
+    " RETURNING seat_claims.hold_id, seat_claims.section_id, seat_claims.seat_index,"
+    " seat_claims.user_id"
+    "), uncounted AS ("
+    " UPDATE fan_seats SET seats = fan_seats.seats - f.seats"
+    " FROM (SELECT user_id, count(*) AS seats FROM freed GROUP BY user_id) AS f"
+    " WHERE fan_seats.event_id = :event_id AND fan_seats.user_id = f.user_id"
+    "), repaid AS ("
+    " UPDATE payments SET status = CASE payments.status WHEN 'captured' THEN 'refund_pending'"
+    " ELSE 'void_pending' END, next_attempt_at = now(), updated_at = now()"
+    " FROM refunded WHERE payments.order_id = refunded.order_id"
+    " AND payments.order_id = ANY(:order_ids) AND payments.status IN ('captured', 'authorized')"
+    ")"
+    " SELECT refunded.order_id, freed.section_id, freed.seat_index, freed.user_id,"
+    " refunded.user_id, refunded.seats"
+    " FROM refunded LEFT JOIN freed ON freed.hold_id = refunded.hold_id"
+).bindparams(
+    sa.bindparam("event_id", type_=UUID),
+    _array("order_ids", UUID),
+    _array("hold_ids", UUID),
+)
+
 # The fencing check: versions move only while this writer's lease (owner and epoch) is current.
 # `now()` is the transaction's timestamp, the one the holds' deadlines were computed from;
 # clock_timestamp() is when the bump ran, at the end of the batch: the change feed's commit time.

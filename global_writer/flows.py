@@ -17,7 +17,7 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from global_writer import checkout, errors, idempotency, outbox, replies
+from global_writer import checkout, errors, event_admin, idempotency, outbox, presales, replies
 from global_writer.actor import Publisher
 from global_writer.connections import Connections
 from global_writer.db import tables as t
@@ -56,10 +56,13 @@ class Flows:
 
     async def hold(self, user_id: str, event_id: uuid.UUID, body: CreateHold, idem: Idem) -> Reply:
         handle = await self.events.handle(event_id)
-        op = hold_op(handle.runtime, user_id, body, idem)
+        op, admission = hold_op(handle.runtime, user_id, body, idem)
         if not handle.runtime.owner:
             # No actor to claim the key: a replay is still answered, anything else is a 503.
             return await self.run_idempotent(idem, lambda: handle.actor.submit(op))
+        if admission is not None and admission.code_hash is not None:
+            # In its own transaction, before the hold is queued (global_writer/presales.py).
+            await presales.redeem(self.conns.engine, event_id, admission, user_id)
         # The event's actor claims the key with the rest of its batch's (one statement), then
         # runs the hold; a failure after the claim frees the key, as `run_effect` does.
         op.claim_key = True
@@ -77,7 +80,7 @@ class Flows:
         replay = await idempotency.begin_existing(self.conns.keys_engine, idem)
         if replay is not None:
             return replay.reply
-        retry = hold_op(handle.runtime, user_id, body, idem)
+        retry, _ = hold_op(handle.runtime, user_id, body, idem)
         return await self.run_effect(idem, lambda: handle.actor.submit(retry))
 
     async def extend(
@@ -118,6 +121,7 @@ class Flows:
         if live is None or live.user_id != user_id:
             ended = await self.ended_hold(user_id, event_id, body.hold_id)
             return await self.run_idempotent(idem, lambda: self.answer_now(idem, ended))
+        event_admin.check_sales(handle.runtime, buying=True)  # a closed event sells nothing
         handle.actor.check_capacity()  # before the payment is authorized, not after
         return await self.run_idempotent(
             idem, lambda: self.checkouts.buy(handle, user_id, body, idem)
@@ -263,6 +267,7 @@ class Flows:
                 f"onsale_at must be in the years {limits.onsale_at_year_min}"
                 f"-{limits.onsale_at_year_max}"
             )
+        presales.validate(body.presales, venue, body.onsale_at, body.per_user_limit)
         event_id = uuid.uuid4()
         info = contracts.EventInfo(
             event_id=event_id,
@@ -276,6 +281,7 @@ class Flows:
 
         async def write(conn: AsyncConnection) -> outbox.OutboxMessage:
             await insert_event(conn, event_id, body, venue)
+            await presales.insert(conn, event_id, body.presales)
             # Readers learn the event's layout from the change feed, never from the database.
             return await outbox.insert(
                 conn,
@@ -305,6 +311,7 @@ async def insert_event(
             hold_ttl_s=body.hold_ttl_s,
             per_user_limit=body.per_user_limit,
             home_region=body.home_region,
+            fan_cancel_window_s=body.fan_cancel_window_s,
         )
     )
     await conn.execute(
@@ -321,11 +328,39 @@ async def insert_event(
     )
 
 
-def hold_op(runtime: EventRuntime, user_id: str, body: CreateHold, idem: Idem) -> HoldOp:
+def hold_op(
+    runtime: EventRuntime, user_id: str, body: CreateHold, idem: Idem
+) -> tuple[HoldOp, presales.Admission | None]:
+    """The hold's operation, and the presale wave admitting it (None in the general sale)."""
     if (body.seats is None) == (body.best_available is None):
         raise errors.InvalidRequest("give exactly one of `seats` and `best_available`")
-    if not runtime.on_sale(datetime.now(UTC)):
+    admission = presale_admission(runtime, user_id, body)
+    event_admin.check_sales(runtime, buying=False)
+    op = sale_op(runtime, user_id, body, idem)
+    if admission is not None:
+        presales.restrict(op, admission, runtime.section_ids)
+    return op, admission
+
+
+def presale_admission(
+    runtime: EventRuntime, user_id: str, body: CreateHold
+) -> presales.Admission | None:
+    now = datetime.now(UTC)
+    if runtime.on_sale(now):
+        return None
+    if not runtime.presales:
         raise errors.NotOnSale(f"on sale from {runtime.onsale_at.isoformat()}")
+    return presales.admit(
+        runtime.presales,
+        runtime.positions,
+        runtime.event_id,
+        user_id=user_id,
+        code=body.presale_code,
+        now=now,
+    )
+
+
+def sale_op(runtime: EventRuntime, user_id: str, body: CreateHold, idem: Idem) -> HoldOp:
     if body.seats is not None:
         if len(body.seats) > limits.seats_per_hold_max:
             raise errors.InvalidRequest(

@@ -66,6 +66,8 @@ class HoldOp(Op):
     within: list[int] | None = None
     adjacent: bool = True
     idem: Idem | None = None
+    # A presale wave's per-fan limit (global_writer/presales.py), below the event's; 0: none.
+    seat_limit: int = 0
     hold_id: uuid.UUID = field(default_factory=uuid.uuid4)
     picked: list[tuple[int, int]] = field(default_factory=list)
     failure: errors.WriterError | None = None
@@ -108,7 +110,15 @@ class SellOp(Op):
     tickets: list[IssuedTicket] = field(default_factory=list)
 
 
-AnyOp = HoldOp | ReleaseOp | ExtendOp | SellOp
+@dataclass(eq=False)
+class RefundOp(Op):
+    """Refund confirmed orders of the event (global_writer/refunds.py): each order with its
+    hold, whose seats go back on sale. Resolves to the orders actually refunded."""
+
+    orders: list[tuple[uuid.UUID, uuid.UUID]]  # (order_id, hold_id)
+
+
+AnyOp = HoldOp | ReleaseOp | ExtendOp | SellOp | RefundOp
 
 
 @dataclass
@@ -119,6 +129,7 @@ class Batch:
     releases: list[ReleaseOp] = field(default_factory=list)
     extends: list[ExtendOp] = field(default_factory=list)
     sells: list[SellOp] = field(default_factory=list)
+    refunds: list[RefundOp] = field(default_factory=list)
 
     @classmethod
     def of(cls, ops: list[AnyOp]) -> Batch:
@@ -133,13 +144,21 @@ class Batch:
                     batch.extends.append(op)
                 case SellOp():
                     batch.sells.append(op)
+                case RefundOp():
+                    batch.refunds.append(op)
         return batch
 
     def ops(self) -> list[AnyOp]:
-        return [*self.holds, *self.releases, *self.extends, *self.sells]
+        return [*self.holds, *self.releases, *self.extends, *self.sells, *self.refunds]
 
     def __len__(self) -> int:
-        return len(self.holds) + len(self.releases) + len(self.extends) + len(self.sells)
+        return (
+            len(self.holds)
+            + len(self.releases)
+            + len(self.extends)
+            + len(self.sells)
+            + len(self.refunds)
+        )
 
     @property
     def changes_state(self) -> bool:
@@ -149,6 +168,7 @@ class Batch:
             self.releases
             or self.extends
             or self.sells
+            or self.refunds
             or any(op.failure is None for op in self.holds)
         )
 

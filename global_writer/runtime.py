@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 import tessera_core as tc
 from global_writer import errors
+from global_writer import presales as waves
 from global_writer.db import tables as t
 from global_writer.db.retry import run_transaction
 from global_writer.ops import LiveHold
@@ -49,6 +50,9 @@ class EventRuntime:
     section_ids: list[str]
     lease_epoch: int
     owner: bool = True
+    # `events.status`: `paused` refuses new holds, `closed` holds and checkouts too
+    # (global_writer/event_admin.py).
+    status: str = "scheduled"
     user_seats: dict[str, int] = field(default_factory=dict)
     # Every active hold this writer committed (ops.LiveHold), by id.
     holds: dict[uuid.UUID, LiveHold] = field(default_factory=dict)
@@ -60,7 +64,11 @@ class EventRuntime:
     snapshot_versions: dict[int, int] = field(default_factory=dict)
     snapshot_times: dict[int, float] = field(default_factory=dict)
     positions: dict[str, int] = field(default_factory=dict)
+    # Presale waves before `onsale_at`, by start (global_writer/presales.py).
+    presales: list[waves.Wave] = field(default_factory=list)
     _event_document: bytes | None = None
+    # What the cached document says of the sale (on sale, active wave): rebuilt when it changes.
+    _document_phase: tuple[bool, str | None] = (False, None)
 
     @functools.cached_property
     def currency(self) -> str:
@@ -107,8 +115,12 @@ class EventRuntime:
 
     def document(self) -> bytes:
         """`GET /v1/events/{id}`: built once, the venue never changes."""
-        if self._event_document is None:
+        now = datetime.now(self.onsale_at.tzinfo)
+        wave = waves.active_wave(self.presales, now)
+        phase = (self.on_sale(now), None if wave is None else wave.wave_id)
+        if self._event_document is None or phase != self._document_phase:
             self._event_document = msgspec.json.encode(event_view(self))
+            self._document_phase = phase
         return self._event_document
 
 
@@ -154,6 +166,17 @@ def event_view(runtime: EventRuntime) -> dict[str, Any]:
         "currency_exponent": runtime.currency_exponent,
         "price_tiers": tiers,
         "sections": sections,
+        **presale_view(runtime),
+    }
+
+
+def presale_view(runtime: EventRuntime) -> dict[str, Any]:
+    """The waves and the one open now (docs/presales.md); none once the general sale is open."""
+    now = datetime.now(runtime.onsale_at.tzinfo)
+    wave = None if runtime.on_sale(now) else waves.active_wave(runtime.presales, now)
+    return {
+        "presales": [each.view() for each in runtime.presales],
+        "active_presale": None if wave is None else wave.view(),
     }
 
 
@@ -225,6 +248,7 @@ async def load_event(engine: AsyncEngine, event_id: uuid.UUID, owner: str) -> Ev
 
     row, epoch, versions, claims, active = await run_transaction(engine, work)
     runtime = build_runtime(row, epoch)
+    runtime.presales = await run_transaction(engine, lambda conn: waves.load(conn, event_id))
     restore_claims(runtime, claims, versions)
     restore_holds(runtime, active)
     return runtime
@@ -296,6 +320,7 @@ def build_runtime(row: Any, epoch: int) -> EventRuntime:
         seats=seats,
         section_ids=[layout.section_id for layout in venue.layouts],
         lease_epoch=epoch,
+        status=row.status,
         scratch=[tc.Section(layout.row_lengths, layout.row_ranks) for layout in venue.layouts],
         positions={layout.section_id: p for p, layout in enumerate(venue.layouts)},
     )

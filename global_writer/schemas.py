@@ -23,6 +23,48 @@ class Strict(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     pass
 
 
+PresaleCode = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=limits.presale_code_chars_min,
+        max_length=limits.presale_code_chars_max,
+        pattern=r"^[A-Za-z0-9_-]+$",
+    ),
+]
+
+
+class PresaleCodeSpec(Strict, frozen=True, kw_only=True):
+    code: PresaleCode
+    # How many fans the code admits (a fan counts once; docs/presales.md).
+    uses_max: Annotated[int, msgspec.Meta(ge=1, le=limits.presale_code_uses_max)]
+
+
+class PresaleAccess(Strict, frozen=True, kw_only=True):
+    """Exactly one of `codes` and `eligible_users` (global_writer/presales.py checks)."""
+
+    codes: Annotated[list[PresaleCodeSpec], msgspec.Meta(max_length=limits.presale_codes_max)] = []
+    eligible_users: Annotated[
+        list[contracts.UserId], msgspec.Meta(max_length=limits.presale_eligible_users_max)
+    ] = []
+
+
+class PresaleWave(Strict, frozen=True, kw_only=True):
+    """One presale wave of an event (docs/presales.md): its own window before the general sale,
+    its own fans (by code or by list), per-fan limit and sections."""
+
+    wave_id: Annotated[
+        str,
+        msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=limits.presale_wave_id_chars_max),
+    ]
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=limits.presale_name_chars_max)]
+    starts_at: Annotated[datetime, msgspec.Meta(tz=True)]
+    ends_at: Annotated[datetime, msgspec.Meta(tz=True)]
+    per_user_limit: Annotated[int, msgspec.Meta(ge=1, le=limits.per_user_limit_max)]
+    # Empty: every section of the venue.
+    section_ids: Annotated[list[SectionId], msgspec.Meta(max_length=limits.event_sections_max)] = []
+    access: PresaleAccess
+
+
 class CreateEvent(Strict, frozen=True, kw_only=True):
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=limits.venue_name_chars_max)]
     venue: VenueSpec
@@ -30,6 +72,10 @@ class CreateEvent(Strict, frozen=True, kw_only=True):
     hold_ttl_s: Annotated[int, msgspec.Meta(ge=limits.hold_ttl_s_min, le=limits.hold_ttl_s_max)]
     per_user_limit: Annotated[int, msgspec.Meta(ge=1, le=limits.per_user_limit_max)]
     home_region: Region
+    # How long after buying a fan may cancel their own order (0: never; docs/api.md).
+    fan_cancel_window_s: Annotated[int, msgspec.Meta(ge=0, le=limits.fan_cancel_window_s_max)] = 0
+    # Presale waves before `onsale_at` (docs/presales.md); none: the general sale only.
+    presales: Annotated[list[PresaleWave], msgspec.Meta(max_length=limits.presale_waves_max)] = []
 
 
 class BestAvailable(Strict, frozen=True, kw_only=True):
@@ -43,6 +89,8 @@ class CreateHold(Strict, frozen=True, kw_only=True):
 
     seats: Annotated[list[SeatId], msgspec.Meta(min_length=1, max_length=10_000)] | None = None
     best_available: BestAvailable | None = None
+    # A presale wave's access code (docs/presales.md); ignored once the general sale is open.
+    presale_code: PresaleCode | None = None
 
 
 class CreateOrder(Strict, frozen=True, kw_only=True):

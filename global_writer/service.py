@@ -127,5 +127,5 @@ class Writer:
 
     def after_commit(self, runtime: EventRuntime, written: Written, batch: Batch) -> None:
         self.mirror.after_commit(runtime, written, batch)
-        if batch.sells:
+        if batch.sells or batch.refunds:
             self.settler.notify()

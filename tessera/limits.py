@@ -56,6 +56,16 @@ idempotency_key_ttl_s: Final = 24 * 3_600
 # An in-flight key older than this belongs to a request that died; its effect never committed
 # (the effect and the key's completion share one transaction), so the key may be reused.
 idempotency_in_flight_s_max: Final = 30
+# GET /v1/me/orders (global_writer/refunds.py): orders per page at most, and the longest cursor
+# accepted (the one the API gives is about 90 characters).
+orders_page_size_max: Final = 100
+orders_cursor_chars_max: Final = 256
+# How long after buying an event may let fans cancel their own orders (30 days at most), and
+# how many orders one step of an event's cancellation refunds (one statement per step).
+fan_cancel_window_s_max: Final = 30 * 24 * 3_600
+refund_batch_orders_max: Final = 500
+# `tessera report` waits this long for an event's sales report (one read of its claims).
+report_request_timeout_s: Final = 120.0
 
 # --- global writer: group commit ---
 # Requests arriving within this window go into one transaction (docs/architecture.md §3: 1-5 ms).
@@ -491,6 +501,16 @@ notify_fetch_timeout_s: Final = 1.0
 notify_drain_s: Final = 5.0
 # Webhook response bodies read for an error message.
 notify_webhook_body_bytes_max: Final = 4 * 1024
+# Integrators' webhooks (notifier/webhooks.py, docs/webhooks.md): endpoints one deployment is
+# configured with (each event is one delivery per endpoint, so this bounds the fan-out).
+webhook_endpoints_max: Final = 16
+# An endpoint's signing secret: at least 128 bits of a hex or base64 secret.
+webhook_secret_chars_min: Final = 24
+webhook_secret_chars_max: Final = 256
+# Deliveries of one event to one endpoint before it is dead-lettered (bound on the setting).
+webhook_attempts_max: Final = 50
+# One POST to an endpoint, connection to last byte; bounded below the consumer's AckWait.
+webhook_timeout_s_max: Final = 30
 # The local mail catcher keeps this many messages (oldest dropped first) and this size each.
 mailcatcher_messages_max: Final = 10_000
 mailcatcher_message_bytes_max: Final = 1024 * 1024
@@ -600,3 +620,17 @@ door_scan_body_bytes_max: Final = 2_048
 # A scanner caches the published verification keys this long (Cache-Control of GET
 # /v1/tickets/keys): a key published before it signs reaches every scanner within this time.
 ticket_keys_max_age_s: Final = 300
+
+# --- presales (global_writer/presales.py, docs/presales.md) ---
+# Waves of an event (fan club, card holders…), each before the general sale (`onsale_at`).
+presale_waves_max: Final = 8
+presale_wave_id_chars_max: Final = 32
+presale_name_chars_max: Final = 100
+# Access codes of one wave, and a code's length (codes are stored as their SHA-256 only).
+presale_codes_max: Final = 1_000
+presale_code_chars_min: Final = 4
+presale_code_chars_max: Final = 64
+# How many fans one code admits (each fan counts once, however many holds they make).
+presale_code_uses_max: Final = 1_000_000
+# Fans listed for one wave (kept in the writer's memory while the event is open).
+presale_eligible_users_max: Final = 10_000

@@ -204,6 +204,18 @@ class SectionDocument(msgspec.Struct):
     rows: list[RowDocument]
 
 
+class PresaleDocument(msgspec.Struct):
+    """A presale wave as fans see it (docs/presales.md): never its codes nor its fans."""
+
+    wave_id: str
+    name: str
+    starts_at: datetime
+    ends_at: datetime
+    per_user_limit: int
+    section_ids: list[str]  # empty: every section
+    code_required: bool  # false: the wave is for listed fans
+
+
 class EventDocument(msgspec.Struct):
     """`GET /v1/events/{event_id}` (global_writer/runtime.py `event_view`; the edge caches it)."""
 
@@ -218,6 +230,8 @@ class EventDocument(msgspec.Struct):
     currency_exponent: int  # ISO 4217 minor unit: amount / 10**exponent is the price
     price_tiers: list[PriceTierDocument]
     sections: list[SectionDocument]
+    presales: list[PresaleDocument]  # by start; every wave ends by onsale_at
+    active_presale: PresaleDocument | None  # the wave open now, if any
 
 
 def seat_map(description: str) -> type[Operation]:

@@ -12,7 +12,10 @@ In the writer's database, by queries (`audit`):
 - money (docs/payments.md, the payment saga): every confirmed order has exactly one payment,
   for its amount, captured (or still on its way, within `limits.audit_payment_settle_s_max`);
   no money was taken without an order (a capture with no confirmed order); no authorization is
-  left open (to capture, void or refund) past that bound; no capture failed.
+  left open (to capture, void or refund) past that bound; no capture failed; every refunded
+  order has exactly one payment, given back (refunded, or voided before capture) or on its way
+  back (a refund is due within the bound from the order's refund, not from its sale);
+- no refunded order has a valid ticket left.
 (No seat is *claimed* twice by construction: that is `seat_claims`' primary key.)
 
 For one event across the tiers (`audit_event`, which runs the queries above for that event too):
@@ -86,6 +89,11 @@ QUERIES: dict[str, str] = {
         WHERE (%(event)s::uuid IS NULL OR c.event_id = %(event)s::uuid)
         GROUP BY c.event_id, c.user_id, e.per_user_limit
         HAVING count(*) > e.per_user_limit""",
+    "refunded_order_ticket_valid": """
+        SELECT t.ticket_id, t.order_id, t.seat FROM tickets t
+        JOIN orders o ON o.order_id = t.order_id
+        WHERE o.status = 'refunded' AND t.status = 'valid'
+          AND (%(event)s::uuid IS NULL OR o.event_id = %(event)s::uuid)""",
 }
 # The money checks: `%(settle_s)s` is how long a payment may still be on its way to its end.
 MONEY_QUERIES: dict[str, str] = {
@@ -112,9 +120,18 @@ MONEY_QUERIES: dict[str, str] = {
     "authorization_left_open": """
         SELECT p.payment_id, p.status, p.attempts, p.last_error FROM payments p
         JOIN holds h ON h.hold_id = p.hold_id
+        LEFT JOIN orders o ON o.order_id = p.order_id
         WHERE (%(event)s::uuid IS NULL OR h.event_id = %(event)s::uuid)
           AND p.status IN ('authorized', 'void_pending', 'refund_pending')
-          AND p.created_at < now() - %(settle_s)s * interval '1 second'""",
+          AND coalesce(o.refunded_at, p.created_at)
+              < now() - %(settle_s)s * interval '1 second'""",
+    "refunded_order_not_refunded_once": """
+        SELECT o.order_id, count(p.payment_id), array_agg(p.status)
+        FROM orders o LEFT JOIN payments p ON p.order_id = o.order_id
+        WHERE o.status = 'refunded' AND (%(event)s::uuid IS NULL OR o.event_id = %(event)s::uuid)
+        GROUP BY o.order_id
+        HAVING count(p.payment_id) <> 1
+            OR bool_or(p.status NOT IN ('refund_pending', 'refunded', 'void_pending', 'voided'))""",
     "capture_failed": """
         SELECT p.payment_id, p.order_id, p.last_error FROM payments p
         JOIN holds h ON h.hold_id = p.hold_id

@@ -7,8 +7,10 @@
     tessera up | status [--json] | down | friends add USER FRIEND | notifier   (cli_stack.py)
     tessera audit [--event ID] [--database-url URL] …      (tessera_ops/audit.py)
     tessera payments reconcile [--apply] [--older-than-s S] (cli_payments.py)
+    tessera report --event ID [--csv | --json]              (cli_report.py)
     tessera onsale [--fans N] [--json] …                   (tessera_ops/onsale.py)
     tessera jetstream apply [--regional --hub-domain D] [--replicas N]   (cli_jetstream.py)
+    tessera webhooks replay [--endpoint ID] [--limit N] [--dry-run]      (cli_webhooks.py)
 
 Exit codes: 0 success, 1 I/O error, 2 usage error, invalid venue, or a missing or short secret.
 """
@@ -31,7 +33,9 @@ from tessera_ops import (
     audit,
     cli_jetstream,
     cli_payments,
+    cli_report,
     cli_stack,
+    cli_webhooks,
     onsale,
     stackfile,
     venue_gen,
@@ -201,9 +205,11 @@ def _parser() -> argparse.ArgumentParser:
 
     audit.register(commands)
     cli_payments.register(commands)
+    cli_report.register(commands)
     onsale.register(commands)
     cli_stack.register(commands)
     cli_jetstream.register(commands)
+    cli_webhooks.register(commands)
     return parser
 
 

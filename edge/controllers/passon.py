@@ -10,12 +10,19 @@ holds none of those secrets."""
 from __future__ import annotations
 
 from typing import Any, Final, Literal
+from urllib.parse import urlencode
 
 from litestar import Request, Response, get, post
 from litestar.params import FromPath, FromQuery
 
 from edge.controllers import read_body
-from edge.controllers.writes import WRITER_ANSWER, WRITER_BODY, fan_read, parse_uuid
+from edge.controllers.writes import (
+    WRITER_ANSWER,
+    WRITER_BODY,
+    fan_read,
+    guarded_write,
+    parse_uuid,
+)
 from edge.fans import admit_rate
 from edge.passthrough import WriterProxy, forwarded_headers, wire
 from edge.settings import RouteClass
@@ -113,4 +120,40 @@ async def ticket_qr(
     return await fan_read(request, path)
 
 
-ROUTE_HANDLERS = [ticket_keys, scan_ticket, stripe_webhook, order_tickets, ticket_qr]
+@get(
+    "/v1/me/orders",
+    summary="My orders, newest first (owner; from the writer)",
+    operation_class=documented({200: WRITER_ANSWER}),
+)
+async def my_orders(
+    request: Request[Any, Any, Any],
+    limit: FromQuery[int | None] = None,
+    cursor: FromQuery[str | None] = None,
+) -> Response[bytes]:
+    # Only the two parameters the writer reads, re-encoded: nothing else of the fan's query
+    # string reaches it. The writer checks their values (422).
+    query = {"limit": limit, "cursor": cursor}
+    encoded = urlencode({name: value for name, value in query.items() if value is not None})
+    return await fan_read(request, f"/v1/me/orders{'?' + encoded if encoded else ''}")
+
+
+@post(
+    "/v1/me/orders/{order_id:str}/cancel",
+    status_code=200,
+    summary="Cancel my order within the event's window (passed to the writer)",
+    operation_class=documented({200: WRITER_ANSWER}),
+)
+async def cancel_order(request: Request[Any, Any, Any], order_id: FromPath[str]) -> Response[bytes]:
+    path = f"/v1/me/orders/{parse_uuid(order_id, 'order')}/cancel"
+    return await guarded_write(request, RouteClass.orders, path)
+
+
+ROUTE_HANDLERS = [
+    ticket_keys,
+    scan_ticket,
+    stripe_webhook,
+    order_tickets,
+    ticket_qr,
+    my_orders,
+    cancel_order,
+]

@@ -41,9 +41,16 @@ events = sa.Table(
     sa.Column("per_user_limit", sa.Integer, nullable=False),
     sa.Column("home_region", sa.Text, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
-    sa.CheckConstraint("status IN ('scheduled', 'onsale', 'closed')", name="status"),
+    # How long after buying a fan may cancel their order themselves (0: never; migration 0007).
+    sa.Column("fan_cancel_window_s", sa.Integer, nullable=False, server_default=sa.text("0")),
+    # `paused` (migration 0007): no new holds until resumed; `cancelled`: every order refunded
+    # (global_writer/event_admin.py).
+    sa.CheckConstraint(
+        "status IN ('scheduled', 'onsale', 'paused', 'closed', 'cancelled')", name="status"
+    ),
     sa.CheckConstraint("hold_ttl_s BETWEEN 1 AND 3600", name="hold_ttl"),
     sa.CheckConstraint("per_user_limit BETWEEN 1 AND 1000", name="per_user_limit"),
+    sa.CheckConstraint("fan_cancel_window_s BETWEEN 0 AND 2592000", name="fan_cancel_window"),
     # What `fan_seats` refers to, so that its copy of the limit is the event's (migration 0004).
     sa.Index("ix_events_event_id_per_user_limit", "event_id", "per_user_limit", unique=True),
 )
@@ -116,7 +123,10 @@ holds = sa.Table(
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("extended", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),
-    sa.CheckConstraint("status IN ('active', 'released', 'expired', 'purchased')", name="status"),
+    # `refunded` (migration 0007): its order was refunded and its seats went back on sale.
+    sa.CheckConstraint(
+        "status IN ('active', 'released', 'expired', 'purchased', 'refunded')", name="status"
+    ),
     # Opening an event loads its active holds (by status); the audit and operators look for
     # overdue ones by deadline.
     sa.Index(
@@ -172,9 +182,13 @@ orders = sa.Table(
     sa.Column("currency", sa.Text, nullable=False),
     sa.Column("status", sa.Text, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
+    # When the order was refunded (migration 0007, global_writer/refunds.py).
+    sa.Column("refunded_at", sa.DateTime(timezone=True), nullable=True),
     sa.UniqueConstraint("hold_id"),
     sa.CheckConstraint("status IN ('confirmed', 'refunded')", name="status"),
     sa.Index("ix_orders_event_id_user_id", "event_id", "user_id"),
+    # A fan's orders, newest first, by keyset (GET /v1/me/orders).
+    sa.Index("ix_orders_user_id_created_at_order_id", "user_id", "created_at", "order_id"),
 )
 
 # One row per authorization the writer was given (docs/payments.md, the payment saga): written in
@@ -308,6 +322,58 @@ outbox = sa.Table(
     sa.Index("ix_outbox_unpublished", "id", postgresql_where=sa.text("published_at IS NULL")),
 )
 
+# Presale waves of an event (migration 0008, docs/presales.md, global_writer/presales.py): written
+# once with the event, loaded into the writer's memory when it opens the event. A listed wave
+# keeps its fans in `eligible_users`; a coded wave has rows in `presale_codes` instead.
+event_presales = sa.Table(
+    "event_presales",
+    metadata,
+    sa.Column(
+        "event_id", pg.UUID(as_uuid=True), sa.ForeignKey("events.event_id"), primary_key=True
+    ),
+    sa.Column("wave_id", sa.Text, primary_key=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("starts_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("ends_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("per_user_limit", sa.Integer, nullable=False),
+    sa.Column("section_ids", pg.ARRAY(sa.Text), nullable=False),
+    # NULL: the wave admits by code (`presale_codes`).
+    sa.Column("eligible_users", pg.ARRAY(sa.Text), nullable=True),
+    sa.CheckConstraint("starts_at < ends_at", name="window"),
+    sa.CheckConstraint("per_user_limit BETWEEN 1 AND 1000", name="per_user_limit"),
+)
+
+# A coded wave's access codes, by SHA-256 (the codes themselves are never stored), and how many
+# fans each has admitted: `uses` moves only by the conditional UPDATE that admits a fan
+# (global_writer/presales.py `redeem`), and the CHECK holds it to `uses_max` whatever writes it.
+presale_codes = sa.Table(
+    "presale_codes",
+    metadata,
+    sa.Column("event_id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("code_hash", sa.LargeBinary, primary_key=True),
+    sa.Column("wave_id", sa.Text, nullable=False),
+    sa.Column("uses_max", sa.Integer, nullable=False),
+    sa.Column("uses", sa.Integer, nullable=False, server_default=sa.text("0")),
+    sa.CheckConstraint("uses >= 0 AND uses <= uses_max", name="uses"),
+    sa.ForeignKeyConstraint(
+        ["event_id", "wave_id"], ["event_presales.event_id", "event_presales.wave_id"]
+    ),
+)
+
+# Which fans a code admitted (one row each): a fan who comes back with the same code is not
+# counted again.
+presale_redemptions = sa.Table(
+    "presale_redemptions",
+    metadata,
+    sa.Column("event_id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("code_hash", sa.LargeBinary, primary_key=True),
+    sa.Column("user_id", sa.Text, primary_key=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
+    sa.ForeignKeyConstraint(
+        ["event_id", "code_hash"], ["presale_codes.event_id", "presale_codes.code_hash"]
+    ),
+)
+
 # Tables whose rows belong to one region in a CockroachDB multi-region cluster (REGIONAL BY ROW),
 # and the ones read everywhere and written rarely (GLOBAL). docs/architecture.md §7.2.
 # `sections` is regional, not GLOBAL, although it describes the event: every committed batch bumps
@@ -324,5 +390,7 @@ REGIONAL_BY_ROW = (
     "event_leases",
     "fan_seats",
     "tickets",
+    "presale_codes",
+    "presale_redemptions",
 )
-GLOBAL_TABLES = ("events", "users", "friendships")
+GLOBAL_TABLES = ("events", "users", "friendships", "event_presales")

@@ -64,6 +64,17 @@ OPERATIONS: Final[dict[str, tuple[Operation, ...]]] = {
         ("POST", "/v1/tickets/scan"),
         ("GET", "/v1/me/orders/{order_id}/tickets"),
         ("GET", "/v1/me/orders/{order_id}/tickets/{ticket_id}/qr"),
+        ("GET", "/v1/me/orders"),
+        ("GET", "/v1/admin/events/{event_id}/report"),
+        ("PATCH", "/v1/admin/events/{event_id}"),
+        # Aimed at an event and order of their own (`Fuzzed.admin_event_id`): they refund and
+        # cancel, which would leave the other operations nothing to buy.
+        ("POST", "/v1/me/orders/{order_id}/cancel"),
+        ("POST", "/v1/admin/orders/{order_id}/refund"),
+        ("POST", "/v1/admin/events/{event_id}/pause"),
+        ("POST", "/v1/admin/events/{event_id}/resume"),
+        ("POST", "/v1/admin/events/{event_id}/close"),
+        ("POST", "/v1/admin/events/{event_id}/cancel"),
     ),
     "regional": SEAT_READS,
     "edge": (
@@ -77,8 +88,22 @@ OPERATIONS: Final[dict[str, tuple[Operation, ...]]] = {
         ("GET", "/v1/queue/{ticket}"),
         ("POST", "/v1/admin/events/{event_id}/waiting-room/close"),
         *FAN_WRITES,
+        # Passed to the writer (edge/controllers/passon.py).
+        ("GET", "/v1/tickets/keys"),
+        ("POST", "/v1/tickets/scan"),
+        ("GET", "/v1/me/orders/{order_id}/tickets"),
+        ("GET", "/v1/me/orders/{order_id}/tickets/{ticket_id}/qr"),
+        ("GET", "/v1/me/orders"),
+        ("POST", "/v1/me/orders/{order_id}/cancel"),
+        ("POST", "/v1/payments/stripe/webhook"),
     ),
 }
+# Passed on by the edge to a writer route this stack does not serve: Stripe's webhook exists only
+# with the Stripe provider (this writer runs the sandbox), so the writer's 404 is all it can
+# answer; the fuzz still holds it to no 5xx. tests/integration/test_edge_passon.py delivers one.
+ABSENT_BEHIND: Final[frozenset[tuple[str, str, str]]] = frozenset(
+    {("edge", "POST", "/v1/payments/stripe/webhook")}
+)
 # Operations with a known 5xx or schema violation too large to fix here (strict: fixing one
 # fails the run until it leaves this list). None at present.
 KNOWN_FAILURES: Final[dict[tuple[str, str, str], str]] = {}
@@ -149,14 +174,19 @@ class Fuzzed:
     # One of the order's tickets: its id for the QR route, its token for a real scan.
     ticket_id: str = ""
     door_token: str = ""
+    # The event (and its order) that refunds, cancellations and the event actions act on.
+    admin_event_id: str = ""
+    admin_order_id: str = ""
 
     def path_parameters(self, tier: str, path: str) -> dict[str, str]:
         room = "/queue" in path or "/waiting-room" in path
+        acting = path.endswith(("/pause", "/resume", "/close", "/cancel", "/refund"))
+        event_id = self.admin_event_id if acting else self.event_id
         known = {
-            "event_id": ROOM_EVENT if room else self.event_id,
+            "event_id": ROOM_EVENT if room else event_id,
             "section_id": "S",
             "hold_id": self.holds.get(tier, ""),
-            "order_id": self.order_id,
+            "order_id": self.admin_order_id if acting else self.order_id,
             "friend_id": FRIEND,
             "ticket": self.ticket,
             "ticket_id": self.ticket_id,
@@ -286,6 +316,15 @@ def fuzzed(edge_stack: EdgeStack) -> Fuzzed:
         timeout=30,
     )
     assert order.status_code == 201, order.text
+    acted_on = edge_stack.create_event()
+    acted_hold = hold(f"{writer}/v1/events/{acted_on}", FAN, ["S:A:1"], "setup-acted")
+    acted_order = httpx.post(
+        f"{writer}/v1/events/{acted_on}/orders",
+        headers=fan_headers(FAN, "setup-acted-order"),
+        json={"hold_id": acted_hold, "payment_token": "tok_approve"},
+        timeout=30,
+    )
+    assert acted_order.status_code == 201, acted_order.text
     admin = {"X-Admin-Key": WRITER_ADMIN_KEY}
     room = httpx.put(
         f"{edge.url}/v1/admin/events/{ROOM_EVENT}/waiting-room",
@@ -327,6 +366,8 @@ def fuzzed(edge_stack: EdgeStack) -> Fuzzed:
         other_token=token(OTHER_FAN),
         ticket_id=first_ticket["ticket_id"],
         door_token=first_ticket["token"],
+        admin_event_id=acted_on,
+        admin_order_id=acted_order.json()["order_id"],
     )
 
 
@@ -400,6 +441,8 @@ def test_no_5xx_and_answers_match_the_document(
         case = operation.Case(path_parameters=real, body=body, media_type="application/json")
         fuzz = example(case=case, caller="fan")(fuzz)
     fuzz()
+    if (tier, method, path) in ABSENT_BEHIND:
+        return
     # Reached past the front door at least once: a 2xx, or a refusal only a real id gets.
     assert statuses - {401, 404}, statuses
 

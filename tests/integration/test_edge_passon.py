@@ -119,6 +119,15 @@ def test_a_fan_gets_tickets_and_the_door_admits_them_through_the_edge(through: T
     assert keys.status_code == 200, keys.text
     assert [key["kid"] for key in keys.json()["keys"]] == ["k1"]
 
+    mine = httpx.get(f"{url}/v1/me/orders", params={"limit": 5}, headers=fan_headers("ann"))
+    assert mine.status_code == 200, mine.text
+    assert [o["order_id"] for o in mine.json()["orders"]] == [order]
+    bad_page = httpx.get(f"{url}/v1/me/orders?limit=0", headers=fan_headers("ann"))
+    assert bad_page.status_code == 422, bad_page.text
+    cancel = httpx.post(f"{url}/v1/me/orders/{order}/cancel", headers=fan_headers("ann"))
+    assert cancel.status_code == 409, cancel.text  # the event allows no cancellation
+    assert cancel.json()["error"]["code"] == "cancel_window_closed"
+
     scan = {"token": ticket["token"], "event_id": through.event, "gate": "north 1"}
     refused = httpx.post(f"{url}/v1/tickets/scan", json=scan)
     assert refused.status_code in (401, 403), refused.text

@@ -377,9 +377,10 @@ def test_every_cockroachdb_statement_is_valid_sql(database_url: str, engine: sa.
     shared = [s for s in statements if not is_cockroach_only(s)]
     # Later revisions' column and constraint changes (0002: users' contact details; 0003: the
     # lease columns leave `sections`, the payment saga's columns and constraints arrive; 0005:
-    # the idempotency keys' attempts).
+    # the idempotency keys' attempts; 0007: orders' refunded_at, holds' and events' statuses,
+    # events' fan cancellation window).
     alters = [s for s in shared if s.startswith("ALTER TABLE")]
-    assert len(alters) == 4 + 9 + 1
+    assert len(alters) == 4 + 9 + 1 + 7
     # 0003 moves the sections' leases into `event_leases`; 0004 backfills `fan_seats` from the
     # live holds and confirmed orders.
     moves = [
