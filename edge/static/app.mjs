@@ -501,6 +501,9 @@ function writeFailed(error, where) {
 }
 
 async function hold(body) {
+  // A presale wave's access code goes with every hold; the writer ignores it in the general sale.
+  const code = $('presale-code').value.trim();
+  if (code) body.presale_code = code;
   try {
     setHold(await write(`/v1/events/${EVENT_ID}/holds`, body));
     say('result', '');
@@ -867,6 +870,34 @@ function sectionPicker() {
   });
 }
 
+// The presale wave open now (docs/presales.md), by this browser's clock: the event document's
+// `active_presale` is as old as the edge's cache of it, the windows are not.
+function activePresale(presales, now) {
+  return (presales ?? []).find(
+    (wave) => Date.parse(wave.starts_at) <= now && now < Date.parse(wave.ends_at),
+  );
+}
+
+function showPresale(event) {
+  const wave = Date.parse(event.onsale_at) <= Date.now()
+    ? undefined
+    : activePresale(event.presales, Date.now());
+  $('presale-code-field').hidden = !wave?.code_required;
+  if (!wave) {
+    const next = (event.presales ?? []).find((w) => Date.parse(w.starts_at) > Date.now());
+    const upcoming = next
+      ? `Presale ${next.name} from ${new Date(next.starts_at).toLocaleString()}`
+      : '';
+    say('presale', upcoming);
+    return;
+  }
+  const until = new Date(wave.ends_at).toLocaleString();
+  const where = wave.section_ids.length ? ` · sections ${wave.section_ids.join(', ')}` : '';
+  const who = wave.code_required ? 'with a presale code' : 'for listed fans';
+  const limit = `up to ${wave.per_user_limit} seats per fan`;
+  say('presale', `Presale now: ${wave.name} (${who}) until ${until} · ${limit}${where}`);
+}
+
 async function start() {
   legend();
   let event;
@@ -884,6 +915,9 @@ async function start() {
   const lasts = ttl >= 120 ? `${Math.round(ttl / 60)} min` : `${ttl} s`;
   const rules = `up to ${event.per_user_limit} seats per fan · holds last ${lasts}`;
   say('event-meta', `${when} · ${rules}`);
+  showPresale(event);
+  // A wave opens or closes while the page is open: the line follows the windows.
+  setInterval(() => showPresale(event), 30_000);
   venue.sections = event.sections;
   venue.ids = event.sections.map((section) => section.rows.flatMap((row) => row.seats));
   venue.ids.forEach((ids, s) => ids.forEach((id, i) => venue.index.set(id, [s, i])));
