@@ -66,19 +66,31 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     reconcile.set_defaults(handler=main)
 
 
+def writer_admin(
+    command: str, writer_url: str | None, data_dir: Path | None
+) -> tuple[str, str] | None:
+    """The writer's URL and admin key for an operator command: given (--writer-url and
+    $TESSERA_ADMIN_KEY), else the running `tessera up`'s; None after saying what is missing."""
+    admin_key = os.environ.get(ADMIN_KEY_ENV)
+    if writer_url and admin_key:
+        return writer_url, admin_key
+    try:
+        stack = read_stack(data_dir)
+    except (OSError, ValueError) as exc:
+        print(
+            f"{command}: give --writer-url and ${ADMIN_KEY_ENV}, or run it beside"
+            f" `tessera up` ({exc})",
+            file=sys.stderr,
+        )
+        return None
+    return writer_url or stack.writer_url, admin_key or stack.admin_key
+
+
 def main(args: argparse.Namespace) -> int:
-    writer_url, admin_key = args.writer_url, os.environ.get(ADMIN_KEY_ENV)
-    if not writer_url or not admin_key:
-        try:
-            stack = read_stack(args.data_dir)
-        except (OSError, ValueError) as exc:
-            print(
-                f"tessera payments reconcile: give --writer-url and ${ADMIN_KEY_ENV}, or run "
-                f"it beside `tessera up` ({exc})",
-                file=sys.stderr,
-            )
-            return EXIT_USAGE
-        writer_url, admin_key = writer_url or stack.writer_url, admin_key or stack.admin_key
+    found = writer_admin("tessera payments reconcile", args.writer_url, args.data_dir)
+    if found is None:
+        return EXIT_USAGE
+    writer_url, admin_key = found
     try:
         response = httpx.post(
             f"{writer_url.rstrip('/')}/v1/admin/payments/reconcile",

@@ -16,8 +16,12 @@ from typing import Any
 import httpx
 
 from tessera import limits
-from tessera_ops.cli_payments import ADMIN_KEY_ENV, EXIT_OK, EXIT_USAGE, WRITER_URL_ENV
-from tessera_ops.stackfile import read_stack
+from tessera_ops.cli_payments import (
+    EXIT_OK,
+    EXIT_USAGE,
+    WRITER_URL_ENV,
+    writer_admin,
+)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -44,18 +48,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def main(args: argparse.Namespace) -> int:
-    writer_url, admin_key = args.writer_url, os.environ.get(ADMIN_KEY_ENV)
-    if not writer_url or not admin_key:
-        try:
-            stack = read_stack(args.data_dir)
-        except (OSError, ValueError) as exc:
-            print(
-                f"tessera report: give --writer-url and ${ADMIN_KEY_ENV}, or run it beside "
-                f"`tessera up` ({exc})",
-                file=sys.stderr,
-            )
-            return EXIT_USAGE
-        writer_url, admin_key = writer_url or stack.writer_url, admin_key or stack.admin_key
+    found = writer_admin("tessera report", args.writer_url, args.data_dir)
+    if found is None:
+        return EXIT_USAGE
+    writer_url, admin_key = found
     try:
         response = httpx.get(
             f"{writer_url.rstrip('/')}/v1/admin/events/{args.event}/report",
