@@ -177,7 +177,9 @@ async def wait_logged(writer: ServiceProcess, text: str, within_s: float = 5.0) 
 @dataclass
 class Stream:
     """Fans holding one seat and buying it, round-robin over the writers that answer, resending
-    with the same key after a refused connection or a 503."""
+    with the same key after a refused connection, a 503, or a 409 `idempotency_key_in_flight`
+    (a key the killed owner had claimed: taken over once the claim is
+    `limits.idempotency_in_flight_s_max` old, docs/guarantees.md), as docs/api.md tells clients."""
 
     urls: list[str]
     event_id: str
@@ -197,7 +199,7 @@ class Stream:
             with contextlib.suppress(httpx.TransportError):
                 response = await client.post(url + path, headers=headers, json=body)
                 self.statuses[response.status_code] = self.statuses.get(response.status_code, 0) + 1
-                if response.status_code != 503:
+                if response.status_code != 503 and not in_flight(response):
                     return response
             await asyncio.sleep(0.05)
         return None
@@ -231,6 +233,13 @@ class Stream:
             self.orders.add(bought.json()["order_id"])
             self.acked_at.append(time.monotonic())
             await asyncio.sleep(0.3)
+
+
+def in_flight(response: httpx.Response) -> bool:
+    if response.status_code != 409:
+        return False
+    code: str = response.json().get("error", {}).get("code", "")
+    return code == "idempotency_key_in_flight"
 
 
 async def test_owner_sigkilled_mid_stream_loses_nothing_and_writes_resume(
