@@ -72,7 +72,6 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-import httpx
 from loadgen import (
     DISTURBED_CORES,
     Generator,
@@ -106,7 +105,7 @@ from stack import (
 )
 
 from tessera import auth
-from tessera.http1 import Connection, HttpError, request_bytes
+from tessera.http1 import Connection, HttpError, fetch, request_bytes
 from tessera_ops.processes import ServiceProcess, start_edge
 
 SOLD_FRACTION: Final = 0.1
@@ -481,12 +480,16 @@ def prometheus(text: str, metric: str) -> dict[str, float]:
     return found
 
 
+async def metrics_text(url: str) -> str:
+    answer = await fetch(url, timeout_s=HTTP_TIMEOUT_S)
+    return answer.body.decode()
+
+
 async def snapshot(edges: list[ServiceProcess], node: str) -> dict[str, Any]:
     """The counters the crowd is checked against: each edge's origin requests and cache
     outcomes, and the node's seat-map answers by route."""
-    async with httpx.AsyncClient(timeout=HTTP_TIMEOUT_S) as client:
-        texts = [(await client.get(f"{edge.url}/metrics")).text for edge in edges]
-        node_text = (await client.get(f"{node}/metrics")).text
+    texts = [await metrics_text(f"{edge.url}/metrics") for edge in edges]
+    node_text = await metrics_text(f"{node}/metrics")
     return {
         "origin": [
             sum(prometheus(t, "tessera_edge_origin_requests_total").values()) for t in texts

@@ -75,7 +75,6 @@ from typing import Any, Final
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 import brotli
-import httpx
 from litestar import Litestar, Response, get
 from loadgen import (
     DISTURBED_CORES,
@@ -117,6 +116,7 @@ from stack import (
 
 from regional.fastpath import CACHE_CONTROL
 from regional.state import SEATMAP_TYPE
+from tessera.http1 import fetch
 from tessera.venue import load_venue_file
 from tessera_ops.processes import ServiceProcess
 
@@ -565,8 +565,7 @@ async def bench(args: argparse.Namespace, stack: Stack) -> tuple[list[Load], dic
             await b.open_oha(oha, server, f"{base}{seatmap}", br, rate=rate, seconds=seconds)
     if naive.rate > 0:
         await b.open([("naive", f"{targets.naive}{seatmap}")], br, rate=naive.rate / 2)
-    async with httpx.AsyncClient(timeout=HTTP_TIMEOUT_S) as client:
-        text = (await client.get(f"{targets.node}/metrics")).text
+    text = (await fetch(f"{targets.node}/metrics", timeout_s=HTTP_TIMEOUT_S)).body.decode()
     info["node_statuses"] = metrics_counts(text, "/v1/events/{event_id}/seatmap")
     info["generator"] = f"{generator.kind} ({generator.version})"
     return b.loads, info
