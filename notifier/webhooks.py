@@ -34,7 +34,6 @@ from typing import Annotated, Final
 
 import httpx
 import msgspec
-import nats
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -44,6 +43,7 @@ from prometheus_client import CollectorRegistry, Counter
 from redis.asyncio import Redis
 
 from notifier import backoff
+from notifier.connect import connect_until_up
 from tessera import contracts, limits
 from tessera import webhooks as hooks
 from tessera.jetstream import DefinitionError, ensure_jetstream, load_definitions
@@ -194,14 +194,8 @@ class Dispatcher:
                 await self.nc.drain()
 
     async def _connect(self) -> JetStreamContext:
-        while self.nc is None:
-            try:
-                self.nc = await nats.connect(
-                    self.settings.nats_url, max_reconnect_attempts=-1, connect_timeout=2
-                )
-            except Exception as error:
-                log.warning("NATS not reachable yet (%s); retrying", error)
-                await asyncio.sleep(_RETRY_S)
+        if self.nc is None:
+            self.nc = await connect_until_up(self.settings.nats_url, _RETRY_S)
         self.js = self.nc.jetstream()
         return self.js
 

@@ -30,7 +30,6 @@ from typing import Final
 
 import httpx
 import msgspec
-import nats
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -40,6 +39,7 @@ from redis.asyncio import Redis
 
 from notifier import backoff, messages
 from notifier.channels import DeliveryError, EmailSender, SmsSender
+from notifier.connect import connect_until_up
 from notifier.markers import Claim, Markers
 from notifier.metrics import NotifierMetrics
 from notifier.settings import Settings
@@ -148,14 +148,8 @@ class Worker:
                 await self.nc.drain()
 
     async def _connect(self) -> JetStreamContext:
-        while self.nc is None:
-            try:
-                self.nc = await nats.connect(
-                    self.settings.nats_url, max_reconnect_attempts=-1, connect_timeout=2
-                )
-            except Exception as error:
-                log.warning("NATS not reachable yet (%s); retrying", error)
-                await asyncio.sleep(_STARTUP_RETRY_S)
+        if self.nc is None:
+            self.nc = await connect_until_up(self.settings.nats_url, _STARTUP_RETRY_S)
         self.js = self.nc.jetstream()
         return self.js
 
